@@ -1,0 +1,210 @@
+"""FACS action units as data: what each one does and how far the default model moves it.
+
+Names, muscles and the descriptions of appearance follow the Facial Action Coding System
+manual (Ekman, Friesen & Hager, 2002). Magnitudes are the displacement of the default
+model (:mod:`affectsynth.model.default`) at full intensity (coefficient 1 = FACS intensity
+E, the maximum), in millimetres, measured on the canonical MediaPipe mesh at the listed
+vertices. Where a figure is a design choice scaled to an anatomical limit rather than a
+measured norm, its ``source`` says so: nobody has measured these fields on people.
+
+Model axes (see :mod:`affectsynth.camera`): +x = subject's left, +y up, +z toward the
+viewer. "Lateral" = away from the midline, "medial" = toward it, "back" = -z.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["ActionUnit", "ACTION_UNITS", "action_unit", "basis_names"]
+
+#: How ``magnitude_mm`` is measured at each entry of ``measured_at`` ((vertex,) or (vertex, vertex)):
+#: "norm" |displacement|, "up" its +y component, "down" its -y component, "closure" how much
+#: the distance between the two vertices of a pair shrinks.
+Measure = Literal["norm", "up", "down", "closure"]
+
+
+@dataclass(frozen=True)
+class ActionUnit:
+    """One FACS action unit as the default model implements it.
+
+    Attributes:
+        number: the AU number (12 for AU12).
+        name: the FACS name.
+        muscles: the muscular basis FACS gives.
+        lateral: True when the default model has ``AU<n>_L`` and ``AU<n>_R`` (whose sum is
+            the bilateral action) instead of one ``AU<n>``.
+        motion: the direction of motion the field implements at full intensity.
+        magnitude_mm: the displacement at full intensity, measured as ``measure`` says at
+            each entry of ``measured_at`` (on the bilateral field, L + R).
+        measured_at: MediaPipe vertex ids, (v,) or a pair (a, b) for "closure".
+        measure: see :data:`Measure`.
+        source: where ``magnitude_mm`` comes from.
+    """
+
+    number: int
+    name: str
+    muscles: str
+    lateral: bool
+    motion: str
+    magnitude_mm: float
+    measured_at: tuple[tuple[int, ...], ...]
+    measure: Measure
+    source: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The blendshape names of this AU in the default model."""
+        base = f"AU{self.number}"
+        return (base + "_L", base + "_R") if self.lateral else (base,)
+
+
+_DESIGN = "Design choice (no measured norm for this displacement is cited): "
+
+ACTION_UNITS: tuple[ActionUnit, ...] = (
+    ActionUnit(
+        1, "Inner Brow Raiser", "frontalis, pars medialis", False,
+        "inner brow up along the forehead surface (outer brow 25 %), forehead above it follows "
+        "less (it bunches into horizontal wrinkles); lid margins stay",
+        8.0, ((107,), (336,)), "norm",
+        _DESIGN + "about 40 % of the canonical mesh's ~21 mm from the mid brow to the upper-lid "
+        "margin, so a fully raised brow still leaves the lid skin taut, not torn."),
+    ActionUnit(
+        2, "Outer Brow Raiser", "frontalis, pars lateralis", True,
+        "outer brow up along the forehead surface (inner brow 10 %), arching the brow",
+        8.0, ((70,), (300,)), "norm",
+        _DESIGN + "the same scale as AU1, applied to the lateral brow."),
+    ActionUnit(
+        4, "Brow Lowerer", "corrugator supercilii, depressor supercilii, procerus", False,
+        "inner brow down 4 mm and medially 3 mm (brows drawn together), outer brow down 1.5 mm, "
+        "glabella skin down; upper-lid skin pushed down, lid margins stay",
+        5.0, ((55,), (285,)), "norm",
+        _DESIGN + "the inner brow ends are ~24 mm apart on the canonical mesh; 3 mm medial travel "
+        "each narrows the glabella by a quarter, and 4 mm down keeps the brow above the lid crease."),
+    ActionUnit(
+        5, "Upper Lid Raiser", "levator palpebrae superioris (with the superior tarsal muscle)", False,
+        "upper-lid margin up 2.5 mm and back 1 mm at its centre (0 at the canthi), the lid skin "
+        "folding up under the brow",
+        2.5, ((159,), (386,)), "up",
+        _DESIGN + "the relaxed upper lid covers the top ~1-2 mm of the cornea (normal margin-reflex "
+        "distance MRD1 ~4-5 mm, standard clinical ophthalmology range); AU5 at E bares sclera above "
+        "the limbus, a further 2-3 mm, well inside normal levator function (>= 12 mm of lid "
+        "excursion from down- to up-gaze, standard clinical range)."),
+    ActionUnit(
+        6, "Cheek Raiser", "orbicularis oculi, pars orbitalis", True,
+        "infraorbital cheek up 3.5 mm and forward 1 mm, lower-lid margin up 1.5 mm, skin lateral "
+        "to the outer canthus drawn medially 2 mm (crow's feet), lateral brow down 1 mm",
+        3.5, ((118,), (347,)), "up",
+        _DESIGN + "the cheek rises by about a third of the ~11 mm infraorbital skin between the "
+        "lower-lid margin and the cheek point, which is what bags the lower lid."),
+    ActionUnit(
+        7, "Lid Tightener", "orbicularis oculi, pars palpebralis", True,
+        "lower-lid margin up 2 mm at its centre, upper-lid margin down 0.5 mm (0 at the canthi): "
+        "the palpebral fissure narrows",
+        2.0, ((145,), (374,)), "up",
+        _DESIGN + "palpebral fissure height is ~8-11 mm in adults (Farkas, Anthropometry of the "
+        "Head and Face, 1994) and 6.7 mm on the canonical mesh; AU7 at E narrows it by ~35 %."),
+    ActionUnit(
+        9, "Nose Wrinkler", "levator labii superioris alaeque nasi", False,
+        "nasal wings and the skin on the sides of the nose up 3 mm (the nasal root 0.5 mm), inner "
+        "brows down 2 mm, upper-lip centre up 1.5 mm",
+        3.0, ((64,), (294,)), "up",
+        _DESIGN + "about a fifth of the ~15 mm nasal-wing height of the canonical mesh."),
+    ActionUnit(
+        10, "Upper Lip Raiser", "levator labii superioris (caput infraorbitalis)", False,
+        "upper lip up, more laterally (4 mm beside the philtrum) than at the midline (2.5 mm), "
+        "slightly everted (1 mm forward); corners 1 mm",
+        4.0, ((39,), (269,)), "up",
+        _DESIGN + "about two thirds of the ~6 mm upper-lip vermilion height of the canonical mesh."),
+    ActionUnit(
+        12, "Lip Corner Puller", "zygomaticus major", True,
+        "lip corner up 7, lateral 5 and back 4 mm (toward the zygoma); lips stretched after it; "
+        "the cheek mass above the nasolabial fold up 2.5 and forward 1.5 mm",
+        9.5, ((61,), (291,)), "norm",
+        _DESIGN + "about a fifth of the canonical mouth width (49 mm), toward the zygomatic origin "
+        "of the muscle."),
+    ActionUnit(
+        14, "Dimpler", "buccinator", True,
+        "lip corner back 3 mm, medial 1.5 mm, up 0.5 mm (tightened against the teeth), a 1.5 mm "
+        "dimple lateral to it",
+        3.4, ((61,), (291,)), "norm",
+        _DESIGN + "a corner pressed against the dentition can only move back a few millimetres."),
+    ActionUnit(
+        15, "Lip Corner Depressor", "depressor anguli oris (triangularis)", True,
+        "lip corner down 4 mm and lateral 1 mm, the lateral lower lip down after it",
+        4.0, ((61,), (291,)), "down",
+        _DESIGN + "the corner drops by about its height above the lower-lip vermilion border."),
+    ActionUnit(
+        16, "Lower Lip Depressor", "depressor labii inferioris", False,
+        "lower lip down 5 mm at the centre (0 at the corners) and everted 1.5 mm forward",
+        5.0, ((17,), (14,)), "down",
+        _DESIGN + "about the lower-lip vermilion height of the canonical mesh (8 mm) minus the "
+        "part that rolls out instead of down."),
+    ActionUnit(
+        17, "Chin Raiser", "mentalis", False,
+        "chin boss up 4 mm and forward 1.5 mm, lower lip pushed up 2.5 mm and out 2 mm",
+        4.0, ((200,), (199,)), "up",
+        _DESIGN + "about a third of the ~12 mm between the labiomental fold and the chin boss."),
+    ActionUnit(
+        20, "Lip Stretcher", "risorius (with platysma)", True,
+        "lip corner lateral 5 mm, down 1 mm, back 1.5 mm; lips flattened and stretched",
+        5.3, ((61,), (291,)), "norm",
+        _DESIGN + "about a tenth of the mouth width per side."),
+    ActionUnit(
+        23, "Lip Tightener", "orbicularis oris", False,
+        "corners medial 2 mm, vermilion narrowed 1.5 mm per lip (outer borders toward the slit), "
+        "lips pushed 0.5 mm forward",
+        2.0, ((61,), (291,)), "norm",
+        _DESIGN + "a tightened lip keeps the mouth width within a few per cent."),
+    ActionUnit(
+        24, "Lip Pressor", "orbicularis oris", False,
+        "inner lip contours pressed into contact (the upper one 40 %, the lower 60 % of the way), "
+        "vermilion narrowed 1 mm per lip, lips back 1 mm",
+        5.8, ((13, 14), (82, 87), (312, 317)), "closure",
+        "Geometry: the canonical mesh's lips are ~5.8 mm apart at the midline (13-14); pressed "
+        "lips touch, so the field closes that gap exactly."),
+    ActionUnit(
+        25, "Lips Part", "depressor labii inferioris, or relaxation of mentalis or orbicularis oris", False,
+        "lower lip down 3 mm at the centre, upper lip up 1 mm, both tapering to 0 at the corners; "
+        "no jaw motion",
+        3.0, ((14,), (17,)), "down",
+        _DESIGN + "a visible parting of the lips well short of AU26."),
+    ActionUnit(
+        26, "Jaw Drop", "masseter; relaxed temporalis and internal pterygoid", False,
+        "mandible rotated about the temporomandibular axis (see default.JAW_PIVOT_MM) so the chin "
+        "drops 12 mm (and swings back); the lower face follows with the harmonic jaw weight",
+        12.0, ((152,), (199,)), "down",
+        _DESIGN + "a relaxed jaw drop is a pure rotation of the condyles, which is how the first "
+        "~20-25 mm of incisal opening happens (standard TMJ biomechanics); 12 mm at the chin is "
+        "~15 mm between the incisors, about a third of the normal maximal inter-incisal opening "
+        "of ~40-55 mm in adults (standard TMJ clinical norms)."),
+    ActionUnit(
+        27, "Mouth Stretch", "pterygoids, digastric", False,
+        "mandible rotated about the temporomandibular axis and translated 10 mm forward and 4 mm "
+        "down (the condyles gliding onto the articular eminence, as in wide opening) so the chin "
+        "drops 35 mm",
+        35.0, ((152,), (199,)), "down",
+        _DESIGN + "~30-35 mm between the incisors, toward the lower end of the normal maximal "
+        "inter-incisal opening of ~40-55 mm in adults (standard TMJ clinical norms)."),
+    ActionUnit(
+        43, "Eyes Closed", "relaxation of levator palpebrae superioris; orbicularis oculi, pars "
+        "palpebralis", False,
+        "each upper-lid margin vertex moves onto its matching lower-lid margin vertex (canthi "
+        "fixed), the upper-lid skin following up to the brow",
+        6.8, ((159, 145), (386, 374)), "closure",
+        "Geometry: the canonical mesh's palpebral fissure is 6.8 mm high at the centre (159-145); "
+        "closed lids touch, so the field closes it exactly."),
+)
+
+
+def action_unit(number: int) -> ActionUnit:
+    """The table entry of AU ``number``."""
+    for au in ACTION_UNITS:
+        if au.number == number:
+            return au
+    raise KeyError(f"AU{number} is not in the table")
+
+
+def basis_names() -> tuple[str, ...]:
+    """All blendshape names of the default model, in table order."""
+    return tuple(n for au in ACTION_UNITS for n in au.names)

@@ -1,0 +1,380 @@
+"""Fit a linear 3DMM to 2D (and optionally depth) landmarks: pose, identity and expression.
+
+Batched Gauss-Newton in torch over all parameters at once:
+
+    E = sum_i w_i ||r_i / s||^2 / sigma^2          (data: landmark residuals in model mm)
+        + ||id||^2                                 (identity prior, coefficients ~ N(0, 1))
+        + lambda_exp ||exp||^2 + mu_exp sum(exp)   (expression prior: small and sparse)
+    subject to 0 <= exp <= 1
+
+r_i stacks the image residual (u, v) of landmark i and, when the detector gives depth, its
+depth residual weighted by ``depth_weight``. w_i are iteratively re-weighted robust (Huber)
+weights, so a few bad landmarks do not drag the fit. The bounds on expression activations
+are kept with an active set: a coefficient at a bound whose gradient pushes it outward is
+frozen for that iteration. The camera is weak perspective (see :mod:`affectsynth.camera`);
+rotation updates are left-multiplied axis-angle steps.
+
+Dividing residuals by the scale s makes the energy independent of the image resolution, so
+one set of weights serves a 100-pixel face and a 4000-pixel one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from .camera import euler_angles_deg, skew, to_image_space
+from .landmarks import Landmarks
+from .model.face_model import FaceModel
+
+__all__ = ["FitConfig", "FitResult", "Fitter", "fit_landmarks", "fit_record", "EYE_CORNERS"]
+
+#: Outer eye corners (subject's right, subject's left) per scheme: the NME normaliser.
+EYE_CORNERS = {"mp478": (33, 263), "ibug68": (36, 45)}
+
+#: MediaPipe's 10 iris points move with gaze, not with the face: never fitted.
+_IRIS = slice(468, 478)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Fitting options. Defaults suit MediaPipe landmarks on photos.
+
+    Attributes:
+        iterations: Gauss-Newton iterations.
+        sigma_mm: landmark noise, in model millimetres, that balances data against priors.
+        depth_weight: weight of a depth residual relative to an image residual (MediaPipe's
+            depth is a network's guess, less precise than its x, y).
+        huber_mm: residual (mm) beyond which a landmark's weight falls off as huber/|r|.
+        exp_l2: lambda_exp, quadratic penalty on expression activations.
+        exp_l1: mu_exp, linear (sparsity) penalty on expression activations.
+        fit_identity / fit_expression: switch parameter groups off (e.g. pose only).
+        max_yaw_deg / max_pitch_deg: beyond these a fit is flagged unreliable.
+        max_nme: mean landmark error over the outer-eye-corner distance beyond which a fit
+            is flagged unreliable.
+        min_inside: least fraction of landmarks inside the image for a reliable fit.
+        min_landmarks: least number of usable landmarks for a reliable fit.
+    """
+
+    iterations: int = 12
+    sigma_mm: float = 1.5
+    depth_weight: float = 0.3
+    huber_mm: float = 3.0
+    exp_l2: float = 0.5
+    exp_l1: float = 2.0
+    fit_identity: bool = True
+    fit_expression: bool = True
+    max_yaw_deg: float = 60.0
+    max_pitch_deg: float = 45.0
+    max_nme: float = 0.06
+    min_inside: float = 0.85
+    min_landmarks: int = 30
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted face per batch element; camera as in :mod:`affectsynth.camera` (weak perspective).
+
+    Attributes:
+        rotation: [B, 3, 3] model -> camera rotation.
+        scale: [B] pixels per millimetre.
+        translation: [B, 2] image position of the model origin, px.
+        depth_offset: [B] depth of the model origin, px, in the detector's depth frame.
+        id_coeffs: [B, K] identity coefficients (prior N(0, 1)).
+        exp_coeffs: [B, E] expression activations in [0, 1], named by ``exp_names``.
+        exp_names: E names, the model's expression names.
+        landmark_error: [B, L] distance in px between each fitted and detected landmark
+            (NaN for landmarks not used).
+        error_px: [B] mean of ``landmark_error`` over used landmarks.
+        nme: [B] ``error_px`` over the detected outer-eye-corner distance.
+        reliable: [B] bool.
+        reasons: per face, why it is unreliable (empty when reliable).
+        scheme: landmark scheme that was fitted.
+        image_size: [B, 2] (H, W).
+        model_name: the model's name.
+    """
+
+    rotation: torch.Tensor
+    scale: torch.Tensor
+    translation: torch.Tensor
+    depth_offset: torch.Tensor
+    id_coeffs: torch.Tensor
+    exp_coeffs: torch.Tensor
+    exp_names: tuple[str, ...]
+    landmark_error: torch.Tensor
+    error_px: torch.Tensor
+    nme: torch.Tensor
+    reliable: torch.Tensor
+    reasons: tuple[tuple[str, ...], ...]
+    scheme: str
+    image_size: torch.Tensor
+    model_name: str
+
+    camera = "weak_perspective"
+
+    @property
+    def batch_size(self) -> int:
+        return self.scale.shape[0]
+
+    @property
+    def angles_deg(self) -> torch.Tensor:
+        """[B, 3] (yaw, pitch, roll) in degrees; signs in :mod:`affectsynth.camera`."""
+        return euler_angles_deg(self.rotation)
+
+    def vertices(self, model: FaceModel) -> torch.Tensor:
+        """Fitted model-space vertices [B, V, 3], mm."""
+        return model(self.id_coeffs, self.exp_coeffs).vertices
+
+    def image_points(self, points: torch.Tensor) -> torch.Tensor:
+        """Model-space points [B, N, 3] to image space [B, N, 3] (u px, v px, depth px)."""
+        return to_image_space(points, self.rotation, self.scale, self.translation)
+
+    def __getitem__(self, index: int) -> FitResult:
+        """The fit of one face, as a batch of one."""
+        sl = slice(index, index + 1 if index != -1 else None)
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v[sl] if isinstance(v, torch.Tensor) or f.name == "reasons" else v
+        return FitResult(**out)
+
+
+@dataclass
+class _LandmarkModel:
+    """The model restricted to the fitted landmarks: mean [L,3] and bases [M,L,3] (id then exp)."""
+
+    mean: torch.Tensor
+    basis: torch.Tensor
+    used: torch.Tensor  # [L] bool
+
+
+def _landmark_model(model: FaceModel, scheme: str, dtype: torch.dtype) -> _LandmarkModel:
+    lmap = model.landmark_map(scheme)
+    bases = torch.cat((model.id_basis, model.exp_basis)).to(dtype)
+    used = lmap.valid.clone()
+    if scheme == "mp478":
+        used[_IRIS] = False
+    return _LandmarkModel(mean=lmap.gather(model.mean[None].to(dtype))[0], basis=lmap.gather(bases), used=used)
+
+
+def _initial_pose(points: torch.Tensor, target: torch.Tensor, weight: torch.Tensor):
+    """Weak-perspective pose from an affine camera fit, per face.
+
+    points: [B, L, 3] model points; target: [B, L, 2] px; weight: [B, L].
+    Returns rotation [B,3,3], scale [B], translation [B,2].
+    """
+    b = points.shape[0]
+    x = torch.cat((points, points.new_ones(b, points.shape[1], 1)), -1)          # [B, L, 4]
+    xw = x * weight[..., None]
+    affine = torch.linalg.solve(xw.transpose(1, 2) @ x + 1e-6 * torch.eye(4, dtype=x.dtype),
+                                xw.transpose(1, 2) @ target)                   # [B, 4, 2]
+    rows = torch.stack((affine[:, :3, 0], -affine[:, :3, 1]), 1)                # [B, 2, 3] ~ s R[:2]
+    u, sv, vh = torch.linalg.svd(rows, full_matrices=False)
+    r12 = u @ vh
+    rotation = torch.cat((r12, torch.linalg.cross(r12[:, 0], r12[:, 1])[:, None]), 1)
+    return rotation, sv.mean(-1), affine[:, 3, :]
+
+
+def _axis_angle(w: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices [B,3,3] from axis-angle vectors [B,3] (Rodrigues)."""
+    theta = w.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    k = skew(w / theta)
+    t = theta[..., None]
+    eye = torch.eye(3, dtype=w.dtype, device=w.device)
+    return eye + t.sin() * k + (1 - t.cos()) * (k @ k)
+
+
+def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = FitConfig(),
+                  dtype: torch.dtype = torch.float64) -> FitResult:
+    """Fit ``model`` to a batch of detected faces.
+
+    Args:
+        model: a :class:`FaceModel` with a landmark map for ``landmarks.scheme``.
+        landmarks: B faces (any images).
+        config: :class:`FitConfig`.
+        dtype: working precision (float64 keeps the normal equations well conditioned; the
+            result tensors are returned in the model's dtype).
+    Returns:
+        :class:`FitResult` with batch size B.
+    """
+    device = model.device
+    scheme = landmarks.scheme
+    lm = _landmark_model(model, scheme, dtype)
+    lm = _LandmarkModel(lm.mean.to(device), lm.basis.to(device), lm.used.to(device))
+    b, n_lm = landmarks.xy.shape[:2]
+    k, e = model.num_identity, model.num_expressions
+    m = k + e
+    target_xy = landmarks.xy.to(device, dtype)
+    finite = torch.isfinite(target_xy).all(-1) & lm.used[None]
+    use_depth = landmarks.has_depth and config.depth_weight > 0
+    target_d = landmarks.depth.to(device, dtype) if use_depth else None
+    valid = finite.to(dtype)
+    target_xy = torch.where(finite[..., None], target_xy, torch.zeros_like(target_xy))
+
+    rotation, scale, translation = _initial_pose(lm.mean.expand(b, -1, -1), target_xy, valid)
+    if use_depth:
+        depth_offset = ((target_d - scale[:, None] * (lm.mean @ rotation.transpose(1, 2))[..., 2]) * valid).sum(1) \
+            / valid.sum(1).clamp(min=1)
+    else:
+        depth_offset = torch.zeros(b, dtype=dtype, device=device)
+    coeffs = torch.zeros(b, m, dtype=dtype, device=device)
+
+    n_pose = 7  # rotation (3), scale (1), translation (2), depth offset (1)
+    n_par = n_pose + m
+    free = torch.ones(b, n_par, dtype=torch.bool, device=device)
+    if not config.fit_identity:
+        free[:, n_pose:n_pose + k] = False
+    if not config.fit_expression:
+        free[:, n_pose + k:] = False
+    if not use_depth:
+        free[:, 6] = False
+    # Prior: quadratic weights per parameter (pose unregularised) and a linear term (L1 on exp).
+    prior_w = torch.zeros(n_par, dtype=dtype, device=device)
+    prior_w[n_pose:n_pose + k] = 1.0
+    prior_w[n_pose + k:] = config.exp_l2
+    prior_lin = torch.zeros(n_par, dtype=dtype, device=device)
+    prior_lin[n_pose + k:] = config.exp_l1
+    rows = 3 if use_depth else 2
+    row_w = torch.tensor([1.0, 1.0, config.depth_weight][:rows], dtype=dtype, device=device)
+    flip = torch.tensor([1.0, -1.0, 1.0][:rows], dtype=dtype, device=device)  # image v = -camera y
+    eye = torch.eye(n_par, dtype=dtype, device=device)
+
+    for _ in range(config.iterations):
+        shape = lm.mean + torch.einsum("bm,mlc->blc", coeffs, lm.basis)          # [B, L, 3]
+        p = shape @ rotation.transpose(1, 2)                                     # camera axes
+        s = scale[:, None, None]
+        pred = torch.cat((translation[:, None, :], depth_offset[:, None, None]), -1)[..., :rows] \
+            + s * p[..., :rows] * flip
+        target = target_xy if not use_depth else torch.cat((target_xy, target_d[..., None]), -1)
+        resid_mm = (pred - target) / s                                           # [B, L, rows]
+        # Robust weights from the image-plane residual, per landmark.
+        err = resid_mm[..., :2].norm(dim=-1)
+        robust = torch.where(err > config.huber_mm, config.huber_mm / err.clamp(min=1e-9), torch.ones_like(err))
+        w = (valid * robust)[..., None] * row_w / config.sigma_mm ** 2           # [B, L, rows]
+
+        # Jacobian of resid_mm, [B, L, rows, n_par]: d(pred)/d(param) / s.
+        j_rot = -(skew(p)[..., :rows, :]) * flip[:, None]                        # dp = w x p
+        j_scale = (p[..., :rows] * flip / s)[..., None]
+        j_t = torch.zeros(b, n_lm, rows, 3, dtype=dtype, device=device)
+        j_t[..., 0, 0] = 1.0
+        j_t[..., 1, 1] = 1.0
+        if use_depth:
+            j_t[..., 2, 2] = 1.0
+        j_t = j_t / s[..., None]
+        j_coef = torch.einsum("bij,mlj->blim", rotation[:, :rows], lm.basis) * flip[:, None]
+        jac = torch.cat((j_rot, j_scale, j_t, j_coef), -1).reshape(b, n_lm * rows, n_par)
+        r = resid_mm.reshape(b, -1)
+        wf = w.reshape(b, -1)
+        x_par = torch.cat((torch.zeros(b, n_pose, dtype=dtype, device=device), coeffs), -1)
+
+        jtw = jac.transpose(1, 2) * wf[:, None]
+        hess = jtw @ jac + torch.diag_embed(prior_w.expand(b, -1))
+        grad = (jtw @ r[..., None])[..., 0] + prior_w * x_par + prior_lin
+        # Active set: expression activations at a bound, pushed outward, stay put this step.
+        exp_slice = slice(n_pose + k, n_par)
+        at_low = (coeffs[:, k:] <= 0) & (grad[:, exp_slice] > 0)
+        at_high = (coeffs[:, k:] >= 1) & (grad[:, exp_slice] < 0)
+        step_free = free.clone()
+        step_free[:, exp_slice] &= ~(at_low | at_high)
+        mask = step_free.to(dtype)
+        hess = hess * mask[:, :, None] * mask[:, None, :] + eye * (1 - mask)[:, None, :] + 1e-6 * eye
+        delta = -torch.linalg.solve(hess, (grad * mask)[..., None])[..., 0]
+
+        rotation = _axis_angle(delta[:, :3]) @ rotation
+        scale = scale + delta[:, 3]
+        translation = translation + delta[:, 4:6]
+        depth_offset = depth_offset + delta[:, 6]
+        coeffs = coeffs + delta[:, n_pose:]
+        coeffs[:, k:] = coeffs[:, k:].clamp(0.0, 1.0)
+
+    out_dtype = model.dtype
+    shape = lm.mean + torch.einsum("bm,mlc->blc", coeffs, lm.basis)
+    pred_xy = to_image_space(shape, rotation, scale, translation)[..., :2]
+    lm_err = (pred_xy - target_xy).norm(dim=-1)
+    lm_err = torch.where(finite, lm_err, torch.full_like(lm_err, float("nan")))
+    error_px = lm_err.nanmean(-1)
+    a, c = EYE_CORNERS[scheme]
+    iod = (target_xy[:, a] - target_xy[:, c]).norm(dim=-1).clamp(min=1e-6)
+    nme = error_px / iod
+    angles = euler_angles_deg(rotation)
+    reasons = _reliability(config, landmarks, finite, nme, angles)
+    return FitResult(
+        rotation=rotation.to(out_dtype), scale=scale.to(out_dtype), translation=translation.to(out_dtype),
+        depth_offset=depth_offset.to(out_dtype), id_coeffs=coeffs[:, :k].to(out_dtype),
+        exp_coeffs=coeffs[:, k:].to(out_dtype), exp_names=model.exp_names,
+        landmark_error=lm_err.to(out_dtype), error_px=error_px.to(out_dtype), nme=nme.to(out_dtype),
+        reliable=torch.tensor([not r for r in reasons], dtype=torch.bool, device=device),
+        reasons=reasons, scheme=scheme, image_size=landmarks.image_size.to(device), model_name=model.name)
+
+
+def _reliability(config: FitConfig, landmarks: Landmarks, used: torch.Tensor, nme: torch.Tensor,
+                 angles: torch.Tensor) -> tuple[tuple[str, ...], ...]:
+    """Why each fit is unreliable: extreme pose, too few (visible) landmarks, large error."""
+    xy = landmarks.xy.to(used.device)
+    hw = landmarks.image_size.to(used.device).to(xy.dtype)
+    inside = ((xy >= 0) & (xy <= hw.flip(-1)[:, None])).all(-1) & used
+    frac_inside = inside.sum(-1) / used.sum(-1).clamp(min=1)
+    out = []
+    for i in range(landmarks.batch_size):
+        why = []
+        yaw, pitch, _ = angles[i].tolist()
+        if abs(yaw) > config.max_yaw_deg:
+            why.append(f"extreme yaw {yaw:.0f} deg (limit {config.max_yaw_deg:.0f})")
+        if abs(pitch) > config.max_pitch_deg:
+            why.append(f"extreme pitch {pitch:.0f} deg (limit {config.max_pitch_deg:.0f})")
+        if int(used[i].sum()) < config.min_landmarks:
+            why.append(f"too few landmarks ({int(used[i].sum())} < {config.min_landmarks})")
+        if float(frac_inside[i]) < config.min_inside:
+            why.append(f"face partly outside the image ({float(frac_inside[i]):.0%} of landmarks inside)")
+        if not float(nme[i]) <= config.max_nme:
+            why.append(f"landmark error {float(nme[i]):.3f} of the eye distance (limit {config.max_nme})")
+        out.append(tuple(why))
+    return tuple(out)
+
+
+class Fitter:
+    """Fits a model to landmarks; holds the model and config (a thin wrapper of :func:`fit_landmarks`)."""
+
+    def __init__(self, model: FaceModel, config: FitConfig = FitConfig(), dtype: torch.dtype = torch.float64):
+        self.model = model
+        self.config = config
+        self.dtype = dtype
+
+    def __call__(self, landmarks: Landmarks) -> FitResult:
+        return fit_landmarks(self.model, landmarks, self.config, self.dtype)
+
+    def with_config(self, **changes) -> Fitter:
+        return Fitter(self.model, replace(self.config, **changes), self.dtype)
+
+
+def fit_record(fit: FitResult, index: int, model: FaceModel) -> dict:
+    """A JSON-ready description of face ``index`` of a fit: pose, coefficients, errors and,
+    when the model has an iBUG-68 map, the fitted model's 68 landmarks in image pixels."""
+    yaw, pitch, roll = fit.angles_deg[index].tolist()
+    record = {
+        "model": fit.model_name,
+        "scheme": fit.scheme,
+        "camera": {
+            "type": fit.camera,
+            "rotation": fit.rotation[index].tolist(),
+            "scale_px_per_mm": float(fit.scale[index]),
+            "translation_px": fit.translation[index].tolist(),
+        },
+        "pose_deg": {"yaw": yaw, "pitch": pitch, "roll": roll},
+        "identity": fit.id_coeffs[index].tolist(),
+        "expression": dict(zip(fit.exp_names, fit.exp_coeffs[index].tolist())),
+        "error": {
+            "mean_px": float(fit.error_px[index]),
+            "nme": float(fit.nme[index]),
+            "per_landmark_px": [None if v != v else v for v in fit.landmark_error[index].tolist()],
+        },
+        "reliable": bool(fit.reliable[index]),
+        "unreliable_reasons": list(fit.reasons[index]),
+    }
+    if "ibug68" in model.landmark_maps:
+        with torch.no_grad():
+            one = fit[index]
+            pts = one.image_points(model.landmarks(one.vertices(model), "ibug68"))[0, :, :2]
+        record["landmarks_68"] = pts.tolist()
+    return record
