@@ -28,7 +28,7 @@ from .camera import euler_angles_deg, skew, to_image_space
 from .landmarks import Landmarks
 from .model.face_model import FaceModel
 
-__all__ = ["FitConfig", "FitResult", "Fitter", "fit_landmarks", "fit_record", "EYE_CORNERS"]
+__all__ = ["FitConfig", "FitResult", "Fitter", "LandmarkModel", "fit_landmarks", "fit_record", "EYE_CORNERS"]
 
 #: Outer eye corners (subject's right, subject's left) per scheme: the NME normaliser.
 EYE_CORNERS = {"mp478": (33, 263), "ibug68": (36, 45)}
@@ -42,7 +42,9 @@ class FitConfig:
     """Fitting options. Defaults suit MediaPipe landmarks on photos.
 
     Attributes:
-        iterations: Gauss-Newton iterations.
+        iterations: most Gauss-Newton iterations.
+        tolerance: stop once no coefficient moves more than this in one iteration and the
+            pose moves less than this many (radians, relative scale, px over s).
         sigma_mm: landmark noise, in model millimetres, that balances data against priors.
         depth_weight: weight of a depth residual relative to an image residual (MediaPipe's
             depth is a network's guess, less precise than its x, y).
@@ -57,7 +59,8 @@ class FitConfig:
         min_landmarks: least number of usable landmarks for a reliable fit.
     """
 
-    iterations: int = 12
+    iterations: int = 15
+    tolerance: float = 1e-3
     sigma_mm: float = 1.5
     depth_weight: float = 0.3
     huber_mm: float = 3.0
@@ -140,22 +143,33 @@ class FitResult:
         return FitResult(**out)
 
 
-@dataclass
-class _LandmarkModel:
-    """The model restricted to the fitted landmarks: mean [L,3] and bases [M,L,3] (id then exp)."""
+@dataclass(frozen=True)
+class LandmarkModel:
+    """The model restricted to the landmarks it fits: what every Gauss-Newton step reads.
 
+    Attributes:
+        index: [U] positions, in the scheme's landmark order, of the landmarks used.
+        mean: [U, 3] their mean-shape positions, mm.
+        basis: [K + E, U, 3] identity then expression displacements at them.
+        scheme: the landmark scheme.
+    """
+
+    index: torch.Tensor
     mean: torch.Tensor
     basis: torch.Tensor
-    used: torch.Tensor  # [L] bool
+    scheme: str
 
-
-def _landmark_model(model: FaceModel, scheme: str, dtype: torch.dtype) -> _LandmarkModel:
-    lmap = model.landmark_map(scheme)
-    bases = torch.cat((model.id_basis, model.exp_basis)).to(dtype)
-    used = lmap.valid.clone()
-    if scheme == "mp478":
-        used[_IRIS] = False
-    return _LandmarkModel(mean=lmap.gather(model.mean[None].to(dtype))[0], basis=lmap.gather(bases), used=used)
+    @staticmethod
+    def build(model: FaceModel, scheme: str, dtype: torch.dtype = torch.float64) -> LandmarkModel:
+        lmap = model.landmark_map(scheme)
+        used = lmap.valid.clone()
+        if scheme == "mp478":
+            used[_IRIS] = False
+        index = used.nonzero()[:, 0]
+        sub = type(lmap)(lmap.vertices[index], lmap.weights[index], lmap.valid[index])
+        bases = torch.cat((model.id_basis, model.exp_basis)).to(dtype)
+        return LandmarkModel(index=index, mean=sub.gather(model.mean[None].to(dtype))[0],
+                             basis=sub.gather(bases), scheme=scheme)
 
 
 def _initial_pose(points: torch.Tensor, target: torch.Tensor, weight: torch.Tensor):
@@ -185,8 +199,37 @@ def _axis_angle(w: torch.Tensor) -> torch.Tensor:
     return eye + t.sin() * k + (1 - t.cos()) * (k @ k)
 
 
+def _bounded_newton_step(hess: torch.Tensor, grad: torch.Tensor, free: torch.Tensor, exp: torch.Tensor,
+                         exp_slice: slice, rounds: int = 4) -> torch.Tensor:
+    """Minimise the local quadratic 0.5 d'Hd + g'd over the free parameters, keeping the
+    expression activations ``exp`` [B, E] inside [0, 1] (primal active set, a few rounds).
+
+    hess [B, P, P], grad [B, P], free [B, P] bool. Returns the step d [B, P]. Clamping an
+    unconstrained Newton step instead makes Gauss-Newton cycle when activations couple.
+    """
+    b, n = grad.shape
+    eye = torch.eye(n, dtype=grad.dtype, device=grad.device)
+    # Start with the activations that sit on a bound and are pushed outward fixed there.
+    fixed = ~free
+    fixed[:, exp_slice] |= ((exp <= 0) & (grad[:, exp_slice] > 0)) | ((exp >= 1) & (grad[:, exp_slice] < 0))
+    forced = torch.zeros_like(grad)  # prescribed steps of fixed parameters
+    for _ in range(rounds):
+        mask = (~fixed).to(grad.dtype)
+        rhs = -(grad + (hess @ forced[..., None])[..., 0]) * mask
+        h = hess * mask[:, :, None] * mask[:, None, :] + eye * (1 - mask)[:, None, :] + 1e-6 * eye
+        delta = forced + torch.linalg.solve(h, rhs[..., None])[..., 0] * mask
+        new = exp + delta[:, exp_slice]
+        below, above = (new < 0) & ~fixed[:, exp_slice], (new > 1) & ~fixed[:, exp_slice]
+        if not bool((below | above).any()):
+            break
+        # Pin the violators to the bound they crossed and solve again for the rest.
+        fixed[:, exp_slice] |= below | above
+        forced[:, exp_slice] = torch.where(below, -exp, torch.where(above, 1 - exp, forced[:, exp_slice]))
+    return delta
+
+
 def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = FitConfig(),
-                  dtype: torch.dtype = torch.float64) -> FitResult:
+                  dtype: torch.dtype = torch.float64, landmark_model: LandmarkModel | None = None) -> FitResult:
     """Fit ``model`` to a batch of detected faces.
 
     Args:
@@ -195,20 +238,24 @@ def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = Fi
         config: :class:`FitConfig`.
         dtype: working precision (float64 keeps the normal equations well conditioned; the
             result tensors are returned in the model's dtype).
+        landmark_model: ``LandmarkModel.build(model, landmarks.scheme, dtype)``, to reuse
+            across calls (:class:`Fitter` does).
     Returns:
         :class:`FitResult` with batch size B.
     """
     device = model.device
     scheme = landmarks.scheme
-    lm = _landmark_model(model, scheme, dtype)
-    lm = _LandmarkModel(lm.mean.to(device), lm.basis.to(device), lm.used.to(device))
-    b, n_lm = landmarks.xy.shape[:2]
+    lm = landmark_model or LandmarkModel.build(model, scheme, dtype)
+    if lm.scheme != scheme:
+        raise ValueError(f"landmark model is for {lm.scheme}, landmarks are {scheme}")
+    b, n_all = landmarks.xy.shape[:2]
+    n_lm = lm.index.shape[0]
     k, e = model.num_identity, model.num_expressions
     m = k + e
-    target_xy = landmarks.xy.to(device, dtype)
-    finite = torch.isfinite(target_xy).all(-1) & lm.used[None]
+    target_xy = landmarks.xy.to(device, dtype)[:, lm.index]
+    finite = torch.isfinite(target_xy).all(-1)
     use_depth = landmarks.has_depth and config.depth_weight > 0
-    target_d = landmarks.depth.to(device, dtype) if use_depth else None
+    target_d = landmarks.depth.to(device, dtype)[:, lm.index] if use_depth else None
     valid = finite.to(dtype)
     target_xy = torch.where(finite[..., None], target_xy, torch.zeros_like(target_xy))
 
@@ -238,7 +285,6 @@ def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = Fi
     rows = 3 if use_depth else 2
     row_w = torch.tensor([1.0, 1.0, config.depth_weight][:rows], dtype=dtype, device=device)
     flip = torch.tensor([1.0, -1.0, 1.0][:rows], dtype=dtype, device=device)  # image v = -camera y
-    eye = torch.eye(n_par, dtype=dtype, device=device)
 
     for _ in range(config.iterations):
         shape = lm.mean + torch.einsum("bm,mlc->blc", coeffs, lm.basis)          # [B, L, 3]
@@ -271,15 +317,7 @@ def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = Fi
         jtw = jac.transpose(1, 2) * wf[:, None]
         hess = jtw @ jac + torch.diag_embed(prior_w.expand(b, -1))
         grad = (jtw @ r[..., None])[..., 0] + prior_w * x_par + prior_lin
-        # Active set: expression activations at a bound, pushed outward, stay put this step.
-        exp_slice = slice(n_pose + k, n_par)
-        at_low = (coeffs[:, k:] <= 0) & (grad[:, exp_slice] > 0)
-        at_high = (coeffs[:, k:] >= 1) & (grad[:, exp_slice] < 0)
-        step_free = free.clone()
-        step_free[:, exp_slice] &= ~(at_low | at_high)
-        mask = step_free.to(dtype)
-        hess = hess * mask[:, :, None] * mask[:, None, :] + eye * (1 - mask)[:, None, :] + 1e-6 * eye
-        delta = -torch.linalg.solve(hess, (grad * mask)[..., None])[..., 0]
+        delta = _bounded_newton_step(hess, grad, free, coeffs[:, k:], slice(n_pose + k, n_par))
 
         rotation = _axis_angle(delta[:, :3]) @ rotation
         scale = scale + delta[:, 3]
@@ -287,18 +325,27 @@ def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = Fi
         depth_offset = depth_offset + delta[:, 6]
         coeffs = coeffs + delta[:, n_pose:]
         coeffs[:, k:] = coeffs[:, k:].clamp(0.0, 1.0)
+        moved = torch.cat((delta[:, :3], delta[:, 3:4] / scale[:, None], delta[:, 4:7] / scale[:, None],
+                           delta[:, n_pose:]), 1)
+        if float(moved.abs().max()) < config.tolerance:
+            break
 
     out_dtype = model.dtype
     shape = lm.mean + torch.einsum("bm,mlc->blc", coeffs, lm.basis)
     pred_xy = to_image_space(shape, rotation, scale, translation)[..., :2]
-    lm_err = (pred_xy - target_xy).norm(dim=-1)
-    lm_err = torch.where(finite, lm_err, torch.full_like(lm_err, float("nan")))
-    error_px = lm_err.nanmean(-1)
+    used_err = (pred_xy - target_xy).norm(dim=-1)
+    used_err = torch.where(finite, used_err, torch.full_like(used_err, float("nan")))
+    lm_err = torch.full((b, n_all), float("nan"), dtype=dtype, device=device)
+    lm_err[:, lm.index] = used_err
+    error_px = used_err.nanmean(-1)
     a, c = EYE_CORNERS[scheme]
-    iod = (target_xy[:, a] - target_xy[:, c]).norm(dim=-1).clamp(min=1e-6)
+    eyes = landmarks.xy.to(device, dtype)
+    iod = (eyes[:, a] - eyes[:, c]).norm(dim=-1).clamp(min=1e-6)
     nme = error_px / iod
     angles = euler_angles_deg(rotation)
-    reasons = _reliability(config, landmarks, finite, nme, angles)
+    used = torch.zeros(b, n_all, dtype=torch.bool, device=device)
+    used[:, lm.index] = finite
+    reasons = _reliability(config, landmarks, used, nme, angles)
     return FitResult(
         rotation=rotation.to(out_dtype), scale=scale.to(out_dtype), translation=translation.to(out_dtype),
         depth_offset=depth_offset.to(out_dtype), id_coeffs=coeffs[:, :k].to(out_dtype),
@@ -340,9 +387,13 @@ class Fitter:
         self.model = model
         self.config = config
         self.dtype = dtype
+        self._landmark_models: dict[str, LandmarkModel] = {}
 
     def __call__(self, landmarks: Landmarks) -> FitResult:
-        return fit_landmarks(self.model, landmarks, self.config, self.dtype)
+        scheme = landmarks.scheme
+        if scheme not in self._landmark_models:
+            self._landmark_models[scheme] = LandmarkModel.build(self.model, scheme, self.dtype)
+        return fit_landmarks(self.model, landmarks, self.config, self.dtype, self._landmark_models[scheme])
 
     def with_config(self, **changes) -> Fitter:
         return Fitter(self.model, replace(self.config, **changes), self.dtype)

@@ -14,7 +14,11 @@ Figures
     cpu, threads, torch   CPU model (spaces -> "_"), torch.set_num_threads (set explicitly;
                           default 1, because eos is single-threaded and a one-face fit is too
                           small to gain from more threads), torch version.
+    load1                 the 1-minute load average at the start: other work on the machine
+                          inflates every time (on a 2-core machine, load1 above ~0.5 shows).
     model                 name of the default model (load_default_model()).
+    id_modes, exp_modes   its numbers of identity modes and expression blendshapes (the fit's
+                          unknowns besides the 7 pose parameters).
     fit_image             the photo the fit and accuracy figures use: image_0010 (300-W,
                           1280x1024, from ../shared/models/eos-sfm/examples/data), or
                           astronaut640 when ../shared is absent.
@@ -68,6 +72,7 @@ points minus 0.5 and its projections are shifted back by + 0.5.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -235,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     fig: dict[str, str | float | None] = {
-        "cpu": cpu_name().replace(" ", "_"), "threads": str(torch.get_num_threads()), "torch": torch.__version__}
+        "cpu": cpu_name().replace(" ", "_"), "threads": str(torch.get_num_threads()), "torch": torch.__version__,
+        "load1": f"{os.getloadavg()[0]:.2f}"}
 
     def put(key: str, value: str | float | None) -> float | str | None:
         fig[key] = value
@@ -251,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     put("fit_image", "image_0010" if have_shared else "astronaut640")
     model = load_default_model()
     put("model", model.name.replace(" ", "_"))
+    put("id_modes", str(model.num_identity))
+    put("exp_modes", str(model.num_expressions))
     has_ibug68 = "ibug68" in model.landmark_maps
     face_fitter = FaceFitter(model)
     try:
@@ -296,7 +304,8 @@ def main(argv: list[str] | None = None) -> None:
         put("nme_ibug68", nme(ours_ibug68, truth) if ours_ibug68 is not None else None)
         put("eos_nme", nme(eos_points, truth, eos_ids) if eos_ids else None)
         put("eos_nme_points", str(len(eos_ids)) if eos_ids else None)
-        put("nme_ibug68_eos_points", nme(ours_ibug68, truth, eos_ids) if eos_ids and ours_ibug68 is not None else None)
+        put("nme_ibug68_eos_points",
+            nme(ours_ibug68, truth, eos_ids) if eos_ids and ours_ibug68 is not None else None)
     finally:
         face_fitter.close()
         if dlib:

@@ -89,13 +89,13 @@ def test_awkward_images_are_fitted(tmp_path, astronaut, astronaut_fit, kind):
         Image.fromarray(cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)).save(path)
     elif kind == "png16":
         cv2.imwrite(str(path), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)
-    else:  # 12,000 x 9,000: the astronaut pasted into a large canvas, scaled up 6x
+    else:  # 12,000 x 9,000: the astronaut scaled up 16x in a large canvas, a 108-megapixel portrait
         path = tmp_path / "huge.jpg"
-        big = cv2.resize(astronaut, (3072, 3072), interpolation=cv2.INTER_LINEAR)
+        big = cv2.resize(astronaut, (8192, 8192), interpolation=cv2.INTER_LINEAR)
         canvas = np.full((9000, 12000, 3), 90, np.uint8)
-        canvas[1000:4072, 2000:5072] = big
+        canvas[400:8592, 1500:9692] = big
         cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-        ref, factor = ref * 6.0 + [2000, 1000], 6.0
+        ref, factor = ref * 16.0 + [1500, 400], 16.0
     assert main(["fit", str(path), "-o", str(tmp_path / "fit.json")]) == 0
     got = np.asarray(json.loads((tmp_path / "fit.json").read_text())["landmarks_68"])
     assert np.abs(got - ref).mean() < 2.5 * factor

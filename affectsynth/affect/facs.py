@@ -1,11 +1,12 @@
 """FACS action units as data: what each one does and how far the default model moves it.
 
-Names, muscles and the descriptions of appearance follow the Facial Action Coding System
-manual (Ekman, Friesen & Hager, 2002). Magnitudes are the displacement of the default
-model (:mod:`affectsynth.model.default`) at full intensity (coefficient 1 = FACS intensity
-E, the maximum), in millimetres, measured on the canonical MediaPipe mesh at the listed
-vertices. Where a figure is a design choice scaled to an anatomical limit rather than a
-measured norm, its ``source`` says so: nobody has measured these fields on people.
+Names and muscles follow the Facial Action Coding System manual (Ekman, Friesen & Hager,
+2002); ``motion`` is how the default model implements each unit's appearance.
+Magnitudes are the displacement of the default model (:mod:`affectsynth.model.default`)
+at full intensity (coefficient 1 = FACS intensity E, the maximum), in millimetres,
+measured on the canonical MediaPipe mesh at the listed vertices. None of these fields was
+measured on people: where a figure is a design choice scaled to an anatomical quantity,
+its ``source`` says so and names the quantity.
 
 Model axes (see :mod:`affectsynth.camera`): +x = subject's left, +y up, +z toward the
 viewer. "Lateral" = away from the midline, "medial" = toward it, "back" = -z.
@@ -68,7 +69,7 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         "less (it bunches into horizontal wrinkles); lid margins stay",
         8.0, ((107,), (336,)), "norm",
         _DESIGN + "about 40 % of the canonical mesh's ~21 mm from the mid brow to the upper-lid "
-        "margin, so a fully raised brow still leaves the lid skin taut, not torn."),
+        "margin."),
     ActionUnit(
         2, "Outer Brow Raiser", "frontalis, pars lateralis", True,
         "outer brow up along the forehead surface (inner brow 10 %), arching the brow",
@@ -80,7 +81,7 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         "glabella skin down; upper-lid skin pushed down, lid margins stay",
         5.0, ((55,), (285,)), "norm",
         _DESIGN + "the inner brow ends are ~24 mm apart on the canonical mesh; 3 mm medial travel "
-        "each narrows the glabella by a quarter, and 4 mm down keeps the brow above the lid crease."),
+        "each narrows the glabella by a quarter."),
     ActionUnit(
         5, "Upper Lid Raiser", "levator palpebrae superioris (with the superior tarsal muscle)", False,
         "upper-lid margin up 2.5 mm and back 1 mm at its centre (0 at the canthi), the lid skin "
@@ -95,21 +96,21 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         "infraorbital cheek up 3.5 mm and forward 1 mm, lower-lid margin up 1.5 mm, skin lateral "
         "to the outer canthus drawn medially 2 mm (crow's feet), lateral brow down 1 mm",
         3.5, ((118,), (347,)), "up",
-        _DESIGN + "the cheek rises by about a third of the ~11 mm infraorbital skin between the "
-        "lower-lid margin and the cheek point, which is what bags the lower lid."),
+        _DESIGN + "the cheek point rises by about a quarter of the ~15 mm of infraorbital skin "
+        "between it and the lower-lid margin, which is what bags the lower lid."),
     ActionUnit(
         7, "Lid Tightener", "orbicularis oculi, pars palpebralis", True,
         "lower-lid margin up 2 mm at its centre, upper-lid margin down 0.5 mm (0 at the canthi): "
         "the palpebral fissure narrows",
         2.0, ((145,), (374,)), "up",
         _DESIGN + "palpebral fissure height is ~8-11 mm in adults (Farkas, Anthropometry of the "
-        "Head and Face, 1994) and 6.7 mm on the canonical mesh; AU7 at E narrows it by ~35 %."),
+        "Head and Face, 1994) and 6.8 mm on the canonical mesh; AU7 at E narrows it by ~37 %."),
     ActionUnit(
         9, "Nose Wrinkler", "levator labii superioris alaeque nasi", False,
         "nasal wings and the skin on the sides of the nose up 3 mm (the nasal root 0.5 mm), inner "
         "brows down 2 mm, upper-lip centre up 1.5 mm",
         3.0, ((64,), (294,)), "up",
-        _DESIGN + "about a fifth of the ~15 mm nasal-wing height of the canonical mesh."),
+        _DESIGN + "about 6 % of the canonical nose length (nasion to subnasale, 54 mm)."),
     ActionUnit(
         10, "Upper Lip Raiser", "levator labii superioris (caput infraorbitalis)", False,
         "upper lip up, more laterally (4 mm beside the philtrum) than at the midline (2.5 mm), "
@@ -118,49 +119,53 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         _DESIGN + "about two thirds of the ~6 mm upper-lip vermilion height of the canonical mesh."),
     ActionUnit(
         12, "Lip Corner Puller", "zygomaticus major", True,
-        "lip corner up 7, lateral 5 and back 4 mm (toward the zygoma); lips stretched after it; "
-        "the cheek mass above the nasolabial fold up 2.5 and forward 1.5 mm",
-        9.5, ((61,), (291,)), "norm",
-        _DESIGN + "about a fifth of the canonical mouth width (49 mm), toward the zygomatic origin "
-        "of the muscle."),
+        "lip corner 11.5 mm obliquely up, lateral and back (direction 7 : 7 : 5), toward the "
+        "zygomatic origin of the muscle; lips stretched after it; the cheek mass above the "
+        "nasolabial fold up 2.5 and forward 1.5 mm",
+        11.5, ((61,), (291,)), "norm",
+        _DESIGN + "about a quarter of the canonical mouth width (49 mm). A sanity check: MediaPipe "
+        "landmarks of 7 posed-happiness photos, Procrustes-aligned to their neutral photos in "
+        "canonical-mesh millimetres, moved the corners 12-19 mm (that includes the other AUs of a "
+        "posed smile)."),
     ActionUnit(
         14, "Dimpler", "buccinator", True,
         "lip corner back 3 mm, medial 1.5 mm, up 0.5 mm (tightened against the teeth), a 1.5 mm "
         "dimple lateral to it",
-        3.4, ((61,), (291,)), "norm",
+        3.39, ((61,), (291,)), "norm",
         _DESIGN + "a corner pressed against the dentition can only move back a few millimetres."),
     ActionUnit(
         15, "Lip Corner Depressor", "depressor anguli oris (triangularis)", True,
         "lip corner down 4 mm and lateral 1 mm, the lateral lower lip down after it",
         4.0, ((61,), (291,)), "down",
-        _DESIGN + "the corner drops by about its height above the lower-lip vermilion border."),
+        _DESIGN + "about 40 % of the ~10 mm from the corner down to the lower-lip vermilion border."),
     ActionUnit(
         16, "Lower Lip Depressor", "depressor labii inferioris", False,
         "lower lip down 5 mm at the centre (0 at the corners) and everted 1.5 mm forward",
-        5.0, ((17,), (14,)), "down",
+        5.0, ((17,),), "down",
         _DESIGN + "about the lower-lip vermilion height of the canonical mesh (8 mm) minus the "
         "part that rolls out instead of down."),
     ActionUnit(
         17, "Chin Raiser", "mentalis", False,
         "chin boss up 4 mm and forward 1.5 mm, lower lip pushed up 2.5 mm and out 2 mm",
         4.0, ((200,), (199,)), "up",
-        _DESIGN + "about a third of the ~12 mm between the labiomental fold and the chin boss."),
+        _DESIGN + "a visible bunching of the chin, small against the ~26 mm from the lower-lip "
+        "border (MediaPipe 17) to the chin boss (199)."),
     ActionUnit(
         20, "Lip Stretcher", "risorius (with platysma)", True,
         "lip corner lateral 5 mm, down 1 mm, back 1.5 mm; lips flattened and stretched",
-        5.3, ((61,), (291,)), "norm",
+        5.32, ((61,), (291,)), "norm",
         _DESIGN + "about a tenth of the mouth width per side."),
     ActionUnit(
         23, "Lip Tightener", "orbicularis oris", False,
         "corners medial 2 mm, vermilion narrowed 1.5 mm per lip (outer borders toward the slit), "
         "lips pushed 0.5 mm forward",
-        2.0, ((61,), (291,)), "norm",
-        _DESIGN + "a tightened lip keeps the mouth width within a few per cent."),
+        2.06, ((61,), (291,)), "norm",
+        _DESIGN + "narrows the mouth by ~8 % (2 mm per side of 49 mm)."),
     ActionUnit(
         24, "Lip Pressor", "orbicularis oris", False,
         "inner lip contours pressed into contact (the upper one 40 %, the lower 60 % of the way), "
         "vermilion narrowed 1 mm per lip, lips back 1 mm",
-        5.8, ((13, 14), (82, 87), (312, 317)), "closure",
+        5.78, ((13, 14),), "closure",
         "Geometry: the canonical mesh's lips are ~5.8 mm apart at the midline (13-14); pressed "
         "lips touch, so the field closes that gap exactly."),
     ActionUnit(
@@ -171,29 +176,34 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         _DESIGN + "a visible parting of the lips well short of AU26."),
     ActionUnit(
         26, "Jaw Drop", "masseter; relaxed temporalis and internal pterygoid", False,
-        "mandible rotated about the temporomandibular axis (see default.JAW_PIVOT_MM) so the chin "
-        "drops 12 mm (and swings back); the lower face follows with the harmonic jaw weight",
-        12.0, ((152,), (199,)), "down",
-        _DESIGN + "a relaxed jaw drop is a pure rotation of the condyles, which is how the first "
-        "~20-25 mm of incisal opening happens (standard TMJ biomechanics); 12 mm at the chin is "
-        "~15 mm between the incisors, about a third of the normal maximal inter-incisal opening "
+        "mandible rotated about the temporomandibular axis (default.JAW_PIVOT_YZ_MM) so the chin "
+        "drops 12 mm (and swings 17 mm back); the lower lip drops 15 mm; the lower face follows "
+        "with the harmonic jaw weight",
+        12.0, ((152,),), "down",
+        _DESIGN + "a relaxed jaw drop is a rotation of the condyles, which is how the first "
+        "~20-25 mm of incisal opening happens (standard TMJ biomechanics); 12 mm at the chin "
+        "opens the lips by 15 mm, about a third of the normal maximal inter-incisal opening "
         "of ~40-55 mm in adults (standard TMJ clinical norms)."),
     ActionUnit(
         27, "Mouth Stretch", "pterygoids, digastric", False,
-        "mandible rotated about the temporomandibular axis and translated 10 mm forward and 4 mm "
+        "mandible rotated about the temporomandibular axis and translated 12 mm forward and 6 mm "
         "down (the condyles gliding onto the articular eminence, as in wide opening) so the chin "
-        "drops 35 mm",
-        35.0, ((152,), (199,)), "down",
-        _DESIGN + "~30-35 mm between the incisors, toward the lower end of the normal maximal "
-        "inter-incisal opening of ~40-55 mm in adults (standard TMJ clinical norms)."),
+        "drops 30 mm (and swings 33 mm back); the lower lip drops 39 mm",
+        30.0, ((152,),), "down",
+        _DESIGN + "the lips open by ~39 mm, toward the lower end of the normal maximal "
+        "inter-incisal opening of ~40-55 mm in adults (standard TMJ clinical norms). The chin "
+        "drops less than the incisors: it lies farther below the joint, so the rotation swings "
+        "it back more than down."),
     ActionUnit(
         43, "Eyes Closed", "relaxation of levator palpebrae superioris; orbicularis oculi, pars "
         "palpebralis", False,
-        "each upper-lid margin vertex moves onto its matching lower-lid margin vertex (canthi "
-        "fixed), the upper-lid skin following up to the brow",
-        6.8, ((159, 145), (386, 374)), "closure",
-        "Geometry: the canonical mesh's palpebral fissure is 6.8 mm high at the centre (159-145); "
-        "closed lids touch, so the field closes it exactly."),
+        "the lid margins meet (canthi fixed): each upper-margin vertex and its lower-margin "
+        "partner move to a common point, 85 % of the way down over most of the lid (the upper "
+        "lid descends, the lower rises a little) and near the medial canthus mostly up; the "
+        "upper-lid skin follows up to the brow",
+        6.78, ((159, 145), (386, 374)), "closure",
+        "Geometry: the canonical mesh's palpebral fissure is 6.78 mm high at the centre "
+        "(159-145); closed lids touch, so the field closes it exactly."),
 )
 
 

@@ -24,7 +24,7 @@ import scipy.sparse.linalg as spla
 __all__ = [
     "unique_edges", "edge_midpoint_ids", "subdivide_midpoint", "cut_components", "order_cycle",
     "order_chain", "refine_path", "boundary_loops", "face_normals", "vertex_normals",
-    "cotangent_laplacian", "lumped_mass", "harmonic_fill", "edge_distance", "smoothstep",
+    "cotangent_laplacian", "lumped_mass", "harmonic_fill", "edge_graph", "edge_distance", "edge_path", "smoothstep",
     "wendland_c2", "laplacian_eigenfunctions",
 ]
 
@@ -234,15 +234,33 @@ def harmonic_fill(laplacian: sp.csr_matrix, fixed: np.ndarray, values: np.ndarra
     return out.reshape((n,) + values.shape[1:])
 
 
-def edge_distance(vertices: np.ndarray, triangles: np.ndarray, sources: np.ndarray) -> np.ndarray:
+def edge_graph(vertices: np.ndarray, triangles: np.ndarray) -> sp.csr_matrix:
+    """[V, V] symmetric sparse matrix of edge lengths, for :func:`edge_distance` and :func:`edge_path`."""
+    e = unique_edges(triangles)
+    length = np.linalg.norm(vertices[e[:, 0]] - vertices[e[:, 1]], axis=1)
+    return sp.coo_matrix((length, (e[:, 0], e[:, 1])), shape=(len(vertices),) * 2).tocsr()
+
+
+def edge_distance(graph: sp.csr_matrix, sources: np.ndarray) -> np.ndarray:
     """Shortest distance [V] along mesh edges from the nearest source vertex, mm.
 
     An upper bound of the geodesic distance that, like it, goes around holes.
     """
-    e = unique_edges(triangles)
-    length = np.linalg.norm(vertices[e[:, 0]] - vertices[e[:, 1]], axis=1)
-    graph = sp.coo_matrix((length, (e[:, 0], e[:, 1])), shape=(len(vertices),) * 2).tocsr()
     return csgraph.dijkstra(graph, directed=False, indices=np.asarray(sources), min_only=True)
+
+
+def edge_path(graph: sp.csr_matrix, waypoints: list[int], closed: bool = False) -> list[int]:
+    """The vertex path through ``waypoints`` made of shortest edge paths between consecutive
+    ones (back to the first when ``closed``, without repeating it at the end)."""
+    stops = list(waypoints) + ([waypoints[0]] if closed else [])
+    out = [stops[0]]
+    for a, b in zip(stops, stops[1:]):
+        _, pred = csgraph.dijkstra(graph, directed=False, indices=a, return_predecessors=True)
+        leg = [b]
+        while leg[-1] != a:
+            leg.append(int(pred[leg[-1]]))
+        out += leg[-2::-1]
+    return out[:-1] if closed else out
 
 
 def smoothstep(t: np.ndarray) -> np.ndarray:
