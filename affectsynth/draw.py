@@ -28,8 +28,7 @@ def draw_fit_overlay(image: np.ndarray, model: FaceModel, fit: FitResult, landma
         [H, W, 3] uint8 RGB, a new array.
     """
     out = np.ascontiguousarray(image.copy())
-    h, w = out.shape[:2]
-    thickness = max(1, round(max(h, w) / 800))
+    mesh_layer = out.copy()
     shift = 4  # sub-pixel drawing: coordinates in 1/16 px
     # OpenCV puts integer coordinates at pixel centres; ours has centres at integer + 0.5.
     half = 0.5
@@ -43,11 +42,15 @@ def draw_fit_overlay(image: np.ndarray, model: FaceModel, fit: FitResult, landma
         # Image y points down, so a triangle facing the camera is clockwise in image coordinates.
         facing = ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])) < 0
         polys = np.round((v[tris[facing]][..., :2] - half) * (1 << shift)).astype(np.int32)
-        cv2.polylines(out, list(polys), True, _MESH, 1, cv2.LINE_AA, shift)
+        cv2.polylines(mesh_layer, list(polys), True, _MESH, 1, cv2.LINE_AA, shift)
+    # The wireframe half-transparent, so that the face stays visible under it.
+    out = cv2.addWeighted(mesh_layer, 0.5, out, 0.5, 0.0)
+    for i in range(fit.batch_size):
         used = ~torch.isnan(fit.landmark_error[i]).cpu().numpy()
-        r = max(1, thickness + 1)
+        box = landmarks.box[i].tolist()
+        radius = max(1.0, (box[2] - box[0]) / 250)  # dots that stay apart on small and large faces
         for pts, colour in ((landmarks.xy[i].cpu().numpy(), _DETECTED), (fitted[i].cpu().numpy(), _FITTED)):
             for x, y in pts[used] - half:
-                cv2.circle(out, (int(x * (1 << shift)), int(y * (1 << shift))), r << shift, colour, -1,
-                           cv2.LINE_AA, shift)
+                cv2.circle(out, (int(x * (1 << shift)), int(y * (1 << shift))), int(radius * (1 << shift)),
+                           colour, -1, cv2.LINE_AA, shift)
     return out

@@ -194,11 +194,14 @@ def write_atomic(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
 
     The temporary file is ``.<name>.<random>.tmp`` in the same directory (a rename across file systems
     would not be atomic). If anything raises, it is removed and the exception propagates; an existing
-    ``path`` is then left untouched. A missing or unwritable directory is an InputError.
+    ``path`` is then left untouched. A missing directory is created (only now, when there is
+    something to write); one that cannot be created or written is an InputError.
     """
     path = Path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: the output directory {path.parent} does not exist")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{path}: cannot create the output directory {path.parent}: {e.strerror or e}") from None
     temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:  # os.open with 0o666 lets the umask set the final permissions, as for any new file
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -238,14 +241,16 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
 def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> Path:
     """The resolved ``output`` path, after checking it can be written without replacing any input.
 
-    InputError if ``output`` is a directory, its directory does not exist, or it is the same file as
-    one of ``inputs`` (same resolved path, which covers symlinks, or os.path.samefile, hard links).
+    InputError if ``output`` is a directory, lies below an existing non-directory, or is the same
+    file as one of ``inputs`` (same resolved path, which covers symlinks, or os.path.samefile, hard
+    links). A missing output directory is fine: :func:`write_atomic` creates it.
     """
     resolved = Path(output).resolve()
     if resolved.is_dir():
         raise InputError(f"{output}: is a directory; give an output file name")
-    if not resolved.parent.is_dir():
-        raise InputError(f"{output}: the output directory {resolved.parent} does not exist")
+    existing = next(p for p in resolved.parents if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{output}: {existing} is not a directory")
     for input_path in inputs:
         input_resolved = Path(input_path).resolve()
         if resolved == input_resolved or (

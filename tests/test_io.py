@@ -283,9 +283,12 @@ def test_write_atomic_failure_leaves_nothing_and_keeps_old_target(tmp_path):
     assert target.read_bytes() == b"new" and list(tmp_path.iterdir()) == [target]
 
 
-def test_write_atomic_missing_directory(tmp_path):
-    with pytest.raises(InputError, match="does not exist"):
-        write_atomic(tmp_path / "nowhere" / "out.bin", lambda file: file.write(b"x"))
+def test_write_atomic_creates_missing_directory(tmp_path):
+    write_atomic(tmp_path / "new" / "dir" / "out.bin", lambda file: file.write(b"x"))
+    assert (tmp_path / "new" / "dir" / "out.bin").read_bytes() == b"x"
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(InputError, match="cannot create"):
+        write_atomic(tmp_path / "file" / "out.bin", lambda file: file.write(b"x"))
 
 
 def test_save_image_unknown_extension_and_save_json(tmp_path, photo):
@@ -304,10 +307,12 @@ def test_check_output_path(tmp_path):
     (tmp_path / "link.jpg").symlink_to(source)
     os.link(source, tmp_path / "hard.jpg")
     refused = [source, tmp_path / "sub" / ".." / "in.jpg", tmp_path / "link.jpg", tmp_path / "hard.jpg",
-               tmp_path / "missing_dir" / "out.jpg", tmp_path]
+               tmp_path / "other.png" / "out.jpg", tmp_path]
+    (tmp_path / "other.png").write_bytes(b"x")
     (tmp_path / "sub").mkdir()
     for output in refused:
         with pytest.raises(InputError) as error:
             check_output_path(output, tmp_path / "other.png", source)
         assert_one_line_error(error, str(output))
     assert check_output_path(tmp_path / "sub" / ".." / "out.jpg", source) == (tmp_path / "out.jpg").resolve()
+    assert check_output_path(tmp_path / "new" / "out.jpg", source) == (tmp_path / "new" / "out.jpg").resolve()
