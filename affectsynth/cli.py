@@ -24,7 +24,7 @@ log = logging.getLogger("affectsynth")
 
 def _load_model(path: Path | None):
     from .model import FaceModel
-    from .model.default import load_default_model
+    from .model import load_default_model
 
     return load_default_model() if path is None else FaceModel.load(path)
 

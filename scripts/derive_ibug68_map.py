@@ -21,6 +21,12 @@ off the midline; without mirroring, jaw points 1/15 differ by 25 mm in depth bec
 frontal photo barely fixes where on the silhouette a jaw point is.) image_0010.png is never
 used: it is the held-out photo for the fitter's NME target.
 
+The eight inner-lip points (60-67) are the exception: they are assigned by anatomy to
+MediaPipe's inner-lip contour (:data:`INNER_LIP`). On closed-mouth photos the upper and
+lower inner lip coincide, so the photos cannot say which lip a point belongs to (the
+data put upper-lip point 62 and lower-lip point 66 both on the lower lip), yet the two
+must part when the model opens the mouth.
+
 The script then reports, per photo and overall, the mean distance between dlib's points
 and the mapped points (as a fraction of the MediaPipe outer-eye-corner distance, mp 33-263),
 and, on image_0010.png, the NME of the mapped MediaPipe points and of dlib against the
@@ -216,6 +222,11 @@ def report_held_out(path: Path, faces: tuple, vertices: np.ndarray, weights: np.
     print(f"  {'mapped MediaPipe vs dlib (as in-sample above)':58s} mean: {err.mean():.4f}")
 
 
+#: iBUG inner-lip point -> MediaPipe inner-lip contour vertex: the inner corners (60, 64 =
+#: 78, 308), the upper inner lip (61-63 -> 82, 13, 312) and the lower one (65-67 -> 317, 14, 87).
+INNER_LIP = {60: 78, 61: 82, 62: 13, 63: 312, 64: 308, 65: 317, 66: 14, 67: 87}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-o", "--output", type=Path, default=ROOT / "assets" / "mp468_to_ibug68.json")
@@ -241,11 +252,15 @@ def main() -> None:
     # Pooling every photo with its mirror image makes the map left-right symmetric: jaw points lie
     # on the silhouette, where one photo's 2D point fixes little of the 3D position.
     vertices, weights = aggregate(choices + mirror_choices(choices, triangles, canonical), triangles, canonical)
+    for point, vertex in INNER_LIP.items():
+        vertices[point] = (vertex, vertex, vertex)
+        weights[point] = (1.0, 0.0, 0.0)
     source = (f"Derived by scripts/derive_ibug68_map.py: dlib's 68-point shape predictor and MediaPipe face mesh "
               f"(mediapipe 0.10.21) run on {len(used)} frontal photos ({'; '.join(used)}) and their mirror "
               f"images; per photo and iBUG point the front-facing canonical triangle containing it in the image "
               f"(points outside the mesh snapped to the nearest edge) and its barycentrics; per iBUG point the "
-              f"median of these positions on the canonical mesh, put back at its closest surface point. "
+              f"median of these positions on the canonical mesh, put back at its closest surface point; the "
+              f"inner-lip points 60-67 assigned by anatomy to MediaPipe's inner-lip contour vertices {INNER_LIP}. "
               f"Triangles index the 468 canonical mesh vertices (assets/mediapipe_canonical_face.npz).")
     write_map(args.output, source, vertices, weights)
     snapped = sum(int((w == 0).any()) for photo in choices for _, w in photo)

@@ -381,3 +381,13 @@ def test_subdivision_and_paths():
     path = mo.edge_path(graph, [0, 8])
     assert path[0] == 0 and path[-1] == 8
     np.testing.assert_allclose(mo.edge_distance(graph, np.array([0]))[8], np.sqrt(8.0))
+
+
+def test_ibug68_inner_lip_points_follow_their_own_lip(default_model):
+    """Opening the jaw parts iBUG's upper (61-63) and lower (65-67) inner-lip points."""
+    exp = torch.zeros(1, default_model.num_expressions)
+    exp[0, default_model.exp_index("AU26")] = 1.0
+    rest = default_model.landmarks(default_model().vertices, "ibug68")[0]
+    open_ = default_model.landmarks(default_model(exp_coeffs=exp).vertices, "ibug68")[0]
+    drop = (rest - open_)[:, 1]  # +y is up: how far each point went down
+    assert drop[[61, 62, 63]].abs().max() < 1.0 and drop[[65, 66, 67]].min() > 5.0, drop[60:68]
