@@ -285,6 +285,9 @@ def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = Fi
     rows = 3 if use_depth else 2
     row_w = torch.tensor([1.0, 1.0, config.depth_weight][:rows], dtype=dtype, device=device)
     flip = torch.tensor([1.0, -1.0, 1.0][:rows], dtype=dtype, device=device)  # image v = -camera y
+    target = target_xy if not use_depth else torch.cat((target_xy, target_d[..., None]), -1)
+    # d(pred)/d(translation, depth offset): identity on the rows that exist.
+    unit_t = torch.eye(3, dtype=dtype, device=device)[:rows].expand(b, n_lm, rows, 3)
 
     for _ in range(config.iterations):
         shape = lm.mean + torch.einsum("bm,mlc->blc", coeffs, lm.basis)          # [B, L, 3]
@@ -292,7 +295,6 @@ def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = Fi
         s = scale[:, None, None]
         pred = torch.cat((translation[:, None, :], depth_offset[:, None, None]), -1)[..., :rows] \
             + s * p[..., :rows] * flip
-        target = target_xy if not use_depth else torch.cat((target_xy, target_d[..., None]), -1)
         resid_mm = (pred - target) / s                                           # [B, L, rows]
         # Robust weights from the image-plane residual, per landmark.
         err = resid_mm[..., :2].norm(dim=-1)
@@ -302,12 +304,7 @@ def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = Fi
         # Jacobian of resid_mm, [B, L, rows, n_par]: d(pred)/d(param) / s.
         j_rot = -(skew(p)[..., :rows, :]) * flip[:, None]                        # dp = w x p
         j_scale = (p[..., :rows] * flip / s)[..., None]
-        j_t = torch.zeros(b, n_lm, rows, 3, dtype=dtype, device=device)
-        j_t[..., 0, 0] = 1.0
-        j_t[..., 1, 1] = 1.0
-        if use_depth:
-            j_t[..., 2, 2] = 1.0
-        j_t = j_t / s[..., None]
+        j_t = unit_t / s[..., None]
         j_coef = torch.einsum("bij,mlj->blim", rotation[:, :rows], lm.basis) * flip[:, None]
         jac = torch.cat((j_rot, j_scale, j_t, j_coef), -1).reshape(b, n_lm * rows, n_par)
         r = resid_mm.reshape(b, -1)
