@@ -15,9 +15,10 @@ viewer. "Lateral" = away from the midline, "medial" = toward it, "back" = -z.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
-__all__ = ["ActionUnit", "ACTION_UNITS", "action_unit", "basis_names"]
+__all__ = ["ActionUnit", "ACTION_UNITS", "action_unit", "basis_names", "FACS_MAIN_CODES"]
 
 #: How ``magnitude_mm`` is measured at each entry of ``measured_at`` ((vertex,) or (vertex, vertex)):
 #: "norm" |displacement|, "up" its +y component, "down" its -y component, "closure" how much
@@ -218,3 +219,18 @@ def action_unit(number: int) -> ActionUnit:
 def basis_names() -> tuple[str, ...]:
     """All blendshape names of the default model, in table order."""
     return tuple(n for au in ACTION_UNITS for n in au.names)
+
+
+#: The FACS main codes, number -> name (Ekman, Friesen & Hager, 2002; 41, 42 and 44 are lid codes
+#: of the 1978 edition, kept so that older codings parse): the vocabulary of model-independent
+#: expression targets (:mod:`affectsynth.affect.targets`). Head and eye positions (51-69) and
+#: the gross behaviour codes are not expression targets and are left out.
+FACS_MAIN_CODES: MappingProxyType[int, str] = MappingProxyType({
+    1: "Inner Brow Raiser", 2: "Outer Brow Raiser", 4: "Brow Lowerer", 5: "Upper Lid Raiser",
+    6: "Cheek Raiser", 7: "Lid Tightener", 8: "Lips Toward Each Other", 9: "Nose Wrinkler",
+    10: "Upper Lip Raiser", 11: "Nasolabial Deepener", 12: "Lip Corner Puller", 13: "Sharp Lip Puller",
+    14: "Dimpler", 15: "Lip Corner Depressor", 16: "Lower Lip Depressor", 17: "Chin Raiser",
+    18: "Lip Pucker", 19: "Tongue Show", 20: "Lip Stretcher", 21: "Neck Tightener", 22: "Lip Funneler",
+    23: "Lip Tightener", 24: "Lip Pressor", 25: "Lips Part", 26: "Jaw Drop", 27: "Mouth Stretch",
+    28: "Lip Suck", 41: "Lid Droop", 42: "Slit", 43: "Eyes Closed", 44: "Squint", 45: "Blink", 46: "Wink",
+})

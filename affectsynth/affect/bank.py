@@ -1,0 +1,260 @@
+"""The valence-arousal exemplar bank: a VA point -> FACS action units and a soft category label.
+
+Following Kollias, Cheng, Ververas, Kotsia & Zafeiriou, "Deep neural network augmentation:
+generating faces for affect analysis" (IJCV 2020), a VA query takes its nearest exemplars in VA
+space and combines their expressions, the intensity growing with the distance from the origin.
+
+Query rule (:meth:`VABank.query`). Read the circumplex as Russell (1980) does: the direction
+of a point is the kind of affect, its distance from the origin the intensity. For a query q
+with radius r = min(|q|, 1) and rim point u = q / |q| (u = 0 for q = 0):
+
+* the k exemplars nearest to u (Euclidean in VA; ties by bank order) get Gaussian kernel
+  weights w_i ~ K(d_i) - K(d_k+1), K(d) = exp(-d^2 / (2 h^2)), h = :data:`BANDWIDTH` (0.15 VA
+  units, a bit less than the default bank's radial step of 0.2), d_k+1 the distance of the
+  first exemplar left out, normalised to sum 1 (equal weights if all k + 1 are equidistant).
+  Subtracting K(d_k+1) makes an exemplar's weight reach 0 as it leaves the k nearest, so the
+  result is continuous in q and does not depend on how ties at the k-th place are broken.
+  Where the rim is sparse the nearest exemplars lie further in (the inner ramp, the neutral
+  exemplar), which fades the expression;
+* each exemplar contributes its *pattern* p_i = au_i / max(|va_i|, :data:`RADIUS_FLOOR`)
+  clipped to [0, 1] (|va_i| capped at 1): its activations at full intensity, assuming, as the
+  default bank is built, that activations grow linearly with the distance from the origin;
+* au(q) = r * sum_i w_i p_i. So (0, 0) is exactly neutral, the rim gets full intensity, and
+  along a ray every activation grows linearly with r (the pattern depends on the direction only).
+
+With a ``generator`` the weights are resampled as w_i E_i / sum_j w_j E_j, E_i ~ Exp(1) i.i.d.
+(a Bayesian-bootstrap reweighting: a Dirichlet(1, ..., 1) draw tilted by the kernel weights), so a
+seed picks among the neighbouring variants; CPU results are bit-for-bit reproducible per seed.
+
+The default bank (:meth:`VABank.default`) places every EMFACS variant of
+:func:`~affectsynth.affect.targets.emfacs_table` on the circumplex (:data:`CIRCUMPLEX_DEG`),
+its variants spread over :data:`VARIANT_SPREAD_DEG` around the emotion's angle, each with an
+intensity ramp (:data:`RAMP_RADII`, activations x radius), plus one neutral exemplar at the
+origin. It covers the arc from happiness (15 deg) anticlockwise to sadness (205 deg); the
+low-arousal arc between sadness and happiness (calm, sleepy, relaxed) has no prototype of its
+own and is served by the nearest exemplars (:meth:`VABank.coverage` shows it). Banks built from
+annotated 4D data replace it with the same code (:meth:`VABank.thin`, :meth:`VABank.save`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io import write_atomic
+from .targets import AU_KEYS, ExpressionCode, au_dict, emfacs_table, validate_va
+
+__all__ = ["VABank", "target_from_va", "CIRCUMPLEX_DEG", "RAMP_RADII", "VARIANT_SPREAD_DEG", "BANDWIDTH",
+           "DEFAULT_K", "RADIUS_FLOOR", "FORMAT_VERSION"]
+
+#: Version of the .npz layout written by :meth:`VABank.save`.
+FORMAT_VERSION = 1
+#: Angle (degrees anticlockwise from +valence) of each emotion on the unit VA circle. Approximate
+#: placements rounded to 5 degrees, not published coordinates: happiness, surprise, anger, fear and
+#: sadness follow where the words "happy"/"pleased", "astonished", "angry", "afraid" and "sad" lie
+#: in the circumplex of Russell (1980), "A circumplex model of affect", J. Pers. Soc. Psychol.
+#: 39(6), 1161-1178; disgust and contempt, which it does not scale, are our placements in the
+#: unpleasant, moderately aroused sector beyond "afraid".
+CIRCUMPLEX_DEG: Mapping[str, float] = MappingProxyType({
+    "happiness": 15.0, "surprise": 70.0, "anger": 100.0, "fear": 115.0, "disgust": 140.0, "contempt": 160.0,
+    "sadness": 205.0})
+#: Radii of each variant's intensity ramp in the default bank (activations scaled by the radius).
+RAMP_RADII = (0.2, 0.4, 0.6, 0.8, 1.0)
+#: Total angular spread (degrees) of an emotion's variants, evenly spaced around its angle.
+VARIANT_SPREAD_DEG = 12.0
+#: Gaussian kernel bandwidth h in VA units.
+BANDWIDTH = 0.15
+#: Neighbours per query.
+DEFAULT_K = 8
+#: Exemplars closer to the origin than this are scaled as if at this radius when turned into patterns.
+RADIUS_FLOOR = 0.05
+
+
+@dataclass(frozen=True, eq=False)
+class VABank:
+    """VA exemplars with model-independent AU activations.
+
+    Attributes:
+        va: [N, 2] float32 (valence, arousal) in [-1, 1].
+        au: [N, A] float32 activations in [0, 1] over :data:`~affectsynth.affect.targets.AU_KEYS`.
+        labels: N category names (e.g. "happiness", "neutral").
+        meta: JSON-serialisable provenance.
+    """
+
+    va: torch.Tensor
+    au: torch.Tensor
+    labels: tuple[str, ...]
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.va.shape[0]
+        if self.va.shape != (n, 2) or self.au.shape != (n, len(AU_KEYS)) or len(self.labels) != n:
+            raise InputError(f"VA bank: va must be [N, 2], au [N, {len(AU_KEYS)}] and N labels; got "
+                             f"{list(self.va.shape)}, {list(self.au.shape)}, {len(self.labels)}")
+        if n == 0 or not (self.va.isfinite().all() and self.va.abs().max() <= 1.0):
+            raise InputError("VA bank: needs at least one exemplar, with finite va in [-1, 1]")
+        if not (self.au.isfinite().all() and self.au.min() >= 0.0 and self.au.max() <= 1.0):
+            raise InputError("VA bank: au activations must lie in [0, 1]")
+        object.__setattr__(self, "labels", tuple(self.labels))
+
+    def __len__(self) -> int:
+        return self.va.shape[0]
+
+    # ---------------------------------------------------------------- construction
+    @staticmethod
+    def default() -> VABank:
+        """The bank of EMFACS prototypes on the circumplex (module docstring)."""
+        table = emfacs_table()
+        va, au, labels = [[0.0, 0.0]], [[0.0] * len(AU_KEYS)], ["neutral"]
+        for emotion, variants in table.variants.items():
+            if emotion == "neutral":
+                continue
+            for j, variant in enumerate(variants):
+                offset = VARIANT_SPREAD_DEG * (j / (len(variants) - 1) - 0.5) if len(variants) > 1 else 0.0
+                angle = math.radians(CIRCUMPLEX_DEG[emotion] + offset)
+                for radius in RAMP_RADII:
+                    va.append([radius * math.cos(angle), radius * math.sin(angle)])
+                    au.append([radius * a for a in variant.au])
+                    labels.append(emotion)
+        meta = {"name": "affectsynth-default-va",
+                "built_from": "EMFACS variants (affectsynth/affect/emfacs.json) at approximate circumplex "
+                              "placements (affectsynth.affect.bank.CIRCUMPLEX_DEG)",
+                "circumplex_deg": dict(CIRCUMPLEX_DEG), "ramp_radii": list(RAMP_RADII),
+                "variant_spread_deg": VARIANT_SPREAD_DEG}
+        return VABank(torch.tensor(va, dtype=torch.float32).clamp(-1.0, 1.0),
+                      torch.tensor(au, dtype=torch.float32), tuple(labels), meta)
+
+    # ---------------------------------------------------------------- queries
+    def query(self, va: torch.Tensor | Sequence[Sequence[float]], k: int = DEFAULT_K,
+              generator: torch.Generator | None = None,
+              bandwidth: float = BANDWIDTH) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """AU activations for VA points (the rule: module docstring).
+
+        Args:
+            va: [B, 2] (valence, arousal) points.
+            k: neighbours per point (at most the bank size).
+            generator: None for the deterministic kernel weights, or a CPU generator to resample them.
+        Returns:
+            (au [B, A] float32, weights [B, k] float32 summing to 1, neighbours [B, k] int64 bank indices).
+        """
+        va = torch.as_tensor(va, dtype=torch.float32, device=self.va.device)
+        if va.ndim != 2 or va.shape[1] != 2 or not va.isfinite().all():
+            raise ValueError(f"va must be a finite [B, 2] tensor, got shape {list(va.shape)}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        k = min(k, len(self))
+        radius = va.norm(dim=1)
+        rim = va / radius.clamp(min=1e-12)[:, None]  # where each query's ray meets the unit circle
+        d2 = ((rim[:, None, :] - self.va[None]) ** 2).sum(-1)  # [B, N]
+        d2, order = torch.sort(d2, dim=1, stable=True)
+        neighbours = order[:, :k]
+        # Kernel values relative to the nearest (no underflow), minus the (k+1)-th's: see the module docstring.
+        kernel = torch.exp(-(d2[:, :k + 1] - d2[:, :1]) / (2.0 * bandwidth ** 2))
+        weights = kernel[:, :k] - kernel[:, k:] if k < len(self) else kernel[:, :k]
+        weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))  # all tied
+        if generator is not None:
+            draws = torch.empty(weights.shape, dtype=weights.dtype, device=generator.device)
+            weights = weights * draws.exponential_(generator=generator).to(weights.device)
+        weights = weights / weights.sum(1, keepdim=True)
+        patterns = (self.au / self.va.norm(dim=1).clamp(RADIUS_FLOOR, 1.0)[:, None]).clamp(0.0, 1.0)  # [N, A]
+        au = radius.clamp(max=1.0)[:, None] * (weights[..., None] * patterns[neighbours]).sum(1)
+        return au.clamp(0.0, 1.0), weights, neighbours  # the clamp only removes rounding beyond 1
+
+    # ---------------------------------------------------------------- binning
+    def _cells(self, bins: int) -> torch.Tensor:
+        """[N] int64 cell index valence_bin * bins + arousal_bin of a bins x bins grid over [-1, 1]^2."""
+        if bins < 1:
+            raise ValueError(f"bins must be >= 1, got {bins}")
+        ij = ((self.va.double() + 1.0) * (bins / 2.0)).floor().long().clamp(0, bins - 1)
+        return ij[:, 0] * bins + ij[:, 1]
+
+    def coverage(self, bins: int) -> torch.Tensor:
+        """[bins, bins] int64 exemplar counts; [i, j] is valence bin i, arousal bin j (both from -1)."""
+        return torch.bincount(self._cells(bins), minlength=bins * bins).reshape(bins, bins)
+
+    def thin(self, bins: int) -> VABank:
+        """A smaller bank: per VA cell (:meth:`coverage`'s grid) and label, the one exemplar closest to
+        that group's mean AU vector (a real exemplar, so its va, au and label stay consistent).
+        Every occupied cell keeps an exemplar of every label it had; bank order is kept."""
+        cells = self._cells(bins).tolist()
+        groups: dict[tuple[int, str], list[int]] = {}
+        for i, key in enumerate(zip(cells, self.labels)):
+            groups.setdefault(key, []).append(i)
+        keep = []
+        for members in groups.values():
+            au = self.au[members]
+            keep.append(members[int(((au - au.mean(0)) ** 2).sum(1).argmin())])
+        keep.sort()
+        meta = {**self.meta, "thinned": {"bins": bins, "from": len(self), "rule": "per cell and label, "
+                                         "the exemplar closest to the group's mean AU vector"}}
+        return VABank(self.va[keep], self.au[keep], tuple(self.labels[i] for i in keep), meta)
+
+    # ---------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write one ``.npz`` (float32, format version :data:`FORMAT_VERSION`), atomically."""
+        arrays = {"format_version": np.array(FORMAT_VERSION), "va": self.va.detach().cpu().float().numpy(),
+                  "au": self.au.detach().cpu().float().numpy(), "au_keys": np.array(AU_KEYS, dtype=str),
+                  "labels": np.array(self.labels, dtype=str), "meta_json": np.array(json.dumps(self.meta))}
+        write_atomic(Path(path), lambda file: np.savez_compressed(file, **arrays))
+
+    @staticmethod
+    def load(path: str | os.PathLike) -> VABank:
+        """Read a bank written by :meth:`save`; AU columns are matched by name, so a file written with
+        fewer AU keys loads with the others at 0. InputError (one line) for anything else."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such VA bank file") from None
+        except Exception as e:  # zipfile / numpy errors: not a bank file
+            raise InputError(f"{path}: not a VA bank file ({type(e).__name__}: {' '.join(str(e).split())})") from None
+        try:
+            version = int(data["format_version"]) if "format_version" in data else -1
+            if version != FORMAT_VERSION:
+                raise InputError(f"{path}: VA bank format version {version}, expected {FORMAT_VERSION}")
+            column = {key: i for i, key in enumerate(AU_KEYS)}
+            unknown = [str(key) for key in data["au_keys"] if key not in column]
+            if unknown:
+                raise InputError(f"{path}: unknown AU keys {', '.join(unknown)}")
+            au = np.zeros((len(data["va"]), len(AU_KEYS)), np.float32)
+            au[:, [column[str(key)] for key in data["au_keys"]]] = data["au"]
+            return VABank(torch.from_numpy(data["va"].astype(np.float32)), torch.from_numpy(au),
+                          tuple(str(label) for label in data["labels"]), json.loads(str(data["meta_json"])))
+        except KeyError as e:
+            raise InputError(f"{path}: VA bank file lacks the array {e}") from None
+        except (TypeError, ValueError) as e:  # shape mismatches, bad JSON, a non-numeric version
+            raise InputError(f"{path}: malformed VA bank file ({' '.join(str(e).split())})") from None
+
+
+def target_from_va(valence: float, arousal: float, bank: VABank, *, k: int = DEFAULT_K,
+                   generator: torch.Generator | None = None) -> ExpressionCode:
+    """The expression target for a VA point: AUs from :meth:`VABank.query`, with labels.
+
+    ``soft_label`` mirrors the AU rule: with r = min(|(v, a)|, 1) the point is the neutral face
+    blended with the neighbours' expressions at weight r, so the label is (1 - r) neutral plus r
+    times the neighbours' categories weighted by their kernel weights. ``category`` is its most
+    probable class (ties: the first in the EMFACS table's order); ``intensity`` is r.
+    """
+    valence, arousal = validate_va(valence, arousal)
+    au, weights, neighbours = bank.query(torch.tensor([[valence, arousal]]), k=k, generator=generator)
+    radius = min(math.hypot(valence, arousal), 1.0)
+    soft = {"neutral": 1.0 - radius}
+    for weight, index in zip(weights[0].tolist(), neighbours[0].tolist()):
+        label = bank.labels[index]
+        soft[label] = soft.get(label, 0.0) + radius * weight
+    order = {name: i for i, name in enumerate(emfacs_table().categories)}
+    total = sum(soft.values())  # 1 up to the float32 rounding of the weights
+    soft = {name: p / total for name, p in sorted(soft.items(), key=lambda kv: order.get(kv[0], len(order))) if p > 0}
+    return ExpressionCode(au=au_dict(au[0]), category=max(soft, key=soft.get), soft_label=soft,
+                          valence=valence, arousal=arousal, intensity=radius,
+                          source=f"va {valence:g},{arousal:g} via {bank.meta.get('name', 'a VA bank')} (k={k})")

@@ -1,0 +1,437 @@
+"""Rasterisation: which triangle covers each pixel centre, where inside it, and how near.
+
+Conventions (see :mod:`affectsynth.camera`)
+-------------------------------------------
+Vertices come in image space, ``[B, V, 3]`` = (u px right, v px down, depth px toward the
+camera), e.g. from :meth:`affectsynth.fit.FitResult.image_points`. Pixel (i, j) covers
+[j, j+1) x [i, i+1) and is sampled once, at its centre (j + 0.5, i + 0.5).
+
+Coverage (fill rule)
+    A pixel belongs to a triangle when its centre lies strictly inside, or exactly on an
+    edge that is a *top* edge (horizontal, the triangle below it, image y down) or a *left*
+    edge (the triangle to its right) — Direct3D's top-left rule. Edge functions are evaluated
+    from each edge's endpoints taken in a canonical (lexicographic) order, so two triangles
+    sharing an edge compute bit-identical values of opposite sign: a mesh is drawn watertight,
+    every pixel centre inside it exactly once, with no gaps and no double-drawn edge pixels.
+Depth test
+    The largest depth (the nearest surface) wins; on an exact tie the lower triangle id wins,
+    so the result does not depend on thread scheduling.
+Culling
+    A model triangle is counter-clockwise seen from the front (camera y up). Image y points
+    down, so in image coordinates a front-facing triangle is clockwise: its signed area
+    (b - a) x (c - a) = (bu - au)(cv - av) - (bv - av)(cu - au) is negative (drawn with
+    y down, as an image is shown, it still looks counter-clockwise). ``cull_backfaces=True``
+    (the default) drops triangles with a positive area. Degenerate (zero-area or
+    non-finite) triangles are always dropped.
+Barycentrics
+    ``bary[..., k]`` weighs the triangle's k-th vertex (``faces[tri_id, k]``). The camera is
+    weak perspective, so image-space (affine) barycentrics are exactly the surface's
+    barycentrics. They, ``tri_id`` and ``depth`` are not differentiable (as in nvdiffrast);
+    gradients flow through :func:`affectsynth.render.shade.interpolate`.
+
+Backends
+--------
+``BACKENDS`` maps a name to a :class:`RasterBackend`; ``backend="auto"`` takes the first
+available one in ``AUTO_ORDER`` that accepts the input's device. A GPU backend (nvdiffrast)
+is one more entry in both.
+
+* ``"numba"`` — a CPU z-buffer compiled with numba: triangles are binned into bands of
+  rows and the bands are rasterised in parallel (each band owns its rows: no races).
+  The default on the CPU (measured in ``scripts/bench_raster.py``).
+* ``"moderngl"`` — OpenGL through a headless EGL context (Mesa llvmpipe on a machine with
+  no GPU; needs the system's libEGL/libGL and Mesa's EGL and DRI drivers). Follows the same
+  conventions; it may disagree with ``"numba"`` only for pixel centres within ~1/256 px of
+  an edge (llvmpipe snaps vertices to a 1/256 px grid) and on exact depth ties.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numba
+import numpy as np
+import torch
+
+__all__ = ["Fragments", "RasterBackend", "BACKENDS", "AUTO_ORDER", "rasterize", "Rasterizer",
+           "available_backends", "resolve_backend"]
+
+
+@dataclass(frozen=True)
+class Fragments:
+    """What the rasteriser saw at each pixel centre.
+
+    Attributes:
+        tri_id: [B, H, W] int64 index into ``faces`` of the visible triangle, -1 where empty.
+        bary: [B, H, W, 3] float32 barycentric weights of the triangle's 3 vertices (zeros
+            where empty); they sum to 1.
+        depth: [B, H, W] float32 depth of the visible surface, px (larger = nearer), -inf
+            where empty.
+        backend: name of the backend that produced them.
+    """
+
+    tri_id: torch.Tensor
+    bary: torch.Tensor
+    depth: torch.Tensor
+    backend: str
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """[B, H, W] bool, True where a triangle covers the pixel centre."""
+        return self.tri_id >= 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)."""
+        return (self.tri_id.shape[1], self.tri_id.shape[2])
+
+
+#: A backend's rasterising call: (verts_img [B, V, 3] float, faces [F, 3] int64 on the same
+#: device, (H, W), cull_backfaces) -> (tri_id [B, H, W] int64, bary [B, H, W, 3] float32,
+#: depth [B, H, W] float32), all on the input's device, following the module's conventions.
+RasterCall = Callable[[torch.Tensor, torch.Tensor, tuple[int, int], bool],
+                      tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class RasterBackend:
+    """One way to rasterise.
+
+    Attributes:
+        run: the :data:`RasterCall`.
+        available: a cheap check that the backend can run here (its libraries load).
+        devices: device types (``torch.device.type``) whose tensors it takes.
+    """
+
+    run: RasterCall
+    available: Callable[[], bool]
+    devices: tuple[str, ...]
+
+
+# ------------------------------------------------------------------------------- numba
+# Per-triangle setup, one row per (batch, triangle): the pixel box of candidate centres and,
+# per edge k (opposite vertex k), the canonical edge (ax, ay, dx, dy), the sign that makes
+# its edge function positive inside the triangle, and whether it is a top-left edge.
+_BOX = 4       # j0, j1, i0, i1 (half-open); j0 >= j1 marks a dropped triangle
+_EDGE = 5      # ax, ay, dx, dy, sign
+_BAND_ROWS = 16  # rows per parallel task: small enough to spread work, large enough to bin cheaply
+
+
+@numba.njit(cache=True, parallel=True)
+def _setup_triangles(verts, faces, height, width, cull, box, edge, top_left):  # pragma: no cover - jitted
+    n_batch, n_faces = verts.shape[0], faces.shape[0]
+    for task in numba.prange(n_batch * n_faces):
+        b, f = task // n_faces, task % n_faces
+        box[b, f, 0] = 0
+        box[b, f, 1] = 0
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        x = (verts[b, i0, 0], verts[b, i1, 0], verts[b, i2, 0])
+        y = (verts[b, i0, 1], verts[b, i1, 1], verts[b, i2, 1])
+        area = (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
+        if not np.isfinite(area) or area == 0.0 or (cull and area > 0.0):
+            continue
+        orient = 1.0 if area > 0.0 else -1.0
+        for k in range(3):
+            # Edge k runs from vertex k+1 to vertex k+2; evaluate it from its smaller endpoint.
+            p, q = (k + 1) % 3, (k + 2) % 3
+            flip = 1.0
+            if x[q] < x[p] or (x[q] == x[p] and y[q] < y[p]):
+                p, q = q, p
+                flip = -1.0
+            dx, dy = x[q] - x[p], y[q] - y[p]
+            sign = orient * flip
+            edge[b, f, k, 0] = x[p]
+            edge[b, f, k, 1] = y[p]
+            edge[b, f, k, 2] = dx
+            edge[b, f, k, 3] = dy
+            edge[b, f, k, 4] = sign
+            # The inward normal is sign * (-dy, dx): top-left when it points right, or straight down.
+            nx, ny = -sign * dy, sign * dx
+            top_left[b, f, k] = nx > 0.0 or (nx == 0.0 and ny > 0.0)
+        # Pixel centres j + 0.5 within [min x, max x], clipped to the image.
+        lo_x = min(max(np.ceil(min(x[0], x[1], x[2]) - 0.5), 0.0), float(width))
+        hi_x = min(max(np.floor(max(x[0], x[1], x[2]) - 0.5) + 1.0, 0.0), float(width))
+        lo_y = min(max(np.ceil(min(y[0], y[1], y[2]) - 0.5), 0.0), float(height))
+        hi_y = min(max(np.floor(max(y[0], y[1], y[2]) - 0.5) + 1.0, 0.0), float(height))
+        if lo_x < hi_x and lo_y < hi_y:
+            box[b, f, 0] = int(lo_x)
+            box[b, f, 1] = int(hi_x)
+            box[b, f, 2] = int(lo_y)
+            box[b, f, 3] = int(hi_y)
+
+
+@numba.njit(cache=True)
+def _bin_triangles(box, n_bands, band_rows):  # pragma: no cover - jitted
+    """Triangle ids per (batch, band) task, ascending: (start [B * n_bands + 1], ids)."""
+    n_batch, n_faces = box.shape[0], box.shape[1]
+    start = np.zeros(n_batch * n_bands + 1, np.int64)
+    for b in range(n_batch):
+        for f in range(n_faces):
+            if box[b, f, 0] < box[b, f, 1]:
+                for band in range(box[b, f, 2] // band_rows, (box[b, f, 3] - 1) // band_rows + 1):
+                    start[b * n_bands + band + 1] += 1
+    for t in range(n_batch * n_bands):
+        start[t + 1] += start[t]
+    ids = np.empty(start[-1], np.int64)
+    fill = start[:-1].copy()
+    for b in range(n_batch):
+        for f in range(n_faces):
+            if box[b, f, 0] < box[b, f, 1]:
+                for band in range(box[b, f, 2] // band_rows, (box[b, f, 3] - 1) // band_rows + 1):
+                    t = b * n_bands + band
+                    ids[fill[t]] = f
+                    fill[t] += 1
+    return start, ids
+
+
+@numba.njit(cache=True, parallel=True)
+def _raster_bands(verts, faces, box, edge, top_left, start, ids, band_rows,
+                  tri_id, bary, depth):  # pragma: no cover - jitted
+    n_batch, height, width = tri_id.shape
+    n_bands = (height + band_rows - 1) // band_rows
+    for task in numba.prange(n_batch * n_bands):
+        b, band = task // n_bands, task % n_bands
+        r0, r1 = band * band_rows, min((band + 1) * band_rows, height)
+        for i in range(r0, r1):
+            for j in range(width):
+                tri_id[b, i, j] = -1
+                depth[b, i, j] = -np.inf
+                bary[b, i, j, 0] = 0.0
+                bary[b, i, j, 1] = 0.0
+                bary[b, i, j, 2] = 0.0
+        for n in range(start[task], start[task + 1]):
+            f = ids[n]
+            ax0, ay0, dx0, dy0, s0 = edge[b, f, 0, 0], edge[b, f, 0, 1], edge[b, f, 0, 2], edge[b, f, 0, 3], edge[b, f, 0, 4]
+            ax1, ay1, dx1, dy1, s1 = edge[b, f, 1, 0], edge[b, f, 1, 1], edge[b, f, 1, 2], edge[b, f, 1, 3], edge[b, f, 1, 4]
+            ax2, ay2, dx2, dy2, s2 = edge[b, f, 2, 0], edge[b, f, 2, 1], edge[b, f, 2, 2], edge[b, f, 2, 3], edge[b, f, 2, 4]
+            tl0, tl1, tl2 = top_left[b, f, 0], top_left[b, f, 1], top_left[b, f, 2]
+            z0, z1, z2 = verts[b, faces[f, 0], 2], verts[b, faces[f, 1], 2], verts[b, faces[f, 2], 2]
+            for i in range(max(r0, box[b, f, 2]), min(r1, box[b, f, 3])):
+                py = i + 0.5
+                for j in range(box[b, f, 0], box[b, f, 1]):
+                    px = j + 0.5
+                    # Edge functions, positive inside; on an edge (== 0) only top-left edges count.
+                    e0 = s0 * (dx0 * (py - ay0) - dy0 * (px - ax0))
+                    if e0 < 0.0 or (e0 == 0.0 and not tl0):
+                        continue
+                    e1 = s1 * (dx1 * (py - ay1) - dy1 * (px - ax1))
+                    if e1 < 0.0 or (e1 == 0.0 and not tl1):
+                        continue
+                    e2 = s2 * (dx2 * (py - ay2) - dy2 * (px - ax2))
+                    if e2 < 0.0 or (e2 == 0.0 and not tl2):
+                        continue
+                    total = e0 + e1 + e2
+                    w0, w1, w2 = e0 / total, e1 / total, e2 / total
+                    z = w0 * z0 + w1 * z1 + w2 * z2
+                    if z > depth[b, i, j]:  # strict: on a tie the earlier (lower) id stays
+                        depth[b, i, j] = z
+                        tri_id[b, i, j] = f
+                        bary[b, i, j, 0] = w0
+                        bary[b, i, j, 1] = w1
+                        bary[b, i, j, 2] = w2
+
+
+def _rasterize_numba(verts_img: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
+                     cull_backfaces: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    height, width = size
+    verts = np.ascontiguousarray(verts_img.detach().cpu().numpy(), dtype=np.float64)
+    tris = np.ascontiguousarray(faces.cpu().numpy(), dtype=np.int64)
+    n_batch, n_faces = verts.shape[0], tris.shape[0]
+    box = np.empty((n_batch, n_faces, _BOX), np.int64)
+    edge = np.empty((n_batch, n_faces, 3, _EDGE), np.float64)
+    top_left = np.empty((n_batch, n_faces, 3), np.bool_)
+    _setup_triangles(verts, tris, height, width, cull_backfaces, box, edge, top_left)
+    n_bands = (height + _BAND_ROWS - 1) // _BAND_ROWS
+    start, ids = _bin_triangles(box, n_bands, _BAND_ROWS)
+    tri_id = np.empty((n_batch, height, width), np.int64)
+    bary = np.empty((n_batch, height, width, 3), np.float32)
+    depth = np.empty((n_batch, height, width), np.float32)
+    _raster_bands(verts, tris, box, edge, top_left, start, ids, _BAND_ROWS, tri_id, bary, depth)
+    return torch.from_numpy(tri_id), torch.from_numpy(bary), torch.from_numpy(depth)
+
+
+# ---------------------------------------------------------------------------- moderngl
+_VERTEX_SHADER = """
+#version 430
+uniform vec2 size;          // (W, H)
+uniform vec2 depth_range;   // (centre, half range) mapping depth into clip z
+in vec3 position;           // u, v, depth (px); three vertices per triangle, unindexed
+void main() {
+    // Clip y = image v, so gl_FragCoord is (u, v) of the pixel centre and OpenGL's bottom-up
+    // rows come back in our top-down order. Nearer (larger depth) -> smaller clip z.
+    gl_Position = vec4(2.0 * position.x / size.x - 1.0, 2.0 * position.y / size.y - 1.0,
+                       (depth_range.x - position.z) / depth_range.y, 1.0);
+}
+"""
+# Barycentrics are computed from the corners at the exact pixel centre, as the numba backend
+# does, rather than interpolated: llvmpipe interpolates from corners snapped to 1/256 px.
+_FRAGMENT_SHADER = """
+#version 430
+layout(std430, binding = 0) readonly buffer Corners { float corner[]; };   // the vertex buffer
+layout(location = 0) out vec4 weights_depth;
+layout(location = 1) out float triangle;   // id + 1, exact in float32 below 2^24 triangles
+vec3 at(int k) { int i = 9 * gl_PrimitiveID + 3 * k; return vec3(corner[i], corner[i + 1], corner[i + 2]); }
+float cross2(vec2 d, vec2 q) { return d.x * q.y - d.y * q.x; }
+void main() {
+    vec3 a = at(0), b = at(1), c = at(2);
+    vec2 p = gl_FragCoord.xy;
+    vec3 e = vec3(cross2(c.xy - b.xy, p - b.xy), cross2(a.xy - c.xy, p - c.xy), cross2(b.xy - a.xy, p - a.xy));
+    // A centre that llvmpipe's snapped edges let in may lie a hair outside: clamp onto the triangle.
+    vec3 w = max(e / (e.x + e.y + e.z), 0.0);
+    w /= w.x + w.y + w.z;
+    weights_depth = vec4(w, dot(w, vec3(a.z, b.z, c.z)));
+    triangle = float(gl_PrimitiveID + 1);
+}
+"""
+
+
+class _GLRasterizer:
+    """A headless OpenGL context with the program and one framebuffer per size; one per thread,
+    since an OpenGL context is current on the thread that made it."""
+
+    def __init__(self) -> None:
+        import moderngl
+
+        self.ctx = moderngl.create_standalone_context(backend="egl")
+        self.program = self.ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
+        self.framebuffers: dict[tuple[int, int], object] = {}
+
+    def framebuffer(self, height: int, width: int):
+        key = (height, width)
+        if key not in self.framebuffers:
+            attachments = [self.ctx.texture((width, height), 4, dtype="f4"),
+                           self.ctx.texture((width, height), 1, dtype="f4")]
+            self.framebuffers[key] = self.ctx.framebuffer(attachments, self.ctx.depth_texture((width, height)))
+        return self.framebuffers[key]
+
+    def __call__(self, verts_img: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
+                 cull_backfaces: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        import moderngl
+
+        height, width = size
+        corners = verts_img.detach().cpu().float()[:, faces.cpu().reshape(-1)].numpy()   # [B, 3F, 3]
+        n_batch = corners.shape[0]
+        fbo = self.framebuffer(height, width)
+        fbo.use()
+        self.ctx.enable_only(moderngl.DEPTH_TEST | (moderngl.CULL_FACE if cull_backfaces else moderngl.NOTHING))
+        self.ctx.front_face = "cw"    # clip y = image v: a front face stays clockwise
+        self.ctx.depth_func = "<"     # smaller clip z = nearer (strict: the first drawn keeps a tie)
+        self.program["size"].value = (float(width), float(height))
+        weights_depth = np.empty((n_batch, height, width, 4), np.float32)
+        triangle = np.empty((n_batch, height, width), np.float32)
+        for b in range(n_batch):
+            depths = corners[b, :, 2][np.isfinite(corners[b]).all(-1)]
+            z_lo, z_hi = (float(depths.min()), float(depths.max())) if len(depths) else (0.0, 0.0)
+            # Keep every depth strictly inside the clip range, so that nothing is clipped in z.
+            self.program["depth_range"].value = (0.5 * (z_lo + z_hi), 0.5 * (z_hi - z_lo) * 1.01 + 1e-3)
+            vbo = self.ctx.buffer(np.ascontiguousarray(corners[b]))
+            vbo.bind_to_storage_buffer(0)
+            vao = self.ctx.vertex_array(self.program, [(vbo, "3f", "position")])
+            fbo.clear(0.0, 0.0, 0.0, -np.inf, depth=1.0)   # empty: zero weights, depth -inf, id 0
+            vao.render(moderngl.TRIANGLES)
+            fbo.read_into(weights_depth[b], components=4, attachment=0, dtype="f4")
+            fbo.read_into(triangle[b], components=1, attachment=1, dtype="f4")
+            vao.release()
+            vbo.release()
+        tri_id = torch.from_numpy(triangle.astype(np.int64)) - 1
+        out = torch.from_numpy(weights_depth)
+        return tri_id, out[..., :3], out[..., 3]
+
+
+_GL_PER_THREAD = threading.local()
+
+
+def _rasterize_moderngl(verts_img: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
+                        cull_backfaces: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if not hasattr(_GL_PER_THREAD, "rasterizer"):
+        _GL_PER_THREAD.rasterizer = _GLRasterizer()
+    return _GL_PER_THREAD.rasterizer(verts_img, faces, size, cull_backfaces)
+
+
+def _moderngl_available() -> bool:
+    try:
+        import moderngl
+
+        moderngl.create_standalone_context(backend="egl").release()
+        return True
+    except Exception:  # noqa: BLE001 - no module, no libEGL, no driver: all mean "not here"
+        return False
+
+
+# ----------------------------------------------------------------------------- registry
+BACKENDS: Mapping[str, RasterBackend] = MappingProxyType({
+    "numba": RasterBackend(run=_rasterize_numba, available=lambda: True, devices=("cpu",)),
+    "moderngl": RasterBackend(run=_rasterize_moderngl, available=_moderngl_available, devices=("cpu",)),
+})
+
+#: Preference order of ``backend="auto"``.
+AUTO_ORDER: tuple[str, ...] = ("numba", "moderngl")
+
+
+def _usable(name: str, device: torch.device | str) -> bool:
+    return torch.device(device).type in BACKENDS[name].devices and BACKENDS[name].available()
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """Names of the backends that can rasterise tensors on ``device`` here, in preference order."""
+    return [name for name in AUTO_ORDER if _usable(name, device)]
+
+
+def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
+    """The backend name ``backend`` stands for on ``device`` ("auto": the first usable in ``AUTO_ORDER``)."""
+    if backend == "auto":
+        name = next((n for n in AUTO_ORDER if _usable(n, device)), None)
+        if name is None:
+            raise RuntimeError(f"no rasteriser backend for {torch.device(device).type} tensors")
+        return name
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown rasteriser backend {backend!r}; known: {sorted(BACKENDS)}")
+    return backend
+
+
+def rasterize(verts_img: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], backend: str = "auto",
+              cull_backfaces: bool = True) -> Fragments:
+    """Rasterise a batch of meshes that share their triangles.
+
+    Args:
+        verts_img: [B, V, 3] image-space vertices (u px, v px, depth px; larger depth = nearer).
+            Each batch element may have its own pose.
+        faces: [F, 3] integer vertex indices, counter-clockwise seen from the front.
+        size: (H, W) of the image.
+        backend: a name in ``BACKENDS`` or "auto".
+        cull_backfaces: drop triangles that face away from the camera.
+    Returns:
+        :class:`Fragments` at pixel centres, on ``verts_img``'s device.
+    """
+    if verts_img.ndim != 3 or verts_img.shape[-1] != 3:
+        raise ValueError(f"verts_img must be [B, V, 3], got {list(verts_img.shape)}")
+    if faces.ndim != 2 or faces.shape[-1] != 3 or faces.dtype.is_floating_point:
+        raise ValueError(f"faces must be an integer [F, 3] tensor, got {faces.dtype} {list(faces.shape)}")
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= verts_img.shape[1]):
+        raise ValueError(f"faces index outside the {verts_img.shape[1]} vertices")
+    height, width = int(size[0]), int(size[1])
+    if height <= 0 or width <= 0:
+        raise ValueError(f"size must be positive (H, W), got {size}")
+    name = resolve_backend(backend, verts_img.device)
+    chosen = BACKENDS[name]
+    if verts_img.device.type not in chosen.devices:
+        raise ValueError(f"backend {name!r} takes {chosen.devices} tensors, got {verts_img.device.type}")
+    tri_id, bary, depth = chosen.run(verts_img, faces.long(), (height, width), cull_backfaces)
+    device = verts_img.device
+    return Fragments(tri_id=tri_id.to(device), bary=bary.to(device), depth=depth.to(device), backend=name)
+
+
+class Rasterizer(torch.nn.Module):
+    """:func:`rasterize` with its settings held: ``Rasterizer((H, W))(verts_img, faces) -> Fragments``."""
+
+    def __init__(self, size: tuple[int, int], backend: str = "auto", cull_backfaces: bool = True):
+        super().__init__()
+        self.size = (int(size[0]), int(size[1]))
+        self.backend = backend
+        self.cull_backfaces = cull_backfaces
+
+    def forward(self, verts_img: torch.Tensor, faces: torch.Tensor) -> Fragments:
+        """verts_img [B, V, 3] (u, v, depth px), faces [F, 3] -> :class:`Fragments` [B, H, W]."""
+        return rasterize(verts_img, faces, self.size, self.backend, self.cull_backfaces)

@@ -1,0 +1,215 @@
+"""Shading: turn :class:`~affectsynth.render.raster.Fragments` into images (torch, differentiable).
+
+Functional ops in the manner of nvdiffrast (``interpolate``, ``texture``) plus the two this
+project needs to take a face's texture from its photo: ``sample_image`` (bilinear lookup at
+pixel coordinates in our convention) and ``visibility`` (which vertices the photo actually
+shows). ``PhotoTextureShader`` and ``MeshRenderer`` compose them, pytorch3d style.
+
+Conventions: images are ``[B, C, H, W]`` in, rendered maps are channels-last ``[B, H, W, C]``
+(one value per pixel centre, like the fragments). Pixel (i, j) covers [j, j+1) x [i, i+1),
+centre (j + 0.5, i + 0.5) (:mod:`affectsynth.camera`).
+
+Sampling is done by hand rather than with ``torch.nn.functional.grid_sample``: grid_sample's
+round trip through normalised [-1, 1] coordinates is not exact at pixel centres unless the
+size is a power of two (up to 0.06 grey levels off at 4000 px), while a lookup in pixel
+coordinates returns a pixel's value exactly at its centre.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .raster import Fragments, Rasterizer
+
+__all__ = ["interpolate", "texture", "sample_image", "visibility", "PhotoTextureShader", "MeshRenderer"]
+
+
+def interpolate(attr: torch.Tensor, frags: Fragments, faces: torch.Tensor) -> torch.Tensor:
+    """Per-vertex attributes at each pixel centre, blended with the fragments' barycentrics.
+
+    Args:
+        attr: [B, V, C] or [V, C] (shared by the batch) per-vertex values.
+        frags: fragments of a mesh with these vertices, [B, H, W].
+        faces: [F, 3] the faces that were rasterised.
+    Returns:
+        [B, H, W, C] in ``attr``'s dtype; zeros where no triangle covers the pixel.
+        Differentiable w.r.t. ``attr`` (the barycentrics are constants).
+    """
+    n_batch = frags.tri_id.shape[0]
+    if attr.ndim == 2:
+        attr = attr.expand(n_batch, -1, -1)
+    if attr.ndim != 3 or attr.shape[0] != n_batch:
+        raise ValueError(f"attr must be [{n_batch}, V, C] or [V, C], got {list(attr.shape)}")
+    n_verts = attr.shape[1]
+    covered = frags.mask
+    corner_ids = faces.to(attr.device)[frags.tri_id.clamp(min=0)]                         # [B, H, W, 3]
+    corner_ids = corner_ids + n_verts * torch.arange(n_batch, device=attr.device)[:, None, None, None]
+    flat = attr.reshape(n_batch * n_verts, -1)
+    bary = frags.bary.to(attr.dtype)
+    # One corner at a time keeps the peak memory at [B, H, W, C] rather than [B, H, W, 3, C].
+    out = sum(bary[..., k, None] * flat[corner_ids[..., k]] for k in range(3))
+    return torch.where(covered[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+
+def sample_image(image: torch.Tensor, points_px: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Look an image up at pixel coordinates (our convention: pixel j's centre is at j + 0.5).
+
+    At a pixel centre the pixel's value comes back exactly; between centres ``"bilinear"``
+    blends the 4 nearest pixels, ``"nearest"`` takes the pixel whose square holds the point.
+    Points off the image take the value of the nearest border pixel (clamp to edge).
+
+    Args:
+        image: [B, C, H, W].
+        points_px: [B, ..., 2] (x px right, y px down).
+        mode: "bilinear" or "nearest".
+    Returns:
+        [B, ..., C]; bilinear is differentiable w.r.t. ``image`` and ``points_px``.
+    """
+    if image.ndim != 4 or points_px.shape[0] != image.shape[0] or points_px.shape[-1] != 2:
+        raise ValueError(f"need image [B, C, H, W] and points [B, ..., 2], got {list(image.shape)} "
+                         f"and {list(points_px.shape)}")
+    n_batch, channels, height, width = image.shape
+    points = points_px.reshape(n_batch, -1, 2).to(image.dtype)
+    flat = image.reshape(n_batch, channels, height * width)
+
+    def pick(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:   # [B, N] -> [B, C, N]
+        index = (rows * width + cols)[:, None, :].expand(-1, channels, -1)
+        return flat.gather(2, index)
+
+    if mode == "nearest":
+        cols = points[..., 0].floor().clamp(0, width - 1).long()
+        rows = points[..., 1].floor().clamp(0, height - 1).long()
+        out = pick(rows, cols)
+    elif mode == "bilinear":
+        # Continuous pixel index: pixel j's centre at 0, clamped to the outermost centres.
+        x = points[..., 0].clamp(0.5, width - 0.5) - 0.5
+        y = points[..., 1].clamp(0.5, height - 0.5) - 0.5
+        x0, y0 = x.detach().floor(), y.detach().floor()
+        fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+        c0, r0 = x0.long(), y0.long()
+        c1, r1 = (c0 + 1).clamp(max=width - 1), (r0 + 1).clamp(max=height - 1)
+        top = pick(r0, c0) * (1 - fx) + pick(r0, c1) * fx
+        bottom = pick(r1, c0) * (1 - fx) + pick(r1, c1) * fx
+        out = top * (1 - fy) + bottom * fy
+    else:
+        raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
+    return out.transpose(1, 2).reshape(*points_px.shape[:-1], channels)
+
+
+def texture(tex: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Look a texture up at texture coordinates.
+
+    ``uv`` follows :attr:`affectsynth.model.FaceModel.uv`: u in [0, 1] from the texture's left
+    edge to its right edge, v in [0, 1] from its *bottom* edge to its top edge (OpenGL's
+    convention), the texture image stored top row first. Texel (r, c) of a [Ht, Wt] texture
+    covers u in [c, c+1) / Wt and v in (Ht-r-1, Ht-r] / Ht, and its value is returned
+    exactly at its centre; i.e. the texel-space point is (u * Wt, (1 - v) * Ht) in our pixel
+    convention. Outside [0, 1] the border texels repeat (clamp to edge).
+
+    Args:
+        tex: [B, C, Ht, Wt] texture.
+        uv: [B, H, W, 2] texture coordinates (e.g. :func:`interpolate` of the model's uv).
+        mode: "bilinear" or "nearest".
+    Returns:
+        [B, H, W, C]; bilinear is differentiable w.r.t. ``tex`` and ``uv``.
+    """
+    height, width = tex.shape[-2:]
+    texel = torch.stack((uv[..., 0] * width, (1 - uv[..., 1]) * height), -1)
+    return sample_image(tex, texel, mode)
+
+
+@torch.no_grad()
+def visibility(frags: Fragments, verts_img: torch.Tensor, faces: torch.Tensor,
+               depth_tolerance: float = 0.5) -> torch.Tensor:
+    """Which vertices the view shows: on the image, facing the camera, and not hidden behind a
+    nearer part of the mesh (self-occlusion), according to the z-buffer in ``frags``.
+
+    Facing: at least one of the vertex's triangles faces the camera (negative signed area in
+    the image, see :mod:`.raster`). Hidden: the surface drawn at the vertex's pixel, i.e. the
+    plane of that pixel's triangle extended to the vertex's exact (u, v), lies more than
+    ``depth_tolerance`` in front of the vertex. Extending the plane, rather than comparing
+    with the depth at the pixel centre, keeps a vertex on a steep but unoccluded slope
+    visible. An empty pixel hides nothing, so vertices on the mesh's outline and around its
+    holes (eyes, mouth) stay visible when their own triangles face the camera.
+
+    Args:
+        frags: fragments of ``verts_img`` rasterised with ``faces``, [B, H, W].
+        verts_img: [B, V, 3] image-space vertices (u, v, depth px).
+        faces: [F, 3].
+        depth_tolerance: px of depth; far below the depth gaps of self-occlusion on a face
+            (nose over cheek: tens of px at any useful size).
+    Returns:
+        [B, V] bool.
+    """
+    n_batch, height, width = frags.tri_id.shape
+    verts = verts_img.to(torch.float64)
+    faces = faces.to(verts.device)
+    u, v, z = verts.unbind(-1)
+    cols, rows = u.floor(), v.floor()
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height) & torch.isfinite(z)
+
+    corners = verts[:, faces]                                                              # [B, F, 3, 3]
+    e1, e2 = corners[..., 1, :2] - corners[..., 0, :2], corners[..., 2, :2] - corners[..., 0, :2]
+    front = (e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]) < 0                        # [B, F]
+    facing = torch.zeros_like(u).index_add_(1, faces.reshape(-1), front.repeat_interleave(3, 1).to(u.dtype)) > 0
+
+    batch = torch.arange(n_batch, device=verts.device)[:, None]
+    tri = frags.tri_id.to(verts.device)[batch, rows.clamp(0, height - 1).long(), cols.clamp(0, width - 1).long()]
+    covered = inside & (tri >= 0)
+    drawn = corners[batch, tri.clamp(min=0)]                                               # [B, V, 3, 3]
+    # Barycentrics of the vertex's (u, v) in the drawn triangle, extended beyond it.
+    d1, d2 = drawn[..., 1, :2] - drawn[..., 0, :2], drawn[..., 2, :2] - drawn[..., 0, :2]
+    p = verts[..., :2] - drawn[..., 0, :2]
+    det = d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0]
+    det = torch.where(covered, det, torch.ones_like(det))   # drawn triangles are never degenerate
+    w1 = (p[..., 0] * d2[..., 1] - p[..., 1] * d2[..., 0]) / det
+    w2 = (d1[..., 0] * p[..., 1] - d1[..., 1] * p[..., 0]) / det
+    plane_z = drawn[..., 0, 2] + w1 * (drawn[..., 1, 2] - drawn[..., 0, 2]) + w2 * (drawn[..., 2, 2] - drawn[..., 0, 2])
+    hidden = covered & (plane_z > z + depth_tolerance)
+    return inside & facing & ~hidden
+
+
+class PhotoTextureShader(nn.Module):
+    """Colours a rendered face with its photo seen through the source geometry.
+
+    Each pixel's surface point is found on the source mesh (its barycentric blend of the
+    vertices' *source* image positions) and the photo is sampled there. Rendering the
+    unchanged source geometry gives the photo back inside the face; rendering a
+    re-expressed face moves the photo's texture with the surface.
+    """
+
+    def __init__(self, mode: str = "bilinear"):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, frags: Fragments, verts_img: torch.Tensor, faces: torch.Tensor, photo: torch.Tensor,
+                source_points: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            frags: fragments of the mesh to draw, [B, H, W].
+            verts_img: [B, V, 3] its image-space vertices (unused: the geometry is in ``frags``).
+            faces: [F, 3].
+            photo: [B, C, Hp, Wp] the source photo.
+            source_points: [B, V, 2] the vertices' positions in the photo, px (the source fit's
+                ``image_points(...)[..., :2]``).
+        Returns:
+            [B, H, W, C + 1]: colour, then coverage (1 where a triangle covers the pixel, else 0;
+            colour is 0 there too).
+        """
+        where = interpolate(source_points.to(photo.dtype), frags, faces)
+        covered = frags.mask[..., None].to(photo.dtype)
+        return torch.cat((sample_image(photo, where, self.mode) * covered, covered), -1)
+
+
+class MeshRenderer(nn.Module):
+    """A rasteriser and a shader, composed: ``shader(rasterizer(verts_img, faces), verts_img, faces, **kw)``."""
+
+    def __init__(self, rasterizer: Rasterizer, shader: nn.Module):
+        super().__init__()
+        self.rasterizer = rasterizer
+        self.shader = shader
+
+    def forward(self, verts_img: torch.Tensor, faces: torch.Tensor, **shader_inputs) -> torch.Tensor:
+        """verts_img [B, V, 3], faces [F, 3]; ``shader_inputs`` go to the shader. Returns its output."""
+        return self.shader(self.rasterizer(verts_img, faces), verts_img, faces, **shader_inputs)

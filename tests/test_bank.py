@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from affectsynth.affect.bank import CIRCUMPLEX_DEG, RAMP_RADII, VABank, target_from_va
+from affectsynth.affect.targets import AU_KEYS, emfacs_table, parse_va
+from affectsynth.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def bank() -> VABank:
+    return VABank.default()
+
+
+def at(emotion: str, radius: float) -> tuple[float, float]:
+    angle = math.radians(CIRCUMPLEX_DEG[emotion])
+    return radius * math.cos(angle), radius * math.sin(angle)
+
+
+def column(name: str) -> int:
+    return AU_KEYS.index(name)
+
+
+def test_default_bank_holds_every_variant_on_its_ramp(bank):
+    table = emfacs_table()
+    variants = sum(len(v) for name, v in table.variants.items() if name != "neutral")
+    assert len(bank) == 1 + variants * len(RAMP_RADII)
+    assert bank.labels[0] == "neutral" and bank.va[0].abs().sum() == 0 and bank.au[0].abs().sum() == 0
+    assert set(bank.labels) == set(table.categories)
+    # the rim exemplar of happiness's EMFACS prototype is the prototype at full intensity
+    rim = next(i for i, label in enumerate(bank.labels) if label == "happiness" and
+               math.isclose(float(bank.va[i].norm()), 1.0, abs_tol=1e-6))
+    assert torch.equal(bank.au[rim], torch.tensor(table.variants["happiness"][0].au, dtype=torch.float32))
+
+
+def test_origin_is_neutral(bank):
+    code = target_from_va(*parse_va("0,0"), bank)
+    assert code.au == {} and code.category == "neutral" and code.soft_label == {"neutral": 1.0}
+    assert code.intensity == 0.0 and (code.valence, code.arousal) == (0.0, 0.0)
+    au, weights, neighbours = bank.query(torch.zeros(3, 2))
+    assert au.abs().sum() == 0 and weights.shape == neighbours.shape == (3, 8)
+
+
+def test_near_happiness_is_dominated_by_the_lip_corner_puller(bank):
+    code = target_from_va(*at("happiness", 0.9), bank)
+    assert code.category == "happiness"
+    assert max(code.au, key=code.au.get) == "AU12" and code.au["AU12"] > 0.5
+    assert set(code.au) <= {"AU6", "AU12"}
+
+
+def test_high_arousal_negative_point_lowers_the_brows_and_raises_the_lids(bank):
+    code = target_from_va(-0.3, 0.9, bank)
+    assert code.category in ("anger", "fear") and code.soft_label["anger"] + code.soft_label["fear"] > 0.9
+    assert code.au["AU4"] > 0.5 and code.au["AU5"] > 0.5
+    assert "AU12" not in code.au
+
+
+def test_low_valence_low_arousal_is_sad(bank):
+    code = target_from_va(*at("sadness", 0.8), bank)
+    assert code.category == "sadness" and code.au["AU15"] > 0.3 and code.au["AU1"] > 0.3
+
+
+@pytest.mark.parametrize("degrees", range(0, 360, 15))
+def test_activations_grow_with_the_radius_along_a_ray(bank, degrees):
+    radius = torch.linspace(0.0, 1.0, 51)
+    angle = math.radians(degrees)
+    au, weights, _ = bank.query(torch.stack([radius * math.cos(angle), radius * math.sin(angle)], 1))
+    assert torch.allclose(weights.sum(1), torch.ones(len(radius)))
+    assert (au[1:] - au[:-1]).min() >= -1e-6  # no activation ever decreases outward
+    assert (au[1:].sum(1) > au[:-1].sum(1)).all()  # and the total grows strictly
+    assert torch.allclose(au[-1], 2 * au[25], atol=1e-6)  # linear: r = 1 is twice r = 0.5
+    assert au.max() <= 1.0
+
+
+def test_beyond_the_rim_is_full_intensity(bank):
+    corner, rim = bank.query(torch.tensor([[1.0, 1.0], [math.sqrt(0.5), math.sqrt(0.5)]]))[0]
+    assert torch.allclose(corner, rim)
+
+
+def test_intensity_and_soft_label_follow_the_radius(bank):
+    inner, outer = target_from_va(*at("surprise", 0.3), bank), target_from_va(*at("surprise", 0.9), bank)
+    assert inner.intensity == pytest.approx(0.3) and outer.intensity == pytest.approx(0.9)
+    assert inner.soft_label["neutral"] == pytest.approx(0.7, abs=1e-6) and inner.category == "neutral"
+    assert outer.category == "surprise"
+    assert inner.au["AU1"] == pytest.approx(outer.au["AU1"] / 3, rel=1e-5)  # the same direction, a third
+    for code in (inner, outer):
+        assert sum(code.soft_label.values()) == pytest.approx(1.0)
+
+
+def test_seeds_reproduce_and_vary_the_variants(bank):
+    va = torch.tensor([at("anger", 0.95), at("disgust", 0.8), at("happiness", 0.5)])
+
+    def query(seed):
+        return bank.query(va, generator=torch.Generator().manual_seed(seed))
+
+    first, again = query(3), query(3)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))  # bit for bit
+    assert not torch.equal(first[0], query(4)[0]) and not torch.equal(first[1], query(4)[1])
+    plain = bank.query(va)
+    assert all(torch.equal(a, b) for a, b in zip(plain, bank.query(va)))
+    assert not torch.equal(plain[0], first[0]) and torch.equal(plain[2], first[2])  # same neighbours
+    # the seed swaps between anger's lip actions (23 pressed tight vs 24 pressed together)
+    ratio = [float(au[0, column("AU24_L")] / au[0, column("AU23_L")]) for au, _, _ in map(query, range(20))]
+    assert max(ratio) > 2 * min(ratio)
+    seeded = target_from_va(*at("anger", 0.95), bank, generator=torch.Generator().manual_seed(3))
+    assert seeded == target_from_va(*at("anger", 0.95), bank, generator=torch.Generator().manual_seed(3))
+
+
+def test_every_point_of_the_square_gives_a_valid_target(bank):
+    points = torch.rand(300, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    points = torch.cat([points, torch.tensor([[1.0, 0.0], [0.6, 0.8], [-1.0, -1.0], [0.0, -1.0]])])
+    for v, a in points.tolist():
+        code = target_from_va(v, a, bank, generator=torch.Generator().manual_seed(1))  # validates itself
+        assert code.category in code.soft_label and code.intensity == pytest.approx(min(math.hypot(v, a), 1.0))
+
+
+def test_query_rejects_bad_shapes(bank):
+    with pytest.raises(ValueError):
+        bank.query(torch.zeros(4))
+    with pytest.raises(ValueError):
+        bank.query(torch.tensor([[math.nan, 0.0]]))
+    with pytest.raises(InputError):
+        target_from_va(1.5, 0.0, bank)
+
+
+@pytest.mark.parametrize("bins", [4, 8, 12])
+def test_thin_reduces_the_bank_and_keeps_its_coverage(bank, bins):
+    thin = bank.thin(bins)
+    assert len(thin) < len(bank)
+    assert torch.equal(thin.coverage(bins) > 0, bank.coverage(bins) > 0)
+    assert thin.coverage(bins).max() <= len(set(bank.labels))  # at most one exemplar per label and cell
+
+    def cells_and_labels(b):
+        return set(zip(b._cells(bins).tolist(), b.labels))
+
+    assert cells_and_labels(thin) == cells_and_labels(bank)
+    kept = {tuple(v) for v in thin.va.tolist()}
+    assert kept <= {tuple(v) for v in bank.va.tolist()}  # real exemplars, not averages
+    assert thin.meta["thinned"]["from"] == len(bank)
+
+
+def test_coverage_counts_exemplars_per_cell(bank):
+    coverage = bank.coverage(2)
+    assert coverage.sum() == len(bank)
+    # valence bin 1 (>= 0), arousal bin 0 (< 0): nothing of the prototypes lies there, the origin's
+    # neutral exemplar lies in the upper-right cell
+    assert coverage[1, 0] == 0 and coverage[0, 1] > 0 and coverage[1, 1] > 0 and coverage[0, 0] > 0
+
+
+def test_save_load_round_trip(bank, tmp_path):
+    path = tmp_path / "banks" / "va.npz"
+    bank.save(path)
+    loaded = VABank.load(path)
+    assert torch.equal(loaded.va, bank.va) and torch.equal(loaded.au, bank.au)
+    assert loaded.labels == bank.labels and loaded.meta == bank.meta
+    va = torch.tensor([[0.3, -0.4], [-0.7, 0.2]])
+    assert all(torch.equal(a, b) for a, b in zip(loaded.query(va), bank.query(va)))
+
+
+def test_load_matches_au_columns_by_name(bank, tmp_path):
+    path = tmp_path / "old.npz"
+    keep = [column("AU12_L"), column("AU12_R")]
+    np.savez(path, format_version=np.array(1), va=bank.va.numpy(), au=bank.au[:, keep].numpy(),
+             au_keys=np.array([AU_KEYS[i] for i in keep]), labels=np.array(bank.labels), meta_json=np.array("{}"))
+    loaded = VABank.load(path)
+    assert torch.equal(loaded.au[:, keep], bank.au[:, keep]) and loaded.au.sum() == bank.au[:, keep].sum()
+
+
+def test_load_refuses_bad_files_with_one_line(bank, tmp_path):
+    not_npz = tmp_path / "bank.npz"
+    not_npz.write_text("hello")
+    newer = tmp_path / "newer.npz"
+    np.savez(newer, format_version=np.array(99))
+    unknown = tmp_path / "unknown.npz"
+    np.savez(unknown, format_version=np.array(1), va=bank.va.numpy(), au=bank.au[:, :1].numpy(),
+             au_keys=np.array(["AU99_L"]), labels=np.array(bank.labels), meta_json=np.array("{}"))
+    for path, words in ((tmp_path / "missing.npz", "no such"), (not_npz, "not a VA bank"),
+                        (newer, "format version 99"), (unknown, "AU99_L")):
+        with pytest.raises(InputError, match=words) as info:
+            VABank.load(path)
+        assert "\n" not in str(info.value)
+
+
+def test_bank_validates_its_arrays():
+    with pytest.raises(InputError):
+        VABank(torch.zeros(2, 2), torch.zeros(2, 3), ("neutral", "neutral"))
+    with pytest.raises(InputError):
+        VABank(torch.full((1, 2), 1.5), torch.zeros(1, len(AU_KEYS)), ("neutral",))
+    with pytest.raises(InputError):
+        VABank(torch.zeros(1, 2), torch.full((1, len(AU_KEYS)), 2.0), ("neutral",))
+
+
+def test_va_target_maps_to_the_default_model(bank, default_model):
+    code = target_from_va(*at("anger", 1.0), bank)
+    coeffs, report = code.to_model_coeffs(default_model)
+    names = {default_model.exp_names[i] for i in coeffs.nonzero()[:, 0].tolist()}
+    assert {"AU4", "AU5", "AU7_L", "AU7_R", "AU23"} <= names
+    assert report.missing == ("AU22",)  # anger's 4+5+7+10+22+23+25 variant: the default model has no AU22
