@@ -166,3 +166,23 @@ def test_image_0010_cli_nme(tmp_path):
     gt = read_pts(EOS_DATA / "image_0010.pts")
     nme = np.linalg.norm(pred - gt, axis=1).mean() / np.linalg.norm(gt[36] - gt[45])
     assert nme <= 0.06
+
+
+def test_model_option(tmp_path, astronaut_png, astronaut_fit, default_model):
+    default_model.save(tmp_path / "model.npz")
+    assert main(["fit", str(astronaut_png), "-o", str(tmp_path / "fit.json"), "--model", str(tmp_path / "model.npz")]) == 0
+    doc = json.loads((tmp_path / "fit.json").read_text())
+    assert np.allclose(doc["landmarks_68"], astronaut_fit["doc"]["landmarks_68"], atol=1e-3)
+    (tmp_path / "bad.npz").write_text("not a model")
+    res = run_cli("fit", str(astronaut_png), "-o", str(tmp_path / "fit2.json"), "--model", str(tmp_path / "bad.npz"))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "bad.npz" in res.stderr
+    assert not (tmp_path / "fit2.json").exists()
+
+
+def test_dlib_detector_option(tmp_path, astronaut_png, astronaut_fit):
+    assert main(["fit", str(astronaut_png), "-o", str(tmp_path / "fit.json"), "--detector", "dlib"]) == 0
+    doc = json.loads((tmp_path / "fit.json").read_text())
+    assert doc["scheme"] == "ibug68" and len(doc["error"]["per_landmark_px"]) == 68
+    ours, mp = np.asarray(doc["landmarks_68"]), np.asarray(astronaut_fit["doc"]["landmarks_68"])
+    eye_distance = np.linalg.norm(mp[36] - mp[45])
+    assert np.linalg.norm(ours - mp, axis=1).mean() < 0.06 * eye_distance
