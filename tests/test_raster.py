@@ -83,9 +83,10 @@ def grid_mesh(cells: int, step: float, origin: float, jitter: float, seed: int =
     return torch.tensor(verts[None]), torch.tensor(faces)
 
 
-def coverage_count(verts, faces, size, backend):
+def coverage_count(verts, faces, size, backend, cull_backfaces=True):
     """How many triangles of the mesh cover each pixel centre, [H, W] (triangles drawn one at a time)."""
-    return sum(rasterize(verts, faces[k:k + 1], size, backend=backend).mask[0].long() for k in range(len(faces)))
+    return sum(rasterize(verts, faces[k:k + 1], size, backend=backend, cull_backfaces=cull_backfaces).mask[0].long()
+               for k in range(len(faces)))
 
 
 def test_grid_on_pixel_centres_is_covered_exactly_once():
@@ -106,6 +107,31 @@ def test_jittered_grid_has_no_gaps_and_no_double_draws(backend):
     np.testing.assert_array_equal(count.numpy(), inside.astype(np.int64))
     # Drawn at once, every pixel shows one triangle (whichever is nearest) and the union is the same.
     assert torch.equal(rasterize(verts, faces, (30, 30), backend=backend).mask[0], torch.from_numpy(inside))
+
+
+def test_shared_edges_through_pixel_centres_with_rounded_endpoints():
+    """Quads whose diagonal runs (up to rounding) through pixel centres, with endpoints that are
+    not exact binary fractions: the two triangles must still split those centres between them
+    exactly, which needs both to evaluate the shared edge identically."""
+    rng = np.random.default_rng(7)
+    x, y = centres(24, 24)
+    for _ in range(150):
+        c1 = rng.integers(6, 10, size=2) + 0.5
+        c2 = c1 + rng.integers(3, 8, size=2) * rng.choice([-1, 1], size=2)
+        s, t = rng.uniform(-0.6, -0.1), rng.uniform(1.1, 1.6)
+        a, b = c1 + s * (c2 - c1), c1 + t * (c2 - c1)                 # the diagonal, rounded
+        normal = np.array([-(b - a)[1], (b - a)[0]]) / np.linalg.norm(b - a)
+        left, right = (a + b) / 2 + 4.3 * normal, (a + b) / 2 - 3.7 * normal
+        verts = torch.tensor([[[*a, 0.0], [*b, 0.0], [*left, 0.0], [*right, 0.0]]], dtype=torch.float64)
+        faces = torch.tensor([[0, 1, 2], [1, 0, 3]])
+        count = coverage_count(verts, faces, (24, 24), "numba", cull_backfaces=False).numpy()
+        assert count.max() <= 1
+        # Every centre well inside the quad (away from its 4 outer edges) is covered.
+        outer = [(a, left), (left, b), (b, right), (right, a)]
+        ring = np.sign(np.cross(left - a, b - a))
+        inside = np.all([ring * ((q[0] - p[0]) * (y - p[1]) - (q[1] - p[1]) * (x - p[0])) / np.linalg.norm(q - p)
+                         > 1e-6 for p, q in outer], axis=0)
+        assert (count[inside] == 1).all()
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
@@ -149,7 +175,8 @@ def test_depth_test_keeps_the_nearer_triangle(backend):
     slanted = verts[:1].clone()
     slanted[0, 3:, 2] = torch.tensor([-10.0, 20.0, 20.0])    # depth rises with x + y
     frags = rasterize(slanted, faces, (20, 20), backend=backend)
-    depth_1 = interpolate(slanted[..., 2:], rasterize(slanted, faces[1:], (20, 20), backend=backend), faces[1:])[0, ..., 0]
+    alone_1 = rasterize(slanted, faces[1:], (20, 20), backend=backend)
+    depth_1 = interpolate(slanted[..., 2:], alone_1, faces[1:])[0, ..., 0]
     overlap = both[0]
     expected = torch.where(depth_1 > 5.0, 1, 0)
     decided = overlap & ((depth_1 - 5.0).abs() > 1e-3)
@@ -196,10 +223,15 @@ def test_partly_outside_degenerate_and_invalid_triangles(backend):
     assert off.mask.sum() == 0
 
 
-def test_non_finite_vertices_drop_only_their_triangles():
-    verts = torch.tensor([[[1.0, 1.0, 0], [1.0, 11.0, 0], [11.0, 1.0, 0], [float("nan"), 3.0, 0]]])
-    frags = rasterize(verts, torch.tensor([[0, 1, 2], [0, 1, 3]]), (12, 12))
-    assert set(frags.tri_id.unique().tolist()) == {-1, 0}
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_non_finite_vertices_and_empty_meshes(backend):
+    verts = torch.tensor([[[1.0, 1.0, 0], [1.0, 11.0, 0], [11.0, 1.0, 0], [float("nan"), 3.0, 0],
+                           [float("inf"), 3.0, 0]]])
+    frags = rasterize(verts, torch.tensor([[0, 1, 3], [0, 1, 2], [4, 0, 1]]), (12, 12), backend=backend,
+                      cull_backfaces=False)
+    assert set(frags.tri_id.unique().tolist()) == {-1, 1}
+    empty = rasterize(verts, torch.zeros(0, 3, dtype=torch.int64), (12, 12), backend=backend)
+    assert not empty.mask.any() and torch.isneginf(empty.depth).all()
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)

@@ -41,11 +41,14 @@ is one more entry in both.
 * ``"moderngl"`` — OpenGL through a headless EGL context (Mesa llvmpipe on a machine with
   no GPU; needs the system's libEGL/libGL and Mesa's EGL and DRI drivers). Follows the same
   conventions; it may disagree with ``"numba"`` only for pixel centres within ~1/256 px of
-  an edge (llvmpipe snaps vertices to a 1/256 px grid) and on exact depth ties.
+  an edge (llvmpipe snaps vertices to a 1/256 px grid) and where two surfaces are nearer in
+  depth than its 24-bit depth buffer resolves. Slower than ``"numba"`` on every size and
+  batch measured; kept as an independent cross-check.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -111,46 +114,53 @@ class RasterBackend:
 
 
 # ------------------------------------------------------------------------------- numba
-# Per-triangle setup, one row per (batch, triangle): the pixel box of candidate centres and,
-# per edge k (opposite vertex k), the canonical edge (ax, ay, dx, dy), the sign that makes
-# its edge function positive inside the triangle, and whether it is a top-left edge.
-_BOX = 4       # j0, j1, i0, i1 (half-open); j0 >= j1 marks a dropped triangle
-_EDGE = 5      # ax, ay, dx, dy, sign
 _BAND_ROWS = 16  # rows per parallel task: small enough to spread work, large enough to bin cheaply
 
 
+@numba.njit(cache=True)
+def _corners(verts, faces, b, f):  # pragma: no cover - jitted
+    """Image x, y of triangle f's corners and its signed area (b - a) x (c - a)."""
+    i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+    x = (verts[b, i0, 0], verts[b, i1, 0], verts[b, i2, 0])
+    y = (verts[b, i0, 1], verts[b, i1, 1], verts[b, i2, 1])
+    return x, y, (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
+
+
+@numba.njit(cache=True)
+def _edge(x, y, k, orient):  # pragma: no cover - jitted
+    """Edge k (from corner k+1 to corner k+2, facing corner k) as (ax, ay, dx, dy, sign, top_left):
+    the edge function sign * (dx (py - ay) - dy (px - ax)) is positive inside the triangle.
+
+    The edge is taken from its lexicographically smaller endpoint, so the two triangles that
+    share it evaluate bit-identical values (of opposite sign): no gaps, no double draws.
+    """
+    p, q = (k + 1) % 3, (k + 2) % 3
+    flip = 1.0
+    if x[q] < x[p] or (x[q] == x[p] and y[q] < y[p]):
+        p, q = q, p
+        flip = -1.0
+    dx, dy = x[q] - x[p], y[q] - y[p]
+    sign = orient * flip
+    # The inward normal is sign * (-dy, dx): a left edge when it points right, a top edge
+    # when it points straight down (image y down).
+    nx, ny = -sign * dy, sign * dx
+    return x[p], y[p], dx, dy, sign, nx > 0.0 or (nx == 0.0 and ny > 0.0)
+
+
 @numba.njit(cache=True, parallel=True)
-def _setup_triangles(verts, faces, height, width, cull, box, edge, top_left):  # pragma: no cover - jitted
+def _triangle_boxes(verts, faces, height, width, cull, box):  # pragma: no cover - jitted
+    """box[b, f] = (j0, j1, i0, i1): the half-open pixel ranges whose centres may be inside
+    triangle f, clipped to the image; j0 = j1 = 0 for a dropped (culled, degenerate,
+    non-finite or off-image) triangle."""
     n_batch, n_faces = verts.shape[0], faces.shape[0]
     for task in numba.prange(n_batch * n_faces):
         b, f = task // n_faces, task % n_faces
         box[b, f, 0] = 0
         box[b, f, 1] = 0
-        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        x = (verts[b, i0, 0], verts[b, i1, 0], verts[b, i2, 0])
-        y = (verts[b, i0, 1], verts[b, i1, 1], verts[b, i2, 1])
-        area = (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
+        x, y, area = _corners(verts, faces, b, f)
         if not np.isfinite(area) or area == 0.0 or (cull and area > 0.0):
             continue
-        orient = 1.0 if area > 0.0 else -1.0
-        for k in range(3):
-            # Edge k runs from vertex k+1 to vertex k+2; evaluate it from its smaller endpoint.
-            p, q = (k + 1) % 3, (k + 2) % 3
-            flip = 1.0
-            if x[q] < x[p] or (x[q] == x[p] and y[q] < y[p]):
-                p, q = q, p
-                flip = -1.0
-            dx, dy = x[q] - x[p], y[q] - y[p]
-            sign = orient * flip
-            edge[b, f, k, 0] = x[p]
-            edge[b, f, k, 1] = y[p]
-            edge[b, f, k, 2] = dx
-            edge[b, f, k, 3] = dy
-            edge[b, f, k, 4] = sign
-            # The inward normal is sign * (-dy, dx): top-left when it points right, or straight down.
-            nx, ny = -sign * dy, sign * dx
-            top_left[b, f, k] = nx > 0.0 or (nx == 0.0 and ny > 0.0)
-        # Pixel centres j + 0.5 within [min x, max x], clipped to the image.
+        # Pixel centres j + 0.5 within [min x, max x], clipped to the image (in float: no overflow).
         lo_x = min(max(np.ceil(min(x[0], x[1], x[2]) - 0.5), 0.0), float(width))
         hi_x = min(max(np.floor(max(x[0], x[1], x[2]) - 0.5) + 1.0, 0.0), float(width))
         lo_y = min(max(np.ceil(min(y[0], y[1], y[2]) - 0.5), 0.0), float(height))
@@ -174,7 +184,7 @@ def _bin_triangles(box, n_bands, band_rows):  # pragma: no cover - jitted
                     start[b * n_bands + band + 1] += 1
     for t in range(n_batch * n_bands):
         start[t + 1] += start[t]
-    ids = np.empty(start[-1], np.int64)
+    ids = np.empty(start[-1], np.int32)
     fill = start[:-1].copy()
     for b in range(n_batch):
         for f in range(n_faces):
@@ -187,8 +197,9 @@ def _bin_triangles(box, n_bands, band_rows):  # pragma: no cover - jitted
 
 
 @numba.njit(cache=True, parallel=True)
-def _raster_bands(verts, faces, box, edge, top_left, start, ids, band_rows,
-                  tri_id, bary, depth):  # pragma: no cover - jitted
+def _raster_bands(verts, faces, box, start, ids, band_rows, tri_id, bary, depth):  # pragma: no cover - jitted
+    """Each task owns a band of rows of one image (no two tasks write the same pixel) and
+    draws the triangles binned to it in ascending id order."""
     n_batch, height, width = tri_id.shape
     n_bands = (height + band_rows - 1) // band_rows
     for task in numba.prange(n_batch * n_bands):
@@ -203,16 +214,17 @@ def _raster_bands(verts, faces, box, edge, top_left, start, ids, band_rows,
                 bary[b, i, j, 2] = 0.0
         for n in range(start[task], start[task + 1]):
             f = ids[n]
-            ax0, ay0, dx0, dy0, s0 = edge[b, f, 0, 0], edge[b, f, 0, 1], edge[b, f, 0, 2], edge[b, f, 0, 3], edge[b, f, 0, 4]
-            ax1, ay1, dx1, dy1, s1 = edge[b, f, 1, 0], edge[b, f, 1, 1], edge[b, f, 1, 2], edge[b, f, 1, 3], edge[b, f, 1, 4]
-            ax2, ay2, dx2, dy2, s2 = edge[b, f, 2, 0], edge[b, f, 2, 1], edge[b, f, 2, 2], edge[b, f, 2, 3], edge[b, f, 2, 4]
-            tl0, tl1, tl2 = top_left[b, f, 0], top_left[b, f, 1], top_left[b, f, 2]
+            x, y, area = _corners(verts, faces, b, f)
+            orient = 1.0 if area > 0.0 else -1.0
+            ax0, ay0, dx0, dy0, s0, tl0 = _edge(x, y, 0, orient)
+            ax1, ay1, dx1, dy1, s1, tl1 = _edge(x, y, 1, orient)
+            ax2, ay2, dx2, dy2, s2, tl2 = _edge(x, y, 2, orient)
             z0, z1, z2 = verts[b, faces[f, 0], 2], verts[b, faces[f, 1], 2], verts[b, faces[f, 2], 2]
             for i in range(max(r0, box[b, f, 2]), min(r1, box[b, f, 3])):
                 py = i + 0.5
                 for j in range(box[b, f, 0], box[b, f, 1]):
                     px = j + 0.5
-                    # Edge functions, positive inside; on an edge (== 0) only top-left edges count.
+                    # Inside: every edge function positive, or zero on a top-left edge.
                     e0 = s0 * (dx0 * (py - ay0) - dy0 * (px - ax0))
                     if e0 < 0.0 or (e0 == 0.0 and not tl0):
                         continue
@@ -238,17 +250,14 @@ def _rasterize_numba(verts_img: torch.Tensor, faces: torch.Tensor, size: tuple[i
     height, width = size
     verts = np.ascontiguousarray(verts_img.detach().cpu().numpy(), dtype=np.float64)
     tris = np.ascontiguousarray(faces.cpu().numpy(), dtype=np.int64)
-    n_batch, n_faces = verts.shape[0], tris.shape[0]
-    box = np.empty((n_batch, n_faces, _BOX), np.int64)
-    edge = np.empty((n_batch, n_faces, 3, _EDGE), np.float64)
-    top_left = np.empty((n_batch, n_faces, 3), np.bool_)
-    _setup_triangles(verts, tris, height, width, cull_backfaces, box, edge, top_left)
+    box = np.empty((verts.shape[0], tris.shape[0], 4), np.int32)
+    _triangle_boxes(verts, tris, height, width, cull_backfaces, box)
     n_bands = (height + _BAND_ROWS - 1) // _BAND_ROWS
     start, ids = _bin_triangles(box, n_bands, _BAND_ROWS)
-    tri_id = np.empty((n_batch, height, width), np.int64)
-    bary = np.empty((n_batch, height, width, 3), np.float32)
-    depth = np.empty((n_batch, height, width), np.float32)
-    _raster_bands(verts, tris, box, edge, top_left, start, ids, _BAND_ROWS, tri_id, bary, depth)
+    tri_id = np.empty((verts.shape[0], height, width), np.int64)
+    bary = np.empty((verts.shape[0], height, width, 3), np.float32)
+    depth = np.empty((verts.shape[0], height, width), np.float32)
+    _raster_bands(verts, tris, box, start, ids, _BAND_ROWS, tri_id, bary, depth)
     return torch.from_numpy(tri_id), torch.from_numpy(bary), torch.from_numpy(depth)
 
 
@@ -288,30 +297,39 @@ void main() {
 
 
 class _GLRasterizer:
-    """A headless OpenGL context with the program and one framebuffer per size; one per thread,
-    since an OpenGL context is current on the thread that made it."""
+    """A headless OpenGL context, the program and a framebuffer of the last size used; one per
+    thread, since an OpenGL context is current on the thread that made it."""
 
     def __init__(self) -> None:
         import moderngl
 
         self.ctx = moderngl.create_standalone_context(backend="egl")
         self.program = self.ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
-        self.framebuffers: dict[tuple[int, int], object] = {}
+        self.fbo = None
 
     def framebuffer(self, height: int, width: int):
-        key = (height, width)
-        if key not in self.framebuffers:
+        """(w0, w1, w2, depth) and (id + 1) float32 colour attachments and a depth buffer."""
+        if self.fbo is None or self.fbo.size != (width, height):
+            if self.fbo is not None:
+                for attachment in (*self.fbo.color_attachments, self.fbo.depth_attachment):
+                    attachment.release()
+                self.fbo.release()
             attachments = [self.ctx.texture((width, height), 4, dtype="f4"),
                            self.ctx.texture((width, height), 1, dtype="f4")]
-            self.framebuffers[key] = self.ctx.framebuffer(attachments, self.ctx.depth_texture((width, height)))
-        return self.framebuffers[key]
+            self.fbo = self.ctx.framebuffer(attachments, self.ctx.depth_texture((width, height)))
+        return self.fbo
 
     def __call__(self, verts_img: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
                  cull_backfaces: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         import moderngl
 
         height, width = size
-        corners = verts_img.detach().cpu().float()[:, faces.cpu().reshape(-1)].numpy()   # [B, 3F, 3]
+        if len(faces) >= 2 ** 24:
+            raise ValueError(f"the moderngl backend draws fewer than 2^24 triangles, got {len(faces)}")
+        corners = verts_img.detach().cpu().float()[:, faces.cpu()]                       # [B, F, 3, 3]
+        # OpenGL has no rule for non-finite corners: collapse such triangles to a point (dropped).
+        finite = torch.isfinite(corners).all(-1).all(-1)
+        corners = torch.where(finite[..., None, None], corners, torch.zeros(())).reshape(len(corners), -1, 3).numpy()
         n_batch = corners.shape[0]
         fbo = self.framebuffer(height, width)
         fbo.use()
@@ -322,19 +340,19 @@ class _GLRasterizer:
         weights_depth = np.empty((n_batch, height, width, 4), np.float32)
         triangle = np.empty((n_batch, height, width), np.float32)
         for b in range(n_batch):
-            depths = corners[b, :, 2][np.isfinite(corners[b]).all(-1)]
-            z_lo, z_hi = (float(depths.min()), float(depths.max())) if len(depths) else (0.0, 0.0)
+            z_lo, z_hi = (float(corners[b, :, 2].min()), float(corners[b, :, 2].max())) if len(faces) else (0.0, 0.0)
             # Keep every depth strictly inside the clip range, so that nothing is clipped in z.
             self.program["depth_range"].value = (0.5 * (z_lo + z_hi), 0.5 * (z_hi - z_lo) * 1.01 + 1e-3)
-            vbo = self.ctx.buffer(np.ascontiguousarray(corners[b]))
-            vbo.bind_to_storage_buffer(0)
-            vao = self.ctx.vertex_array(self.program, [(vbo, "3f", "position")])
             fbo.clear(0.0, 0.0, 0.0, -np.inf, depth=1.0)   # empty: zero weights, depth -inf, id 0
-            vao.render(moderngl.TRIANGLES)
+            if len(faces):
+                vbo = self.ctx.buffer(np.ascontiguousarray(corners[b]))
+                vbo.bind_to_storage_buffer(0)
+                vao = self.ctx.vertex_array(self.program, [(vbo, "3f", "position")])
+                vao.render(moderngl.TRIANGLES)
+                vao.release()
+                vbo.release()
             fbo.read_into(weights_depth[b], components=4, attachment=0, dtype="f4")
             fbo.read_into(triangle[b], components=1, attachment=1, dtype="f4")
-            vao.release()
-            vbo.release()
         tri_id = torch.from_numpy(triangle.astype(np.int64)) - 1
         out = torch.from_numpy(weights_depth)
         return tri_id, out[..., :3], out[..., 3]
@@ -350,7 +368,9 @@ def _rasterize_moderngl(verts_img: torch.Tensor, faces: torch.Tensor, size: tupl
     return _GL_PER_THREAD.rasterizer(verts_img, faces, size, cull_backfaces)
 
 
+@functools.cache
 def _moderngl_available() -> bool:
+    """Whether a headless EGL context can be made here (asked once per process)."""
     try:
         import moderngl
 
