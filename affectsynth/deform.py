@@ -1,0 +1,51 @@
+"""Deform: the fitted face with its own expression removed and the target's applied.
+
+Identity and pose stay those of the fit; only the expression coefficients change, so the
+source and target meshes share topology and camera and differ only where the face moves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .fit import FitResult
+from .model import FaceModel
+
+__all__ = ["Deformation", "retarget"]
+
+
+@dataclass(frozen=True)
+class Deformation:
+    """Source and target geometry of B faces, in model space and in the image.
+
+    Attributes:
+        source: [B, V, 3] the fitted face (fitted identity and expression), mm.
+        target: [B, V, 3] the same identity with the target expression, mm.
+        source_image: [B, V, 3] ``source`` in image space (u px, v px, depth px).
+        target_image: [B, V, 3] ``target`` in image space.
+        exp_source / exp_target: [B, E] the expression activations of each.
+    """
+
+    source: torch.Tensor
+    target: torch.Tensor
+    source_image: torch.Tensor
+    target_image: torch.Tensor
+    exp_source: torch.Tensor
+    exp_target: torch.Tensor
+
+
+def retarget(model: FaceModel, fit: FitResult, exp_target: torch.Tensor) -> Deformation:
+    """Replace each fitted face's expression by ``exp_target`` [B, E] (activations in [0, 1]).
+
+    The input's own expression is removed entirely (not added to): a smiling photo asked for
+    sadness becomes sad, not a sad smile.
+    """
+    if exp_target.shape != fit.exp_coeffs.shape:
+        raise ValueError(f"exp_target must be {list(fit.exp_coeffs.shape)}, got {list(exp_target.shape)}")
+    exp_target = exp_target.to(fit.exp_coeffs)
+    source = model(fit.id_coeffs, fit.exp_coeffs).vertices
+    target = model(fit.id_coeffs, exp_target).vertices
+    return Deformation(source=source, target=target, source_image=fit.image_points(source),
+                       target_image=fit.image_points(target), exp_source=fit.exp_coeffs, exp_target=exp_target)

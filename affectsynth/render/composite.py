@@ -1,0 +1,45 @@
+"""Composite a rendered face layer back into its photo with a feathered mask (torch)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["feathered_mask", "composite"]
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [B, 1, H, W] with replicate padding."""
+    radius = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
+
+
+def feathered_mask(coverage: torch.Tensor, feather_px: float) -> torch.Tensor:
+    """A soft compositing mask from a hard coverage [B, 1, H, W] in {0, 1}.
+
+    The coverage is eroded by ``feather_px`` and blurred with sigma ``feather_px / 2``, so the
+    mask reaches 0 inside the rendered region's outline: the layer's outermost pixels, whose
+    texture comes from the face's silhouette and may mix in background, never show fully.
+    """
+    if feather_px <= 0:
+        return coverage
+    r = max(1, int(round(feather_px)))
+    eroded = -F.max_pool2d(-coverage, kernel_size=2 * r + 1, stride=1, padding=r)
+    return _gaussian_blur(eroded, feather_px / 2)
+
+
+def composite(photo: torch.Tensor, layer: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mask * layer + (1 - mask) * photo``.
+
+    Args:
+        photo: [B, C, H, W] the original photo.
+        layer: [B, C, H, W] the rendered face.
+        mask: [B, 1, H, W] in [0, 1].
+    Returns:
+        [B, C, H, W].
+    """
+    return mask * layer + (1 - mask) * photo
