@@ -218,6 +218,36 @@ def write_atomic(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def save_npz(path: Path | str, arrays: dict[str, np.ndarray], format_version: int) -> None:
+    """Write arrays to a compressed ``.npz`` with a ``format_version`` entry, atomically."""
+    arrays = {"format_version": np.array(format_version), **arrays}
+    write_atomic(Path(path), lambda file: np.savez_compressed(file, **arrays))
+
+
+def load_npz(path: Path | str, kind: str, format_version: int,
+             error: type[InputError] = InputError) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` written by :func:`save_npz` with ``format_version``.
+
+    A missing file, a file that is not an ``.npz`` (no pickles are loaded), or another format
+    version raises ``error`` with one line naming the file and ``kind`` (e.g. "model").
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise error(f"{path}: no such {kind} file") from None
+    except Exception as e:  # zipfile / numpy errors: not an npz of ours
+        raise error(f"{path}: not a {kind} file ({type(e).__name__}: {' '.join(str(e).split())})") from None
+    try:
+        version = int(data.pop("format_version"))
+    except (KeyError, TypeError, ValueError):
+        version = -1
+    if version != format_version:
+        raise error(f"{path}: {kind} format version {version}, expected {format_version}")
+    return data
+
+
 def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an [H, W, 3] uint8 RGB array atomically; the format follows the extension (JPEG/WebP quality 95)."""
     path = Path(path)

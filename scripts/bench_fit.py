@@ -73,10 +73,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +84,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without `pip install -e .`
+
+from benchlib import cpu_name, median_ms  # noqa: E402
 
 from affectsynth.detect import Detector, create_detector  # noqa: E402
 from affectsynth.errors import AffectsynthError  # noqa: E402
@@ -104,16 +103,6 @@ OUTER_EYE_CORNERS = (36, 45)
 BATCH = 32
 
 
-def median_ms(call: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``call()`` in ms over ``repeats`` runs, after ``warmup`` untimed runs."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
 
 
 def read_pts(path: Path) -> np.ndarray:
@@ -131,14 +120,6 @@ def nme(predicted: np.ndarray, truth: np.ndarray, subset: list[int] | None = Non
     return float(errors.mean() / np.linalg.norm(truth[a] - truth[b]))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,6 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without `pip install -e .`
 
+from benchlib import cpu_name, median_ms  # noqa: E402
+
 from affectsynth.camera import rotation_from_euler_deg, to_image_space  # noqa: E402
 from affectsynth.model.default import load_default_model  # noqa: E402
 from affectsynth.model.mesh_ops import subdivide_midpoint  # noqa: E402
@@ -38,17 +38,6 @@ SIZES = (224, 512, 1024)
 BATCHES = (1, 8)
 
 
-def median_ms(call, min_repeats: int = 5, budget_s: float = 2.0) -> float:
-    """Median wall time of ``call()`` in ms after one untimed warm-up run: at least
-    ``min_repeats`` runs, more while within ``budget_s``."""
-    call()
-    times: list[float] = []
-    spent = time.perf_counter()
-    while len(times) < min_repeats or (time.perf_counter() - spent < budget_s and len(times) < 50):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
 
 
 def posed(vertices: torch.Tensor, size: int, batch: int) -> torch.Tensor:
@@ -59,14 +48,6 @@ def posed(vertices: torch.Tensor, size: int, batch: int) -> torch.Tensor:
                           torch.full((batch, 2), size / 2.0))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                 verts = posed(mesh_vertices, size, batch)
                 for name in backends:
                     key = f"{name}_ms_{size}{mesh_key}{'' if batch == 1 else f'_b{batch}'}"
-                    put(key, median_ms(lambda: rasterize(verts, mesh_faces, (size, size), backend=name)))
+                    put(key, median_ms(lambda: rasterize(verts, mesh_faces, (size, size), backend=name), budget_s=2.0))
     print(" ".join(f"{k}={v}" for k, v in fig.items()))
 
 

@@ -43,14 +43,13 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io import write_atomic
+from ..io import load_npz, save_npz
 from .targets import AU_KEYS, ExpressionCode, au_dict, emfacs_table, validate_va
 
 __all__ = ["VABank", "target_from_va", "CIRCUMPLEX_DEG", "RAMP_RADII", "VARIANT_SPREAD_DEG", "BANDWIDTH",
@@ -201,27 +200,16 @@ class VABank:
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
         """Write one ``.npz`` (float32, format version :data:`FORMAT_VERSION`), atomically."""
-        arrays = {"format_version": np.array(FORMAT_VERSION), "va": self.va.detach().cpu().float().numpy(),
-                  "au": self.au.detach().cpu().float().numpy(), "au_keys": np.array(AU_KEYS, dtype=str),
-                  "labels": np.array(self.labels, dtype=str), "meta_json": np.array(json.dumps(self.meta))}
-        write_atomic(Path(path), lambda file: np.savez_compressed(file, **arrays))
+        save_npz(path, {"va": self.va.detach().cpu().float().numpy(), "au": self.au.detach().cpu().float().numpy(),
+                        "au_keys": np.array(AU_KEYS, dtype=str), "labels": np.array(self.labels, dtype=str),
+                        "meta_json": np.array(json.dumps(self.meta))}, FORMAT_VERSION)
 
     @staticmethod
     def load(path: str | os.PathLike) -> VABank:
         """Read a bank written by :meth:`save`; AU columns are matched by name, so a file written with
         fewer AU keys loads with the others at 0. InputError (one line) for anything else."""
-        path = Path(path)
+        data = load_npz(path, "VA bank", FORMAT_VERSION)
         try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such VA bank file") from None
-        except Exception as e:  # zipfile / numpy errors: not a bank file
-            raise InputError(f"{path}: not a VA bank file ({type(e).__name__}: {' '.join(str(e).split())})") from None
-        try:
-            version = int(data["format_version"]) if "format_version" in data else -1
-            if version != FORMAT_VERSION:
-                raise InputError(f"{path}: VA bank format version {version}, expected {FORMAT_VERSION}")
             column = {key: i for i, key in enumerate(AU_KEYS)}
             unknown = [str(key) for key in data["au_keys"] if key not in column]
             if unknown:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -207,10 +206,9 @@ class FaceModel:
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
         """Write one ``.npz`` (float32, format version :data:`FORMAT_VERSION`), atomically."""
-        from ..io import write_atomic
+        from ..io import save_npz
 
         arrays: dict[str, np.ndarray] = {
-            "format_version": np.array(FORMAT_VERSION),
             "mean": self.mean.detach().cpu().float().numpy(),
             "id_basis": self.id_basis.detach().cpu().float().numpy(),
             "exp_basis": self.exp_basis.detach().cpu().float().numpy(),
@@ -226,26 +224,15 @@ class FaceModel:
             arrays[f"landmarks/{scheme}/valid"] = m.valid.cpu().numpy()
         for region, ids in self.regions.items():
             arrays[f"regions/{region}"] = ids.cpu().numpy().astype(np.int32)
-
-        def write(f):
-            np.savez_compressed(f, **arrays)
-        write_atomic(Path(path), write)
+        save_npz(path, arrays, FORMAT_VERSION)
 
     @staticmethod
     def load(path: str | os.PathLike, device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32) -> FaceModel:
         """Read a ``.npz`` written by :meth:`save`."""
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise ModelFormatError(f"model file not found: {path}") from None
-        except Exception as e:  # zipfile/np errors: not a model file
-            raise ModelFormatError(f"cannot read model file {path}: {e}") from None
-        version = int(data.get("format_version", -1))
-        if version != FORMAT_VERSION:
-            raise ModelFormatError(f"{path}: model format version {version}, expected {FORMAT_VERSION}")
+        from ..io import load_npz
+
+        data = load_npz(path, "model", FORMAT_VERSION, error=ModelFormatError)
 
         def t(a, floating=True):
             return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype if floating else torch.int64)
