@@ -2,6 +2,8 @@
 
     affectsynth example OUT.png                 write the bundled example photo
     affectsynth fit IMAGE -o fit.json [--overlay overlay.png] [--model model.npz] [--all-faces]
+    affectsynth render IMAGE (--expression NAME [--intensity I] | --va V,A | --au 12:0.8,6:0.6)
+                       [-o OUT.png] [--json meta.json] [--seed N] [--model model.npz] [--all-faces]
 
 Exit codes: 0 ok; 1 internal error (a bug); 2 bad input (file, image, argument) or no usable
 face; 3 partial success in batch mode. Errors are one line on stderr; set AFFECTSYNTH_DEBUG=1
@@ -80,6 +82,64 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target(args: argparse.Namespace):
+    """The ExpressionCode asked for on the command line, and a file-name tag for it."""
+    import torch
+
+    from .affect.bank import VABank, target_from_va
+    from .affect.targets import parse_au, parse_expression, parse_va
+
+    generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
+    if args.intensity is not None and args.expression is None:
+        raise InputError("--intensity goes with --expression")
+    if args.expression is not None:
+        intensity = 1.0 if args.intensity is None else args.intensity
+        code = parse_expression(args.expression, intensity, generator=generator)
+        tag = "+".join(sorted(code.soft_label)) + ("" if intensity == 1.0 else f"_{intensity:.2f}")
+    elif args.va is not None:
+        valence, arousal = parse_va(args.va)
+        code = target_from_va(valence, arousal, VABank.default(), generator=generator)
+        tag = f"va{valence:+.2f}{arousal:+.2f}"
+    else:
+        code = parse_au(args.au)
+        tag = "au" + "_".join(f"{k.removeprefix('AU')}-{v:.2f}" for k, v in sorted(code.au.items()))
+    return code, tag
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .fit import fit_record
+    from .io import check_output_path, load_image, save_image, save_json
+    from .pipeline import Synthesizer
+
+    target, tag = _target(args)
+    output = args.output or args.image.with_name(f"{args.image.stem}_{tag}.png")
+    outputs = [check_output_path(p, args.image) for p in (output, args.json) if p is not None]
+    if len(set(outputs)) != len(outputs):
+        raise InputError("the image output and --json name the same file")
+    image = load_image(args.image)
+    model = _load_model(args.model)
+    synthesizer = Synthesizer(model, detector=args.detector, backend=args.backend)
+    try:
+        result = synthesizer(image, target, all_faces=args.all_faces, name=str(args.image))
+    finally:
+        synthesizer.close()
+    for i in range(result.fit.batch_size):
+        if not bool(result.fit.reliable[i]):
+            log.warning("face %d: unreliable fit (%s)", i, "; ".join(result.fit.reasons[i]))
+    save_image(output, result.image)
+    if args.json is not None:
+        faces = []
+        for i, labels in enumerate(result.labels):
+            rec = fit_record(result.fit, i, model)
+            faces.append({"labels": labels, "fit": {k: rec[k] for k in ("pose_deg", "error", "reliable",
+                                                                         "unreliable_reasons")}})
+        save_json(args.json, {"image": str(args.image), "output": str(output), "model": model.name,
+                              "rasterizer": result.rasterizer, "seed": args.seed, "faces": faces,
+                              "timings_ms": result.timings_ms})
+    print(f"wrote {output}" + (f" and {args.json}" if args.json else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="affectsynth", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-faces", action="store_true",
                    help="fit every face (default: the single dominant face; similar-sized faces are an error)")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("render", help="re-render the face with a target expression, VA point or action units")
+    p.add_argument("image", type=Path)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--expression", help="neutral, happiness, sadness, surprise, fear, anger, disgust, contempt, "
+                                          "or a compound such as happiness+surprise")
+    what.add_argument("--va", metavar="V,A", help="valence and arousal, each in [-1, 1]")
+    what.add_argument("--au", metavar="SPEC", help="action units and intensities, e.g. 12:0.8,6:0.6 or 12R:0.5")
+    p.add_argument("--intensity", type=float, help="with --expression: 0..1 (default 1)")
+    p.add_argument("-o", "--output", type=Path, help="output image (default: IMAGE_<target>.png beside the input)")
+    p.add_argument("--json", type=Path, help="also write the labels and fit metadata")
+    p.add_argument("--seed", type=int, help="seed for the sampling of expression variants")
+    p.add_argument("--model", type=Path, help="a model .npz (default: the embedded FACS model)")
+    p.add_argument("--detector", choices=("mediapipe", "dlib"), default="mediapipe")
+    p.add_argument("--backend", default="auto", help="rasteriser: auto, numba or moderngl")
+    p.add_argument("--all-faces", action="store_true", help="render every face")
+    p.set_defaults(func=cmd_render)
     return ap
 
 
