@@ -35,4 +35,4 @@ def test_raised_brows_move_the_photo_brows_up(default_model, astronaut, mp_detec
     rise = (before[brows, 1] - after[brows, 1]).mean()   # px, image y points down
     scale_px_per_mm = float(fit.scale[0])
     assert rise > 3.0 * scale_px_per_mm, rise          # the model raises the brows ~8 mm at full intensity
-    assert abs(before[chin, 1] - after[chin, 1]) < 1.0 * scale_px_per_mm
+    assert abs(before[chin, 1] - after[chin, 1]) < 2.0 * scale_px_per_mm  # detector jitter only

@@ -24,7 +24,9 @@ class RetargetRender:
     """Output of :func:`render_retargeted`.
 
     Attributes:
-        image: [1, C, H, W] the photo with every face replaced by its re-expressed render.
+        image: [1, C, H, W] the photo with every face replaced by its re-expressed render
+            (pixels farther than the feather margin from every face, before and after, are
+            the photo's own values).
         mask: [B, 1, H, W] each face's soft compositing mask.
         backend: the rasteriser used.
     """
@@ -51,21 +53,38 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, faces: torc
     Returns:
         :class:`RetargetRender`.
     """
-    size = tuple(photo.shape[-2:])
+    height, width = photo.shape[-2:]
     backend = resolve_backend(backend, photo.device)
     src, dst = deformation.source_image, deformation.target_image
-    visible = visibility(rasterize(src, faces, size, backend), src, faces)                 # [B, V]
-    frags = rasterize(dst, faces, size, backend)
     b = src.shape[0]
-    shaded = PhotoTextureShader()(frags, dst, faces, photo.expand(b, -1, -1, -1), src[..., :2])
-    colour, covered = shaded[..., :-1], shaded[..., -1:]
-    seen = interpolate(visible.to(photo.dtype)[..., None], frags, faces) > 1 - 1e-4        # [B, H, W, 1]
-    coverage = (covered * seen).permute(0, 3, 1, 2)                                        # [B, 1, H, W]
     face_size = (src[..., :2].amax(1) - src[..., :2].amin(1)).amax(-1)                      # [B] px
-    out = photo
+    feather = [float(f) * FEATHER_FRACTION for f in face_size]
+    # Work in the window that holds every face before and after, plus the feather: pixels
+    # outside it cannot change, and the per-pixel work scales with the face, not the photo.
+    both = torch.cat((src[..., :2], dst[..., :2]), 1).reshape(-1, 2)
+    margin = 2 * max(feather) + 2
+    x0, y0 = (int(max(0.0, float(c) - margin)) for c in both.amin(0))
+    x1, y1 = (int(min(float(lim), float(c) + margin + 1)) for c, lim in zip(both.amax(0), (width, height)))
+    if x1 <= x0 or y1 <= y0:  # every face is off the image
+        return RetargetRender(image=photo, mask=photo.new_zeros(b, 1, height, width), backend=backend)
+    shift = src.new_tensor([x0, y0, 0.0])
+    src_w, dst_w = src - shift, dst - shift
+    window = photo[..., y0:y1, x0:x1]
+    size = (y1 - y0, x1 - x0)
+    visible = visibility(rasterize(src_w, faces, size, backend), src_w, faces)             # [B, V]
+    frags = rasterize(dst_w, faces, size, backend)
+    shaded = PhotoTextureShader()(frags, dst_w, faces, window.expand(b, -1, -1, -1), src_w[..., :2])
+    colour, covered = shaded[..., :-1], shaded[..., -1:]
+    seen = interpolate(visible.to(photo.dtype)[..., None], frags, faces) > 1 - 1e-4        # [B, h, w, 1]
+    coverage = (covered * seen).permute(0, 3, 1, 2)                                        # [B, 1, h, w]
+    out = window
     masks = []
     for i in range(b):  # faces of one photo are composited in turn (B is the number of faces, small)
-        mask = feathered_mask(coverage[i:i + 1], float(face_size[i]) * FEATHER_FRACTION)
+        mask = feathered_mask(coverage[i:i + 1], feather[i])
         out = composite(out, colour[i:i + 1].permute(0, 3, 1, 2), mask)
         masks.append(mask)
-    return RetargetRender(image=out, mask=torch.cat(masks), backend=backend)
+    image = photo.clone()
+    image[..., y0:y1, x0:x1] = out
+    full_mask = photo.new_zeros(b, 1, height, width)
+    full_mask[..., y0:y1, x0:x1] = torch.cat(masks)
+    return RetargetRender(image=image, mask=full_mask, backend=backend)
