@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -233,11 +232,10 @@ def test_decompression_bomb_rejected_from_header(tmp_path, width, height, max_pi
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header_only(width, height))
     assert path.stat().st_size < 200
-    start = time.perf_counter()
     with pytest.raises(InputError) as error:
         load_image(path, max_pixels=max_pixels)
-    assert time.perf_counter() - start < 0.2
     assert_one_line_error(error, "bomb.png")
+    # Rejected for its declared size (the header holds no pixel data that could be decoded).
     assert str(width * height) in str(error.value).replace(",", "")
 
 
