@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["project", "to_image_space", "euler_angles_deg", "rotation_from_euler_deg", "skew"]
+__all__ = ["to_image_space", "euler_angles_deg", "rotation_from_euler_deg", "skew"]
 
 
 def to_image_space(points: torch.Tensor, rotation: torch.Tensor, scale: torch.Tensor,
@@ -55,11 +55,6 @@ def to_image_space(points: torch.Tensor, rotation: torch.Tensor, scale: torch.Te
     v = translation[:, None, 1] - s * p[..., 1]
     return torch.stack((u, v, s * p[..., 2]), dim=-1)
 
-
-def project(points: torch.Tensor, rotation: torch.Tensor, scale: torch.Tensor,
-            translation: torch.Tensor) -> torch.Tensor:
-    """Model-space points [B, N, 3] to image pixels [B, N, 2] (x right, y down)."""
-    return to_image_space(points, rotation, scale, translation)[..., :2]
 
 
 def skew(w: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .fit import FitResult
-from .model import FaceModel
+from .model import FaceModel, blend_shapes
 
 __all__ = ["Deformation", "retarget"]
 
@@ -45,7 +45,8 @@ def retarget(model: FaceModel, fit: FitResult, exp_target: torch.Tensor) -> Defo
     if exp_target.shape != fit.exp_coeffs.shape:
         raise ValueError(f"exp_target must be {list(fit.exp_coeffs.shape)}, got {list(exp_target.shape)}")
     exp_target = exp_target.to(fit.exp_coeffs)
-    source = model(fit.id_coeffs, fit.exp_coeffs).vertices
-    target = model(fit.id_coeffs, exp_target).vertices
+    fitted = model(fit.id_coeffs, fit.exp_coeffs)
+    source = fitted.vertices
+    target = fitted.identity_vertices + blend_shapes(exp_target, model.exp_basis)
     return Deformation(source=source, target=target, source_image=fit.image_points(source),
                        target_image=fit.image_points(target), exp_source=fit.exp_coeffs, exp_target=exp_target)

@@ -20,7 +20,7 @@ one set of weights serves a 100-pixel face and a 4000-pixel one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -391,9 +391,6 @@ class Fitter:
         if scheme not in self._landmark_models:
             self._landmark_models[scheme] = LandmarkModel.build(self.model, scheme, self.dtype)
         return fit_landmarks(self.model, landmarks, self.config, self.dtype, self._landmark_models[scheme])
-
-    def with_config(self, **changes) -> Fitter:
-        return Fitter(self.model, replace(self.config, **changes), self.dtype)
 
 
 def fit_record(fit: FitResult, index: int, model: FaceModel) -> dict:

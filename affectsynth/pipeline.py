@@ -1,5 +1,6 @@
-"""Stages strung together: image -> landmarks -> fit. The CLI, the batch runner and the
-training hook all call this; none of them re-implements a stage."""
+"""Stages strung together: image -> landmarks -> fit (:class:`FaceFitter`), and on to
+target -> deform -> render -> composite (:class:`Synthesizer`). The CLI (and later the batch
+runner and the training hook) call these; none of them re-implements a stage."""
 
 from __future__ import annotations
 
