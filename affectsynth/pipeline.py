@@ -133,7 +133,7 @@ class Synthesizer:
             deformation = retarget(self.model, fitted.fit, coeffs[None].expand(fitted.fit.batch_size, -1))
             clock.lap("deform")
             photo = torch.from_numpy(image).to(self.model.device).permute(2, 0, 1)[None].float() / 255
-            rendered = render_retargeted(photo, deformation, self.model.triangles, self.backend)
+            rendered = render_retargeted(photo, deformation, self.model, self.backend)
             out = (rendered.image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
         clock.lap("render_composite")
         labels = [target_labels(target, self.model, coeffs, report)] * fitted.fit.batch_size

@@ -20,7 +20,7 @@ def _to_image(tensor):
 
 def test_unchanged_expression_reproduces_the_photo(default_model, astronaut, mp_detector):
     fit = FaceFitter(default_model, mp_detector)(astronaut).fit
-    out = render_retargeted(_to_tensor(astronaut), retarget(default_model, fit, fit.exp_coeffs), default_model.triangles)
+    out = render_retargeted(_to_tensor(astronaut), retarget(default_model, fit, fit.exp_coeffs), default_model)
     diff = (out.image - _to_tensor(astronaut)).abs()
     assert diff.max() < 1.5 / 255 and out.mask.amax() > 0.99
 
@@ -29,7 +29,7 @@ def test_raised_brows_move_the_photo_brows_up(default_model, astronaut, mp_detec
     """AU1+AU2 at full intensity: MediaPipe finds the brows of the output higher, the chin not."""
     fit = FaceFitter(default_model, mp_detector)(astronaut).fit
     coeffs, report = parse_au("1:1,2:1").to_model_coeffs(default_model)
-    out = render_retargeted(_to_tensor(astronaut), retarget(default_model, fit, coeffs[None]), default_model.triangles)
+    out = render_retargeted(_to_tensor(astronaut), retarget(default_model, fit, coeffs[None]), default_model)
     before, after = mp_detector(astronaut).xy[0], mp_detector(_to_image(out.image)).xy[0]
     brows, chin = [105, 66, 334, 296], 152  # mid-brow points of both brows; chin
     rise = (before[brows, 1] - after[brows, 1]).mean()   # px, image y points down

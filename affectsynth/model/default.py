@@ -68,6 +68,7 @@ import torch
 from ..affect.facs import ACTION_UNITS, ActionUnit
 from . import mesh_ops as mo
 from .face_model import FaceModel, LandmarkMap
+from .parts import ModelArrays
 
 __all__ = ["build_default_model", "load_default_model", "asset_file", "canonical_rig", "FaceRig", "bilateral_fields",
            "split_lateral", "expression_basis", "similarity_fields", "identity_basis", "jaw_weight", "MODEL_FILE",
@@ -813,14 +814,18 @@ def build_default_model() -> FaceModel:
                      "orthogonal_to": "similarity transforms (not the expression basis), in the inner product "
                                       "sum_i a_i . b_i over the 468 MediaPipe vertices"},
     }
+    arrays = ModelArrays(mean=rig.vertices, id_basis=identity, exp_basis=expression, triangles=rig.triangles,
+                         uv=rig.uv, regions=regions)
+    # Interior parts go after the skin, so skin vertex i stays MediaPipe landmark i (i < 468).
     return FaceModel(
-        mean=torch.from_numpy(rig.vertices).float(),
-        id_basis=torch.from_numpy(identity).float(),
-        exp_basis=torch.from_numpy(expression).float(),
+        mean=torch.from_numpy(arrays.mean).float(),
+        id_basis=torch.from_numpy(arrays.id_basis).float(),
+        exp_basis=torch.from_numpy(arrays.exp_basis).float(),
         exp_names=tuple(names),
-        triangles=torch.from_numpy(rig.triangles),
-        uv=torch.from_numpy(rig.uv).float(),
+        triangles=torch.from_numpy(arrays.triangles).long(),
+        uv=torch.from_numpy(arrays.uv).float(),
         landmark_maps=maps,
-        regions={k: torch.as_tensor(np.asarray(r), dtype=torch.int64) for k, r in regions.items()},
+        regions={k: torch.as_tensor(np.asarray(r), dtype=torch.int64) for k, r in arrays.regions.items()},
+        materials={k: torch.as_tensor(np.asarray(r), dtype=torch.int64) for k, r in arrays.materials.items()},
         meta=meta,
     )

@@ -21,10 +21,15 @@ import torch
 from ..errors import ModelFormatError
 from ..landmarks import SCHEMES
 
-__all__ = ["FaceModel", "FaceModelOutput", "LandmarkMap", "blend_shapes", "FORMAT_VERSION"]
+__all__ = ["FaceModel", "FaceModelOutput", "LandmarkMap", "blend_shapes", "FORMAT_VERSION", "MATERIALS"]
 
 #: Version of the .npz layout written by :meth:`FaceModel.save`.
 FORMAT_VERSION = 1
+
+#: What a triangle is made of, which says how the renderer shades it: "skin" takes the
+#: photo's texture; the mouth interior and the eyeballs are shaded by
+#: :mod:`affectsynth.render.materials` where the photo does not show them.
+MATERIALS = ("skin", "mouth_socket", "teeth", "gums", "tongue", "eyeball")
 
 
 def blend_shapes(coeffs: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -102,6 +107,8 @@ class FaceModel:
         uv: [V, 2] texture coordinates in [0, 1] (u right, v up), or None.
         landmark_maps: scheme name -> :class:`LandmarkMap`.
         regions: region name -> int64 vertex indices (e.g. "skin", "lips", "eye_L").
+        materials: material name (one of :data:`MATERIALS`) -> int64 triangle indices;
+            triangles in none of them are "skin". A model with no interior parts has none.
         meta: JSON-serialisable provenance (name, source, units, licence, ...).
     """
 
@@ -113,6 +120,7 @@ class FaceModel:
     uv: torch.Tensor | None = None
     landmark_maps: dict[str, LandmarkMap] = field(default_factory=dict)
     regions: dict[str, torch.Tensor] = field(default_factory=dict)
+    materials: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -131,6 +139,11 @@ class FaceModel:
         for scheme in self.landmark_maps:
             if scheme not in SCHEMES:
                 raise ModelFormatError(f"unknown landmark scheme {scheme!r}")
+        for material, ids in self.materials.items():
+            if material not in MATERIALS or material == "skin":
+                raise ModelFormatError(f"unknown material {material!r} (known: {', '.join(MATERIALS[1:])})")
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.triangles.shape[0]):
+                raise ModelFormatError(f"material {material!r} names triangles outside [0, F)")
 
     # ---------------------------------------------------------------- properties
     @property
@@ -191,6 +204,13 @@ class FaceModel:
             raise ModelFormatError(f"model {self.name!r} has no {scheme!r} landmark map "
                                    f"(it has: {sorted(self.landmark_maps) or 'none'})") from None
 
+    def triangle_materials(self) -> torch.Tensor:
+        """[F] int64 index into :data:`MATERIALS` of each triangle's material."""
+        out = torch.zeros(self.triangles.shape[0], dtype=torch.int64, device=self.triangles.device)
+        for material, ids in self.materials.items():
+            out[ids] = MATERIALS.index(material)
+        return out
+
     def exp_index(self, name: str) -> int:
         return self.exp_names.index(name)
 
@@ -201,7 +221,8 @@ class FaceModel:
         return FaceModel(mean=f(self.mean), id_basis=f(self.id_basis), exp_basis=f(self.exp_basis),
                          exp_names=self.exp_names, triangles=f(self.triangles), uv=f(self.uv),
                          landmark_maps={k: m.to(device, dtype) for k, m in self.landmark_maps.items()},
-                         regions={k: f(r) for k, r in self.regions.items()}, meta=dict(self.meta))
+                         regions={k: f(r) for k, r in self.regions.items()},
+                         materials={k: f(r) for k, r in self.materials.items()}, meta=dict(self.meta))
 
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
@@ -224,6 +245,8 @@ class FaceModel:
             arrays[f"landmarks/{scheme}/valid"] = m.valid.cpu().numpy()
         for region, ids in self.regions.items():
             arrays[f"regions/{region}"] = ids.cpu().numpy().astype(np.int32)
+        for material, ids in self.materials.items():
+            arrays[f"materials/{material}"] = ids.cpu().numpy().astype(np.int32)
         save_npz(path, arrays, FORMAT_VERSION)
 
     @staticmethod
@@ -244,7 +267,8 @@ class FaceModel:
                 maps[scheme] = LandmarkMap(t(data[key + "vertices"], False), t(data[key + "weights"]),
                                            torch.from_numpy(data[key + "valid"]).to(device))
         regions = {k.split("/", 1)[1]: t(v, False) for k, v in data.items() if k.startswith("regions/")}
+        materials = {k.split("/", 1)[1]: t(v, False) for k, v in data.items() if k.startswith("materials/")}
         return FaceModel(mean=t(data["mean"]), id_basis=t(data["id_basis"]), exp_basis=t(data["exp_basis"]),
                          exp_names=tuple(str(n) for n in data["exp_names"]), triangles=t(data["triangles"], False),
                          uv=t(data["uv"]) if "uv" in data else None, landmark_maps=maps, regions=regions,
-                         meta=json.loads(str(data["meta_json"])))
+                         materials=materials, meta=json.loads(str(data["meta_json"])))

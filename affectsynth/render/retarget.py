@@ -1,5 +1,6 @@
 """Render re-expressed faces into their photo: the photo's own texture, carried by the
-fitted surface from where it is (source geometry) to where it goes (target geometry)."""
+fitted surface from where it is (source geometry) to where it goes (target geometry), and
+the model's interior parts (mouth socket, teeth, tongue) where the target opens the face."""
 
 from __future__ import annotations
 
@@ -8,15 +9,22 @@ from dataclasses import dataclass
 import torch
 
 from ..deform import Deformation
+from ..model.face_model import MATERIALS, FaceModel
 from .composite import composite, feathered_mask
+from .materials import estimate_mouth_appearance, shade_mouth, vertex_normals
 from .raster import rasterize, resolve_backend
-from .shade import PhotoTextureShader, interpolate, visibility
+from .shade import interpolate, sample_image, surface_depth_at
 
 __all__ = ["RetargetRender", "render_retargeted"]
 
 #: Feather width as a fraction of the face's size (its outer-eye-corner distance is ~90 mm;
 #: this is ~1.5 % of the face box), so the seam scales with the face.
 FEATHER_FRACTION = 0.015
+#: A surface point counts as shown by the photo when the surface the photo shows at its
+#: source position is no more than this many px of depth in front of it.
+SEEN_DEPTH_TOLERANCE_PX = 1.0
+_SKIN = MATERIALS.index("skin")
+_EYEBALL = MATERIALS.index("eyeball")
 
 
 @dataclass(frozen=True)
@@ -36,25 +44,36 @@ class RetargetRender:
     backend: str
 
 
-def render_retargeted(photo: torch.Tensor, deformation: Deformation, faces: torch.Tensor,
+def _lip_rim(model: FaceModel) -> torch.Tensor:
+    """Vertex ids of the lips' inner edge (the mouth opening), or of the lips when the model
+    does not name it."""
+    if "lip_inner_upper" in model.regions and "lip_inner_lower" in model.regions:
+        return torch.cat((model.regions["lip_inner_upper"], model.regions["lip_inner_lower"]))
+    return model.regions["lips"]
+
+
+def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
                       backend: str = "auto") -> RetargetRender:
     """Re-render B faces of one photo with their target geometry and composite them.
 
     Texture: each target pixel's surface point is looked up on the *source* mesh in the
-    photo. A pixel whose source triangle is not fully visible in the photo (self-occlusion,
-    e.g. the far cheek of a turned face) is left to the photo: a hidden texel is never
-    smeared across the face.
+    photo, and used when the photo shows that point: the surface the photo shows there
+    (source z-buffer) is not in front of it. A skin point the photo does not show
+    (self-occlusion, e.g. the far cheek of a turned face) is left to the photo: a hidden
+    texel is never smeared across the face. An interior point (mouth socket, teeth, gums,
+    tongue) the photo does not show is shaded (:mod:`.materials`).
 
     Args:
         photo: [1, C, H, W] float in [0, 1].
         deformation: B faces of this photo (:func:`affectsynth.deform.retarget`).
-        faces: [F, 3] triangles.
+        model: the face model the deformation was made with (triangles, materials, regions).
         backend: rasteriser backend name or "auto".
     Returns:
         :class:`RetargetRender`.
     """
     height, width = photo.shape[-2:]
     backend = resolve_backend(backend, photo.device)
+    faces = model.triangles.to(photo.device)
     src, dst = deformation.source_image, deformation.target_image
     b = src.shape[0]
     face_size = (src[..., :2].amax(1) - src[..., :2].amin(1)).amax(-1)                      # [B] px
@@ -71,12 +90,29 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, faces: torc
     src_w, dst_w = src - shift, dst - shift
     window = photo[..., y0:y1, x0:x1]
     size = (y1 - y0, x1 - x0)
-    visible = visibility(rasterize(src_w, faces, size, backend), src_w, faces)             # [B, V]
+
+    src_frags = rasterize(src_w, faces, size, backend)
     frags = rasterize(dst_w, faces, size, backend)
-    shaded = PhotoTextureShader()(frags, dst_w, faces, window.expand(b, -1, -1, -1), src_w[..., :2])
-    colour, covered = shaded[..., :-1], shaded[..., -1:]
-    seen = interpolate(visible.to(photo.dtype)[..., None], frags, faces) > 1 - 1e-4        # [B, h, w, 1]
-    coverage = (covered * seen).permute(0, 3, 1, 2)                                        # [B, 1, h, w]
+    # Where each drawn surface point is in the photo, and whether the photo shows it there.
+    where = interpolate(src_w, frags, faces)                                               # [B, h, w, 3]
+    shown_depth, drawn = surface_depth_at(src_frags, src_w, faces, where[..., :2].reshape(b, -1, 2))
+    seen = (drawn & (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX))
+    seen = seen.reshape(frags.mask.shape) & frags.mask
+    colour = sample_image(window.expand(b, -1, -1, -1), where[..., :2])                     # [B, h, w, C]
+
+    material = torch.where(frags.mask, model.triangle_materials().to(faces.device)[frags.tri_id.clamp(min=0)],
+                           torch.full_like(frags.tri_id, _SKIN))
+    # Skin and eyeballs show only what the photo shows; the mouth interior is shaded where not.
+    interior = frags.mask & (material != _SKIN) & (material != _EYEBALL)
+    if bool(interior.any()):
+        rim = _lip_rim(model).to(faces.device)
+        rim_z = deformation.target[:, rim, 2].mean(1)                                      # [B] mm
+        depth_mm = interpolate(deformation.target[..., 2:], frags, faces)[..., 0]
+        facing = interpolate(vertex_normals(dst_w, faces)[..., 2:], frags, faces)[..., 0].abs()
+        shaded = shade_mouth(material, rim_z[:, None, None] - depth_mm, facing,
+                             estimate_mouth_appearance(photo, src, model))
+        colour = torch.where((interior & ~seen)[..., None], shaded.to(colour.dtype), colour)
+    coverage = (seen | interior).to(photo.dtype)[:, None]                                  # [B, 1, h, w]
     out = window
     masks = []
     for i in range(b):  # faces of one photo are composited in turn (B is the number of faces, small)

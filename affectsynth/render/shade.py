@@ -22,7 +22,7 @@ from torch import nn
 
 from .raster import Fragments, Rasterizer
 
-__all__ = ["interpolate", "texture", "sample_image", "visibility", "PhotoTextureShader", "MeshRenderer"]
+__all__ = ["interpolate", "texture", "sample_image", "surface_depth_at", "visibility", "PhotoTextureShader", "MeshRenderer"]
 
 
 def interpolate(attr: torch.Tensor, frags: Fragments, faces: torch.Tensor) -> torch.Tensor:
@@ -120,18 +120,55 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear") -> torc
 
 
 @torch.no_grad()
+def surface_depth_at(frags: Fragments, verts_img: torch.Tensor, faces: torch.Tensor,
+                     points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The depth of the surface the fragments show, at exact (sub-pixel) image points.
+
+    The triangle drawn at the pixel holding each point is taken, and its plane extended to
+    the point's exact (u, v). Extending the plane, rather than reading the depth at the pixel
+    centre, makes the answer exact on the triangle itself, so a point on a steep but
+    unoccluded slope is not mistaken for a hidden one.
+
+    Args:
+        frags: fragments of ``verts_img`` rasterised with ``faces``, [B, H, W].
+        verts_img: [B, V, 3] image-space vertices (u, v, depth px).
+        faces: [F, 3].
+        points: [B, N, 2] image points (u, v px).
+    Returns:
+        depth [B, N] float64 (px, larger = nearer) and covered [B, N] bool (a triangle is
+        drawn at the point's pixel; depth is meaningless where it is not).
+    """
+    n_batch, height, width = frags.tri_id.shape
+    verts = verts_img.to(torch.float64)
+    faces = faces.to(verts.device)
+    points = points.to(torch.float64)
+    cols, rows = points[..., 0].floor(), points[..., 1].floor()
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    batch = torch.arange(n_batch, device=verts.device)[:, None]
+    tri = frags.tri_id.to(verts.device)[batch, rows.clamp(0, height - 1).long(), cols.clamp(0, width - 1).long()]
+    covered = inside & (tri >= 0)
+    drawn = verts[batch[..., None], faces[tri.clamp(min=0)]]                                        # [B, N, 3, 3]
+    d1, d2 = drawn[..., 1, :2] - drawn[..., 0, :2], drawn[..., 2, :2] - drawn[..., 0, :2]
+    p = points - drawn[..., 0, :2]
+    det = d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0]
+    det = torch.where(covered, det, torch.ones_like(det))   # drawn triangles are never degenerate
+    w1 = (p[..., 0] * d2[..., 1] - p[..., 1] * d2[..., 0]) / det
+    w2 = (d1[..., 0] * p[..., 1] - d1[..., 1] * p[..., 0]) / det
+    depth = drawn[..., 0, 2] + w1 * (drawn[..., 1, 2] - drawn[..., 0, 2]) + w2 * (drawn[..., 2, 2] - drawn[..., 0, 2])
+    return depth, covered
+
+
+@torch.no_grad()
 def visibility(frags: Fragments, verts_img: torch.Tensor, faces: torch.Tensor,
                depth_tolerance: float = 0.5) -> torch.Tensor:
     """Which vertices the view shows: on the image, facing the camera, and not hidden behind a
     nearer part of the mesh (self-occlusion), according to the z-buffer in ``frags``.
 
     Facing: at least one of the vertex's triangles faces the camera (negative signed area in
-    the image, see :mod:`.raster`). Hidden: the surface drawn at the vertex's pixel, i.e. the
-    plane of that pixel's triangle extended to the vertex's exact (u, v), lies more than
-    ``depth_tolerance`` in front of the vertex. Extending the plane, rather than comparing
-    with the depth at the pixel centre, keeps a vertex on a steep but unoccluded slope
-    visible. An empty pixel hides nothing, so vertices on the mesh's outline and around its
-    holes (eyes, mouth) stay visible when their own triangles face the camera.
+    the image, see :mod:`.raster`). Hidden: the surface drawn at the vertex's exact (u, v)
+    (:func:`surface_depth_at`) lies more than ``depth_tolerance`` in front of the vertex.
+    An empty pixel hides nothing, so vertices on the mesh's outline and around its holes
+    (eyes, mouth) stay visible when their own triangles face the camera.
 
     Args:
         frags: fragments of ``verts_img`` rasterised with ``faces``, [B, H, W].
@@ -146,27 +183,13 @@ def visibility(frags: Fragments, verts_img: torch.Tensor, faces: torch.Tensor,
     verts = verts_img.to(torch.float64)
     faces = faces.to(verts.device)
     u, v, z = verts.unbind(-1)
-    cols, rows = u.floor(), v.floor()
-    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height) & torch.isfinite(z)
-
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height) & torch.isfinite(z)
     corners = verts[:, faces]                                                              # [B, F, 3, 3]
     e1, e2 = corners[..., 1, :2] - corners[..., 0, :2], corners[..., 2, :2] - corners[..., 0, :2]
     front = (e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]) < 0                        # [B, F]
     facing = torch.zeros_like(u).index_add_(1, faces.reshape(-1), front.repeat_interleave(3, 1).to(u.dtype)) > 0
-
-    batch = torch.arange(n_batch, device=verts.device)[:, None]
-    tri = frags.tri_id.to(verts.device)[batch, rows.clamp(0, height - 1).long(), cols.clamp(0, width - 1).long()]
-    covered = inside & (tri >= 0)
-    drawn = corners[batch, tri.clamp(min=0)]                                               # [B, V, 3, 3]
-    # Barycentrics of the vertex's (u, v) in the drawn triangle, extended beyond it.
-    d1, d2 = drawn[..., 1, :2] - drawn[..., 0, :2], drawn[..., 2, :2] - drawn[..., 0, :2]
-    p = verts[..., :2] - drawn[..., 0, :2]
-    det = d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0]
-    det = torch.where(covered, det, torch.ones_like(det))   # drawn triangles are never degenerate
-    w1 = (p[..., 0] * d2[..., 1] - p[..., 1] * d2[..., 0]) / det
-    w2 = (d1[..., 0] * p[..., 1] - d1[..., 1] * p[..., 0]) / det
-    plane_z = drawn[..., 0, 2] + w1 * (drawn[..., 1, 2] - drawn[..., 0, 2]) + w2 * (drawn[..., 2, 2] - drawn[..., 0, 2])
-    hidden = covered & (plane_z > z + depth_tolerance)
+    depth, covered = surface_depth_at(frags, verts, faces, verts[..., :2])
+    hidden = covered & (depth > z + depth_tolerance)
     return inside & facing & ~hidden
 
 

@@ -1,0 +1,120 @@
+"""Shading of the parts of a face its photo does not show: the mouth interior.
+
+When a target parts the lips, the renderer draws the model's mouth socket, teeth, gums and
+tongue (:data:`affectsynth.model.face_model.MATERIALS`) behind them. Where the photo showed
+such a surface (an open mouth in the input) its own pixels are used; elsewhere the colour
+comes from here: a material tone set by colours measured on the same face (lips, skin), lit
+by a simple model — Lambert toward the camera and a fall-off with depth behind the lips,
+which stands for the shadow the lips and cheeks cast into the mouth. The eyeballs are
+shaded by :mod:`affectsynth.render.eyes`.
+
+Colours are linear in the photo's own values (no gamma handling: the tones are measured in
+the same photo).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model.face_model import MATERIALS, FaceModel
+from .shade import sample_image
+
+__all__ = ["MouthAppearance", "estimate_mouth_appearance", "shade_mouth", "vertex_normals"]
+
+#: Tooth enamel, relative to a white surface under the face's light (slightly yellow).
+TEETH_ALBEDO = (0.93, 0.89, 0.80)
+#: Gums, tongue and the socket's mucosa, as multiples of the lips' own colour.
+GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP = 1.05, 0.85, 0.45
+#: The light reaching a surface d mm behind the lips' inner edge: FLOOR + (1 - FLOOR) e^(-d / DEPTH).
+#: The floor keeps the back of the mouth a dark red, never pure black.
+OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR = 9.0, 0.22
+#: The light on the face: the 90th percentile of the skin's luminance over this value (a lit
+#: patch of skin of typical albedo), clamped, so teeth are as bright as the face's light allows.
+LIT_SKIN_LUMINANCE, LIGHT_RANGE = 0.72, (0.35, 1.05)
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class MouthAppearance:
+    """Colours measured on B faces that set their mouth interiors.
+
+    Attributes:
+        lip: [B, 3] median colour of the lips in the photo.
+        light: [B] brightness of the light on the face (1 = a well-lit photo).
+    """
+
+    lip: torch.Tensor
+    light: torch.Tensor
+
+
+def estimate_mouth_appearance(photo: torch.Tensor, source_image: torch.Tensor, model: FaceModel) -> MouthAppearance:
+    """Measure lip colour and light on each face of one photo.
+
+    Args:
+        photo: [1, C, H, W] float in [0, 1].
+        source_image: [B, V, 3] the fitted faces' vertices in the photo (u, v, depth px).
+        model: the face model (its "lips" and "skin" regions).
+    Returns:
+        :class:`MouthAppearance`.
+    """
+    b = source_image.shape[0]
+    batch_photo = photo.expand(b, -1, -1, -1)
+
+    def colours(region: str) -> torch.Tensor:                                             # [B, N, C]
+        ids = model.regions[region].to(source_image.device)
+        return sample_image(batch_photo, source_image[:, ids, :2])
+
+    lip = colours("lips").median(1).values
+    skin = colours("skin")
+    luma = (skin * skin.new_tensor(_LUMA)).sum(-1)
+    light = (luma.quantile(0.9, dim=1) / LIT_SKIN_LUMINANCE).clamp(*LIGHT_RANGE)
+    return MouthAppearance(lip=lip, light=light)
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted vertex normals, unit length (zero for a vertex of no triangle).
+
+    Args:
+        verts: [B, V, 3].
+        faces: [F, 3] counter-clockwise seen from the front.
+    Returns:
+        [B, V, 3]. In model space (right-handed) they point out of the front. Image space
+        (u right, v down, depth toward the camera) is left-handed, so there front faces'
+        normals have depth component < 0; its magnitude is the cosine to the view direction.
+    """
+    corners = verts[:, faces]                                                              # [B, F, 3, 3]
+    face_normal = torch.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1)
+    normals = torch.zeros_like(verts).index_add_(1, faces.reshape(-1), face_normal.repeat_interleave(3, 1))
+    return normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def shade_mouth(material: torch.Tensor, behind_lips_mm: torch.Tensor, facing: torch.Tensor,
+                appearance: MouthAppearance) -> torch.Tensor:
+    """Colour of mouth-interior surface points.
+
+    Args:
+        material: [B, H, W] int64 index into :data:`MATERIALS` (other materials get 0).
+        behind_lips_mm: [B, H, W] how far behind the lips' inner edge the point lies, mm.
+        facing: [B, H, W] cosine between the surface normal and the view direction (0..1).
+        appearance: the faces' :class:`MouthAppearance`.
+    Returns:
+        [B, H, W, 3].
+    """
+    lip = appearance.lip[:, None, None, :3]
+    light = appearance.light[:, None, None, None]
+    tones = {
+        "teeth": material.new_tensor(TEETH_ALBEDO, dtype=lip.dtype) * light,
+        "gums": lip * GUMS_OF_LIP,
+        "tongue": lip * TONGUE_OF_LIP,
+        "mouth_socket": lip * SOCKET_OF_LIP,
+    }
+    out = lip.new_zeros(*material.shape, 3)
+    for name, tone in tones.items():
+        out = torch.where((material == MATERIALS.index(name))[..., None], tone.expand_as(out), out)
+    occlusion = OCCLUSION_FLOOR + (1 - OCCLUSION_FLOOR) * torch.exp(-behind_lips_mm.clamp(min=0) / OCCLUSION_DEPTH_MM)
+    lambert = 0.55 + 0.45 * facing.clamp(0, 1)
+    # The socket is lit by what comes in through the mouth, not from its own orientation.
+    lambert = torch.where(material == MATERIALS.index("mouth_socket"), torch.ones_like(lambert), lambert)
+    return (out * (occlusion * lambert)[..., None]).clamp(0, 1)

@@ -1,0 +1,58 @@
+"""Mouth-interior shading and the per-point depth lookup the renderer's 'does the photo show it' test uses."""
+
+from __future__ import annotations
+
+import torch
+
+from affectsynth.model.face_model import MATERIALS
+from affectsynth.pipeline import FaceFitter
+from affectsynth.render import rasterize
+from affectsynth.render.materials import (OCCLUSION_FLOOR, MouthAppearance, estimate_mouth_appearance, shade_mouth,
+                                          vertex_normals)
+from affectsynth.render.shade import surface_depth_at
+
+
+def test_surface_depth_at_is_exact_on_a_slanted_plane_and_sees_occluders():
+    # A slanted square (depth = 2u + v) with a small nearer square over its middle.
+    verts = torch.tensor([[[1.0, 1.0, 3.0], [1.0, 19.0, 21.0], [19.0, 19.0, 57.0], [19.0, 1.0, 39.0],
+                           [8.0, 8.0, 100.0], [8.0, 12.0, 100.0], [12.0, 12.0, 100.0], [12.0, 8.0, 100.0]]],
+                         dtype=torch.float64)
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7]])
+    frags = rasterize(verts, faces, (20, 20))
+    points = torch.tensor([[[3.3, 15.7], [17.9, 2.2], [10.0, 10.0], [25.0, 5.0]]], dtype=torch.float64)
+    depth, covered = surface_depth_at(frags, verts, faces, points)
+    assert covered.tolist() == [[True, True, True, False]]
+    assert torch.allclose(depth[0, :2], 2 * points[0, :2, 0] + points[0, :2, 1])       # exact, not at the pixel centre
+    assert depth[0, 2] == 100.0                                                           # the occluder
+
+
+def test_vertex_normals_face_the_camera_in_image_space():
+    verts = torch.tensor([[[0.0, 0.0, 5.0], [0.0, 10.0, 5.0], [10.0, 10.0, 5.0]]])      # clockwise in the image
+    assert rasterize(verts, torch.tensor([[0, 1, 2]]), (12, 12)).mask.any()               # a front face
+    normals = vertex_normals(verts, torch.tensor([[0, 1, 2]]))
+    assert torch.allclose(normals, torch.tensor([0.0, 0.0, -1.0]).expand(1, 3, 3))
+
+
+def test_shade_mouth_tones_and_light_fall_off():
+    appearance = MouthAppearance(lip=torch.tensor([[0.7, 0.35, 0.35]]), light=torch.tensor([1.0]))
+    names = ["teeth", "gums", "tongue", "mouth_socket"]
+    material = torch.tensor([[[MATERIALS.index(n) for n in names]]])
+    near = shade_mouth(material, torch.zeros(1, 1, 4), torch.ones(1, 1, 4), appearance)[0, 0]
+    far = shade_mouth(material, torch.full((1, 1, 4), 40.0), torch.ones(1, 1, 4), appearance)[0, 0]
+    teeth, gums, tongue, socket = near
+    assert teeth.min() > 0.75 and teeth[0] >= teeth[2]                 # bright, not blue
+    assert gums[0] > gums[1] and tongue[0] > tongue[1]                  # red
+    assert socket.sum() < tongue.sum() < gums.sum() < teeth.sum()
+    assert (far < near).all() and (far > 0.9 * OCCLUSION_FLOOR * near).all()   # darker deep inside, never black
+    dim = MouthAppearance(lip=appearance.lip, light=torch.tensor([0.5]))
+    assert torch.allclose(shade_mouth(material, torch.zeros(1, 1, 4), torch.ones(1, 1, 4), dim)[0, 0, 0], teeth * 0.5)
+
+
+def test_mouth_appearance_of_a_real_face(default_model, astronaut, mp_detector):
+    fit = FaceFitter(default_model, mp_detector)(astronaut).fit
+    photo = torch.from_numpy(astronaut).permute(2, 0, 1)[None].float() / 255
+    appearance = estimate_mouth_appearance(photo, fit.image_points(default_model(fit.id_coeffs, fit.exp_coeffs).vertices),
+                                           default_model)
+    red, green, blue = appearance.lip[0]
+    assert red > green + 0.1 and red > blue + 0.1          # the astronaut's lips are red
+    assert 0.8 < float(appearance.light[0]) <= 1.05        # a well-lit studio portrait
