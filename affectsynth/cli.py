@@ -1,9 +1,12 @@
 """Command-line interface (thin: every stage lives in its own module).
 
     affectsynth example OUT.png                 write the bundled example photo
-    affectsynth fit IMAGE -o fit.json [--overlay overlay.png] [--model model.npz] [--all-faces]
+    affectsynth fit IMAGE -o fit.json [--overlay overlay.png] [--model model.npz] [--all-faces] [--device D]
     affectsynth render IMAGE (--expression NAME [--intensity I] | --va V,A | --au 12:0.8,6:0.6)
-                       [-o OUT.png] [--json meta.json] [--seed N] [--model model.npz] [--all-faces]
+                       [-o OUT.png] [--json meta.json] [--seed N] [--model model.npz] [--all-faces] [--device D]
+    affectsynth render IMAGE --va-path "0,0;0.6,0.4;0.8,-0.2" [--frames 48] [-o clip.mp4|clip.gif|frames/]
+                       [--fps 24] [--json meta.json] ...
+    affectsynth sheet IMAGE -o sheet.png [--targets happiness va:0.5,0.7 au:12:0.8 ...] [--json meta.json] ...
 
 Exit codes: 0 ok; 1 internal error (a bug); 2 bad input (file, image, argument) or no usable
 face; 3 partial success in batch mode. Errors are one line on stderr; set AFFECTSYNTH_DEBUG=1
@@ -24,11 +27,19 @@ from .errors import AffectsynthError, InputError
 log = logging.getLogger("affectsynth")
 
 
-def _load_model(path: Path | None):
-    from .model import FaceModel
-    from .model import load_default_model
+#: Most frames a --va-path clip may have (the frame files' names sort correctly up to 10,000).
+MAX_FRAMES = 10_000
+#: Targets of ``affectsynth sheet`` when none are given: neutral and the six basic expressions.
+SHEET_TARGETS = ("neutral", "happiness", "sadness", "surprise", "fear", "anger", "disgust")
 
-    return load_default_model() if path is None else FaceModel.load(path)
+
+def _load_model(path: Path | None, device: str = "cpu"):
+    """The model on the device asked for (InputError when that device is not there)."""
+    from .model import FaceModel, load_default_model
+    from .pipeline import resolve_device
+
+    device = resolve_device(device)
+    return load_default_model(device) if path is None else FaceModel.load(path, device=device)
 
 
 def cmd_example(args: argparse.Namespace) -> int:
@@ -51,7 +62,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if len(set(outputs)) != len(outputs):
         raise InputError("--output and --overlay name the same file")
     image = load_image(args.image)
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.device)
     fitter = FaceFitter(model, detector=args.detector)
     try:
         result = fitter(image, all_faces=args.all_faces, name=str(args.image))
@@ -82,16 +93,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _target(args: argparse.Namespace):
-    """The ExpressionCode asked for on the command line, and a file-name tag for it."""
+def _generator(seed: int | None):
     import torch
 
+    return None if seed is None else torch.Generator().manual_seed(seed)
+
+
+def _target(args: argparse.Namespace):
+    """The ExpressionCode asked for on the command line, and a file-name tag for it."""
     from .affect.bank import VABank, target_from_va
     from .affect.targets import parse_au, parse_expression, parse_va
 
-    generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
-    if args.intensity is not None and args.expression is None:
-        raise InputError("--intensity goes with --expression")
+    generator = _generator(args.seed)
     if args.expression is not None:
         intensity = 1.0 if args.intensity is None else args.intensity
         code = parse_expression(args.expression, intensity, generator=generator)
@@ -106,43 +119,188 @@ def _target(args: argparse.Namespace):
     return code, tag
 
 
-def cmd_render(args: argparse.Namespace) -> int:
+def _fit_summary(fit, i: int, model) -> dict:
+    """Face i's pose, fitting error and reliability, for the JSON of render and sheet."""
     from .fit import fit_record
+
+    record = fit_record(fit, i, model)
+    return {k: record[k] for k in ("pose_deg", "error", "reliable", "unreliable_reasons")}
+
+
+def _warn_unreliable(fit) -> None:
+    for i in range(fit.batch_size):
+        if not bool(fit.reliable[i]):
+            log.warning("face %d: unreliable fit (%s)", i, "; ".join(fit.reasons[i]))
+
+
+def _check_json_path(json_path: Path | None, output: Path, image: Path) -> None:
+    from .io import check_output_path
+
+    if json_path is not None and check_output_path(json_path, image) == output:
+        raise InputError("the output and --json name the same file")
+
+
+def cmd_render(args: argparse.Namespace) -> int:
     from .io import check_output_path, load_image, save_image, save_json
     from .pipeline import Synthesizer
 
+    if args.intensity is not None and args.expression is None:
+        raise InputError("--intensity goes with --expression")
+    if args.va_path is not None:
+        return _render_va_path(args)
+    for name in ("frames", "fps"):
+        if getattr(args, name) is not None:
+            raise InputError(f"--{name} goes with --va-path")
     target, tag = _target(args)
-    output = args.output or args.image.with_name(f"{args.image.stem}_{tag}.png")
-    outputs = [check_output_path(p, args.image) for p in (output, args.json) if p is not None]
-    if len(set(outputs)) != len(outputs):
-        raise InputError("the image output and --json name the same file")
+    shown = args.output or args.image.with_name(f"{args.image.stem}_{tag}.png")
+    output = check_output_path(shown, args.image)
+    _check_json_path(args.json, output, args.image)
     image = load_image(args.image)
-    model = _load_model(args.model)
-    synthesizer = Synthesizer(model, detector=args.detector, backend=args.backend)
-    try:
+    model = _load_model(args.model, args.device)
+    with Synthesizer(model, detector=args.detector, backend=args.backend) as synthesizer:
         result = synthesizer(image, target, all_faces=args.all_faces, name=str(args.image))
-    finally:
-        synthesizer.close()
-    for i in range(result.fit.batch_size):
-        if not bool(result.fit.reliable[i]):
-            log.warning("face %d: unreliable fit (%s)", i, "; ".join(result.fit.reasons[i]))
+    _warn_unreliable(result.fit)
     save_image(output, result.image)
     if args.json is not None:
-        faces = []
-        for i, labels in enumerate(result.labels):
-            rec = fit_record(result.fit, i, model)
-            faces.append({"labels": labels, "fit": {k: rec[k] for k in ("pose_deg", "error", "reliable",
-                                                                         "unreliable_reasons")}})
-        save_json(args.json, {"image": str(args.image), "output": str(output), "model": model.name,
-                              "rasterizer": result.rasterizer, "seed": args.seed, "faces": faces,
-                              "timings_ms": result.timings_ms})
-    print(f"wrote {output}" + (f" and {args.json}" if args.json else ""))
+        faces = [{"labels": labels, "fit": _fit_summary(result.fit, i, model)}
+                 for i, labels in enumerate(result.labels)]
+        save_json(args.json, {"image": str(args.image), "output": str(shown), "model": model.name,
+                              "device": str(model.device), "rasterizer": result.rasterizer, "seed": args.seed,
+                              "faces": faces, "timings_ms": result.timings_ms})
+    print(f"wrote {shown}" + (f" and {args.json}" if args.json else ""))
     return 0
 
 
+def _render_va_path(args: argparse.Namespace) -> int:
+    """``render --va-path``: one fit, one render per frame along the path, streamed to the clip."""
+    import statistics
+
+    from .affect.targets import parse_va
+    from .io import FRAME_NAME, check_frames_output, load_image, save_frames, save_json
+    from .pipeline import Synthesizer, va_path_targets
+
+    if args.seed is not None:
+        raise InputError("--seed does not go with --va-path: a path uses the VA bank's kernel-weighted mean, "
+                         "without sampling variants, so that consecutive frames change smoothly")
+    frames = 48 if args.frames is None else args.frames
+    if not 2 <= frames <= MAX_FRAMES:
+        raise InputError(f"--frames {frames}: a VA path has 2 to {MAX_FRAMES} frames")
+    points = [parse_va(point) for point in args.va_path.split(";")]  # the errors of --va, per point
+    targets = va_path_targets(points, frames)
+    output_text = args.output or str(args.image.with_name(f"{args.image.stem}_vapath.mp4"))
+    output, kind = check_frames_output(output_text, args.image)
+    if kind == "dir" and args.fps is not None:
+        raise InputError("--fps goes with an .mp4 or .gif output, not a directory of frames")
+    fps = 24.0 if args.fps is None else args.fps
+    _check_json_path(args.json, output, args.image)
+    image = load_image(args.image)
+    model = _load_model(args.model, args.device)
+    frame_labels, render_ms, first = [], [], None
+
+    def frame_images():  # keeps labels and timings, not the frames (they stream to the file)
+        nonlocal first
+        for result in renders:
+            first = first or result
+            frame_labels.append(result.labels[0])
+            render_ms.append(result.timings_ms["deform"] + result.timings_ms["render_composite"])
+            yield result.image
+
+    with Synthesizer(model, detector=args.detector, backend=args.backend) as synthesizer:
+        renders = synthesizer.render_many(image, targets, all_faces=args.all_faces, name=str(args.image))
+        count = save_frames(output, frame_images(), fps)
+    _warn_unreliable(first.fit)
+    if args.json is not None:
+        per_frame = [{"index": i, **({"file": FRAME_NAME.format(i)} if kind == "dir" else {}), "labels": labels}
+                     for i, labels in enumerate(frame_labels)]
+        save_json(args.json, {
+            "image": str(args.image), "output": output_text, "kind": kind, "model": model.name,
+            "device": str(model.device), "rasterizer": first.rasterizer, "va_path": [list(p) for p in points],
+            "frames": count, "fps": None if kind == "dir" else fps,
+            "faces": [{"fit": _fit_summary(first.fit, i, model)} for i in range(first.fit.batch_size)],
+            "frame_labels": per_frame,
+            "timings_ms": {"detect_fit": first.timings_ms["detect_fit"],
+                           "render_per_frame_median": statistics.median(render_ms), "render_total": sum(render_ms)}})
+    print(f"wrote {count} frames to {output_text}" + (f" and {args.json}" if args.json else ""))
+    return 0
+
+
+def _face_box(results, shape: tuple[int, ...], margin: float = 0.15) -> tuple[int, int, int, int]:
+    """A square crop (x0, y0, x1, y1) around every face before and after (landmark boxes and where
+    any render was composited), grown by ``margin`` of its side and kept inside the image."""
+    import numpy as np
+
+    height, width = shape[:2]
+    boxes = results[0].landmarks.box.cpu().numpy()
+    x0, y0 = boxes[:, :2].min(0)
+    x1, y1 = boxes[:, 2:].max(0)
+    for result in results:
+        ys, xs = np.nonzero(result.mask > 0)
+        if len(xs):
+            x0, y0, x1, y1 = min(x0, xs.min()), min(y0, ys.min()), max(x1, xs.max() + 1), max(y1, ys.max() + 1)
+    side = min(max(x1 - x0, y1 - y0) * (1 + 2 * margin), width, height)
+    left = int(round(min(max((x0 + x1 - side) / 2, 0), width - side)))
+    top = int(round(min(max((y0 + y1 - side) / 2, 0), height - side)))
+    side = int(side)
+    return left, top, left + side, top + side
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    from .draw import contact_sheet
+    from .io import check_output_path, load_image, save_image, save_json
+    from .pipeline import Synthesizer, parse_target
+
+    if not 32 <= args.tile <= 2048:
+        raise InputError(f"--tile {args.tile}: give a tile height of 32 to 2048 pixels")
+    specs = args.targets or SHEET_TARGETS
+    generator = _generator(args.seed)
+    targets = [parse_target(spec, generator) for spec in specs]
+    output = check_output_path(args.output, args.image)
+    _check_json_path(args.json, output, args.image)
+    image = load_image(args.image)
+    model = _load_model(args.model, args.device)
+    with Synthesizer(model, detector=args.detector, backend=args.backend) as synthesizer:
+        results = list(synthesizer.render_many(image, targets, all_faces=args.all_faces, name=str(args.image)))
+    _warn_unreliable(results[0].fit)
+    captions = ["input"] + [spec if not spec.lower().startswith("va:") else f"{spec} ({target.category})"
+                            for spec, target in zip(specs, targets)]
+    sheet = contact_sheet([image] + [r.image for r in results], captions, _face_box(results, image.shape),
+                          tile=args.tile)
+    save_image(output, sheet)
+    if args.json is not None:
+        fit = results[0].fit
+        save_json(args.json, {
+            "image": str(args.image), "output": str(args.output), "model": model.name, "device": str(model.device),
+            "rasterizer": results[0].rasterizer, "seed": args.seed,
+            "faces": [{"fit": _fit_summary(fit, i, model)} for i in range(fit.batch_size)],
+            "tiles": [{"target": spec, "labels": r.labels} for spec, r in zip(specs, results)]})
+    print(f"wrote {args.output} ({len(results)} targets)" + (f" and {args.json}" if args.json else ""))
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line like every other error (it would print the usage too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"affectsynth: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+#: Options whose values may start with "-" (a negative valence): argparse would take such a value
+#: for an option unless it is attached as --va=-0.5,0.3, which :func:`main` does.
+_SIGNED_VALUE_OPTIONS = ("--va", "--va-path")
+
+
+def _attach_signed_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in _SIGNED_VALUE_OPTIONS and arg[:2] in {f"-{c}" for c in "0123456789."}:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="affectsynth", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="affectsynth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -154,29 +312,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True, help="fit result, JSON")
     p.add_argument("--overlay", type=Path, help="also draw the fitted mesh over the photo (PNG/JPEG)")
-    p.add_argument("--model", type=Path, help="a model .npz (default: the embedded FACS model)")
-    p.add_argument("--detector", choices=("mediapipe", "dlib"), default="mediapipe")
-    p.add_argument("--all-faces", action="store_true",
-                   help="fit every face (default: the single dominant face; similar-sized faces are an error)")
+    _add_model_options(p)
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("render", help="re-render the face with a target expression, VA point or action units")
+    p = sub.add_parser("render", help="re-render the face with a target expression, VA point or action units, "
+                                      "or a clip along a path in VA space")
     p.add_argument("image", type=Path)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--expression", help="neutral, happiness, sadness, surprise, fear, anger, disgust, contempt, "
                                           "or a compound such as happiness+surprise")
     what.add_argument("--va", metavar="V,A", help="valence and arousal, each in [-1, 1]")
     what.add_argument("--au", metavar="SPEC", help="action units and intensities, e.g. 12:0.8,6:0.6 or 12R:0.5")
+    what.add_argument("--va-path", metavar="V,A;V,A;...",
+                      help="a clip along this polyline in VA space, at constant speed (at least two points)")
     p.add_argument("--intensity", type=float, help="with --expression: 0..1 (default 1)")
-    p.add_argument("-o", "--output", type=Path, help="output image (default: IMAGE_<target>.png beside the input)")
-    p.add_argument("--json", type=Path, help="also write the labels and fit metadata")
+    p.add_argument("--frames", type=int, help="with --va-path: number of frames (default 48)")
+    p.add_argument("--fps", type=float, help="with --va-path to .mp4/.gif: frames per second (default 24)")
+    p.add_argument("-o", "--output",
+                   help="output image (default: IMAGE_<target>.png beside the input); with --va-path a .mp4, "
+                        ".gif or directory/ of PNG frames (default: IMAGE_vapath.mp4)")
+    p.add_argument("--json", type=Path, help="also write the labels (per frame with --va-path) and fit metadata")
     p.add_argument("--seed", type=int, help="seed for the sampling of expression variants")
+    _add_model_options(p, render=True)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("sheet", help="render several targets and write a labelled contact sheet (input | targets)")
+    p.add_argument("image", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="the contact sheet image (PNG/JPEG)")
+    p.add_argument("--targets", nargs="+", metavar="TARGET",
+                   help="expressions (happiness, fear@0.5, happiness+surprise), va:V,A or au:SPEC "
+                        f"(default: {' '.join(SHEET_TARGETS)})")
+    p.add_argument("--tile", type=int, default=256, help="tile height in pixels (default 256)")
+    p.add_argument("--json", type=Path, help="also write each tile's labels and the fit metadata")
+    p.add_argument("--seed", type=int, help="seed for the sampling of expression variants")
+    _add_model_options(p, render=True)
+    p.set_defaults(func=cmd_sheet)
+    return ap
+
+
+def _add_model_options(p: argparse.ArgumentParser, render: bool = False) -> None:
     p.add_argument("--model", type=Path, help="a model .npz (default: the embedded FACS model)")
     p.add_argument("--detector", choices=("mediapipe", "dlib"), default="mediapipe")
-    p.add_argument("--backend", default="auto", help="rasteriser: auto, numba or moderngl")
-    p.add_argument("--all-faces", action="store_true", help="render every face")
-    p.set_defaults(func=cmd_render)
-    return ap
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu); cuda without CUDA is an error")
+    if render:
+        p.add_argument("--backend", default="auto", help="rasteriser: auto, numba or moderngl")
+    p.add_argument("--all-faces", action="store_true",
+                   help="every face (default: the single dominant face; similar-sized faces are an error)")
 
 
 def _quiet_native_logs() -> None:
@@ -192,8 +373,8 @@ def _quiet_native_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     own_process = argv is None  # the console script, not a caller's interpreter
+    args = build_parser().parse_args(_attach_signed_values(sys.argv[1:] if argv is None else list(argv)))
     if own_process and not (args.verbose or os.environ.get("AFFECTSYNTH_DEBUG")):
         _quiet_native_logs()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -1,6 +1,9 @@
-"""Diagnostic drawings over the photo: the fitted mesh and landmarks (numpy + OpenCV)."""
+"""Drawings for looking at results (numpy + OpenCV): the fitted mesh and landmarks over the photo, and
+contact sheets of renders."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -10,7 +13,7 @@ from .fit import FitResult
 from .landmarks import Landmarks
 from .model import FaceModel
 
-__all__ = ["draw_fit_overlay"]
+__all__ = ["draw_fit_overlay", "contact_sheet"]
 
 _MESH = (80, 255, 120)       # front-facing mesh edges
 _DETECTED = (255, 60, 60)    # detected landmarks
@@ -54,3 +57,40 @@ def draw_fit_overlay(image: np.ndarray, model: FaceModel, fit: FitResult, landma
                 cv2.circle(out, (int(x * (1 << shift)), int(y * (1 << shift))), int(radius * (1 << shift)),
                            colour, -1, cv2.LINE_AA, shift)
     return out
+
+
+def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str],
+                  box: tuple[int, int, int, int] | None = None, tile: int = 256, columns: int = 4) -> np.ndarray:
+    """Images in a grid, left to right then down, each with its caption in a strip below it.
+
+    Args:
+        images: [H, W, 3] uint8 RGB arrays of one size.
+        captions: one line each (shrunk to fit the tile's width).
+        box: (x0, y0, x1, y1) pixels to crop every image to (None: the whole image).
+        tile: height in px each crop is scaled to (width keeps the aspect ratio).
+        columns: tiles per row (at most the number of images).
+    Returns:
+        [H', W', 3] uint8 RGB, white between the tiles.
+    """
+    if len(images) != len(captions) or not images:
+        raise ValueError(f"need one caption per image and at least one image ({len(images)} / {len(captions)})")
+    height, width = images[0].shape[:2]
+    x0, y0, x1, y1 = (0, 0, width, height) if box is None else box
+    tile_w = max(1, round(tile * (x1 - x0) / (y1 - y0)))
+    strip, gap = max(16, tile // 9), max(2, tile // 64)
+    columns = min(columns, len(images))
+    rows = -(-len(images) // columns)
+    sheet = np.full((rows * (tile + strip + gap) + gap, columns * (tile_w + gap) + gap, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for i, (image, caption) in enumerate(zip(images, captions)):
+        if image.shape[:2] != (height, width):
+            raise ValueError(f"images must be of one size; image {i} is {image.shape[:2]}, not {(height, width)}")
+        top, left = gap + (i // columns) * (tile + strip + gap), gap + (i % columns) * (tile_w + gap)
+        sheet[top:top + tile, left:left + tile_w] = cv2.resize(image[y0:y1, x0:x1], (tile_w, tile),
+                                                               interpolation=cv2.INTER_AREA)
+        (text_w, text_h), _ = cv2.getTextSize(caption, font, 1.0, 1)
+        scale = min(0.6 * strip / text_h, (tile_w - 4) / max(text_w, 1))
+        (text_w, text_h), _ = cv2.getTextSize(caption, font, scale, 1)
+        origin = (left + (tile_w - text_w) // 2, top + tile + (strip + text_h) // 2)
+        cv2.putText(sheet, caption, origin, font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return sheet

@@ -14,19 +14,22 @@ Reading (:func:`load_image`, :func:`decode_image`) guarantees
     * the whole file is decoded, so truncated or corrupt data is refused, never padded with gray;
     * every problem with the file is an :class:`~affectsynth.errors.InputError` whose message is one
       line that names the file.
-Writing (:func:`write_atomic`, :func:`save_image`, :func:`save_json`) goes through a hidden temporary
-file beside the target that is fsynced and then renamed over it, so the target name only ever holds a
-complete file; :func:`check_output_path` makes sure an output never replaces one of the inputs.
+Writing (:func:`write_atomic`, :func:`save_image`, :func:`save_json`; frame sequences as mp4, gif or a
+directory of PNGs: :func:`save_frames`) goes through a hidden temporary file (or directory) beside the
+target that is fsynced and then renamed over it, so the target name only ever holds a complete file;
+:func:`check_output_path` makes sure an output never replaces one of the inputs.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import secrets
+import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -36,7 +39,8 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import AffectsynthError, InputError
 
-__all__ = ["load_image", "decode_image", "write_atomic", "save_image", "save_json", "check_output_path"]
+__all__ = ["load_image", "decode_image", "write_atomic", "save_image", "save_json", "check_output_path",
+           "save_frames", "frames_kind", "check_frames_output", "FRAME_NAME"]
 
 _READ_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # PIL opens camera MPO files as JPEG
 _EXIF_ORIENTATION = 0x0112
@@ -287,3 +291,125 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> 
                 resolved.exists() and input_resolved.exists() and os.path.samefile(resolved, input_resolved)):
             raise InputError(f"{output}: is the input file {input_path}; refusing to overwrite an input")
     return resolved
+
+
+#: File name of frame i in a directory written by :func:`save_frames` (sorts correctly up to 10,000 frames).
+FRAME_NAME = "frame_{:04d}.png"
+
+
+def frames_kind(output: str | os.PathLike) -> str:
+    """What :func:`save_frames` writes to ``output``: "mp4", "gif", or "dir" (a path written with a
+    trailing "/", an existing directory, or a name without a suffix); InputError for other suffixes."""
+    text = os.fspath(output)
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
+        return "dir"
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in ("mp4", "gif"):
+        raise InputError(f"{output}: a frame sequence is written as .mp4, .gif or a directory (end it with /), "
+                         f"not {path.suffix!r}")
+    return kind
+
+
+def check_frames_output(output: str | os.PathLike, *inputs: str | os.PathLike) -> tuple[Path, str]:
+    """(resolved path, :func:`frames_kind`) after checking that :func:`save_frames` can write there
+    without replacing an input: as :func:`check_output_path` for files; a directory must not exist
+    yet or be empty."""
+    kind = frames_kind(output)
+    if kind != "dir":
+        return check_output_path(output, *inputs), kind
+    resolved = Path(output).resolve()
+    if resolved.exists() and not resolved.is_dir():
+        raise InputError(f"{output}: exists and is not a directory")
+    if resolved.is_dir() and any(resolved.iterdir()):
+        raise InputError(f"{output}: the directory exists and is not empty; give a new or empty one")
+    existing = next(p for p in resolved.parents if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{output}: {existing} is not a directory")
+    return resolved, kind
+
+
+def save_frames(output: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 24.0) -> int:
+    """Write a sequence of [H, W, 3] uint8 RGB frames (all the same size); returns how many.
+
+    The kind follows :func:`frames_kind`: ``.mp4`` (MPEG-4 part 2 through OpenCV's "mp4v" codec,
+    which needs even sizes: an odd width or height is padded by one replicated column or row),
+    ``.gif`` (looping, 256 colours per frame, delays in whole centiseconds), or a directory of
+    :data:`FRAME_NAME` PNGs. mp4 and directory frames are written as they come, so ``frames``
+    may be a lazy iterator. Atomic: everything goes to a hidden temporary file or directory
+    beside ``output``, renamed into place when complete and removed if anything fails; a
+    directory output must not exist or be empty (:func:`check_frames_output`).
+    """
+    if not (math.isfinite(fps) and fps > 0):
+        raise InputError(f"frame rate {fps} must be a positive number")
+    kind = frames_kind(output)
+    path = Path(output).resolve()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{output}: cannot create the output directory {path.parent}: {e.strerror or e}") from None
+    # The codec is chosen by the extension, so the temporary name keeps it.
+    temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix if kind != 'dir' else ''}"
+    try:
+        if kind == "dir":
+            temp.mkdir()
+            count = 0
+            for count, frame in enumerate(_same_size(frames), 1):
+                save_image(temp / FRAME_NAME.format(count - 1), frame)
+            if count == 0:
+                raise ValueError("save_frames got no frames")
+            if path.is_dir():
+                path.rmdir()  # empty (checked): rename cannot replace a directory that holds anything
+        elif kind == "gif":
+            images = [Image.fromarray(np.ascontiguousarray(f)) for f in _same_size(frames)]
+            if not images:
+                raise ValueError("save_frames got no frames")
+            images[0].save(temp, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                           duration=max(10, round(100.0 / fps) * 10))
+            count = len(images)
+        else:
+            count = _write_mp4(temp, frames, fps)
+        if kind != "dir":
+            with open(temp, "rb") as file:
+                os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            temp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
+    writer = None
+    count = 0
+    try:
+        for frame in _same_size(frames):
+            height, width = frame.shape[:2]
+            frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+            if writer is None:
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps),
+                                         (frame.shape[1], frame.shape[0]))
+                if not writer.isOpened():
+                    raise AffectsynthError(f"{path}: OpenCV cannot write mp4 (mp4v) video on this machine")
+            writer.write(np.ascontiguousarray(frame[..., ::-1]))  # OpenCV takes BGR
+            count += 1
+    finally:
+        if writer is not None:
+            writer.release()
+    if count == 0:
+        raise ValueError("save_frames got no frames")
+    return count
+
+
+def _same_size(frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+    """The frames, checked to be [H, W, 3] uint8 of one size."""
+    shape = None
+    for frame in frames:
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or shape not in (None, frame.shape):
+            raise ValueError(f"frames must be [H, W, 3] uint8 of one size, got {frame.shape} {frame.dtype} "
+                             f"after {shape}")
+        shape = frame.shape
+        yield frame

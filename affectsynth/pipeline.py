@@ -1,23 +1,33 @@
 """Stages strung together: image -> landmarks -> fit (:class:`FaceFitter`), and on to
-target -> deform -> render -> composite (:class:`Synthesizer`). The CLI (and later the batch
-runner and the training hook) call these; none of them re-implements a stage."""
+target -> deform -> render -> composite (:class:`Synthesizer`, :func:`synthesize`). The CLI (and
+later the batch runner and the training hook) call these; none of them re-implements a stage.
+
+Targets as text (:func:`parse_target`, used by :func:`synthesize` and ``affectsynth sheet``):
+``happiness``, ``fear@0.5`` (intensity), ``happiness+surprise`` (compound), ``va:0.5,0.7`` (a
+valence-arousal point through the VA bank) and ``au:12:0.8,6:0.6`` (action units).
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .affect.targets import ExpressionCode
+from .affect.bank import VABank, target_from_va
+from .affect.targets import ExpressionCode, parse_au, parse_expression, parse_va, stack_model_coeffs, validate_va
 from .detect import Detector, create_detector
 from .errors import InputError, NoFaceError
 from .fit import FitConfig, FitResult, Fitter
 from .landmarks import Landmarks
 from .model import FaceModel
 
-__all__ = ["FaceFit", "FaceFitter", "SynthesisResult", "Synthesizer", "select_faces", "target_labels"]
+__all__ = ["FaceFit", "FaceFitter", "SynthesisResult", "Synthesizer", "synthesize", "parse_target",
+           "va_path_points", "va_path_targets", "resolve_device", "select_faces", "target_labels"]
 
 #: A second face at least this fraction of the largest face's box area makes "which face?"
 #: ambiguous; a smaller one (a bystander in the background) is ignored.
@@ -40,6 +50,23 @@ def select_faces(landmarks: Landmarks, all_faces: bool, name: str = "image") -> 
         raise InputError(f"{name}: {similar} faces of similar size found; pass --all-faces to use them all, "
                          f"or crop the image to one face")
     return landmarks[0]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> a torch device; InputError when that device is not there."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r} (use cpu or cuda)") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r}: CUDA is not available here (this torch build or machine has "
+                             "no usable GPU); use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif resolved.type != "cpu":
+        raise InputError(f"unsupported device {device!r} (use cpu or cuda)")
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -72,26 +99,68 @@ class FaceFitter:
         self.detector.close()
 
 
-@dataclass(frozen=True)
-class SynthesisResult:
-    """A photo re-rendered with a target expression.
+# ------------------------------------------------------------------------ targets
+@functools.cache
+def _default_bank() -> VABank:
+    return VABank.default()
 
-    Attributes:
-        image: [H, W, 3] uint8 RGB, the input with each selected face re-expressed.
-        labels: per face, the labels of what was rendered (category, soft label, VA,
-            intensity, the AU activations asked for and the model coefficients used).
-        fit: the fit of the selected faces.
-        landmarks: their landmarks.
-        rasterizer: the rasteriser backend used.
-        timings_ms: wall time per stage.
+
+def parse_target(spec: str, generator: torch.Generator | None = None, bank: VABank | None = None) -> ExpressionCode:
+    """A target written as text (case-insensitive prefixes):
+
+    * ``NAME``, ``NAME+NAME``, ``NAME@I`` — an expression or compound (:func:`parse_expression`) at
+      intensity I in [0, 1] (default 1): ``happiness``, ``fear@0.5``, ``happiness+surprise``;
+    * ``va:V,A`` — a valence-arousal point through ``bank`` (default :meth:`VABank.default`);
+    * ``au:SPEC`` — action units (:func:`parse_au`): ``au:12:0.8,6:0.6``.
+
+    ``generator`` samples expression variants (None: the prototypes and the kernel-weighted VA mean).
+    InputError (one line) for anything else.
     """
+    text = str(spec).strip()
+    kind, sep, rest = text.partition(":")
+    kind = kind.strip().lower() if sep else ""
+    if kind == "va":
+        return target_from_va(*parse_va(rest), _default_bank() if bank is None else bank, generator=generator)
+    if kind == "au":
+        return parse_au(rest)
+    if sep:
+        raise InputError(f"target {text!r}: unknown prefix {kind + ':'!r} (write an expression such as "
+                         "happiness or fear@0.5, va:V,A, or au:12:0.8,6:0.6)")
+    name, at, intensity = text.partition("@")
+    return parse_expression(name, intensity if at else 1.0, generator=generator)
 
-    image: np.ndarray
-    labels: list[dict]
-    fit: FitResult
-    landmarks: Landmarks
-    rasterizer: str
-    timings_ms: dict[str, float]
+
+def va_path_points(points: Sequence[tuple[float, float]], frames: int) -> list[tuple[float, float]]:
+    """``frames`` points at equal arc-length steps along the VA polyline through ``points``, from the
+    first point to the last (constant speed, so a clip moves evenly whatever the segments' lengths).
+
+    InputError unless there are at least two points, each with valence and arousal in [-1, 1], and
+    ``frames`` >= 2.
+    """
+    if len(points) < 2:
+        raise InputError(f"a VA path needs at least two points 'v,a;v,a;...' (got {len(points)})")
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+        raise InputError(f"a VA path needs at least 2 frames (got {frames})")
+    vertices = torch.tensor([validate_va(float(v), float(a)) for v, a in points], dtype=torch.float64)  # [P, 2]
+    along = torch.cat((vertices.new_zeros(1), (vertices[1:] - vertices[:-1]).norm(dim=1).cumsum(0)))  # [P]
+    if float(along[-1]) == 0.0:
+        return [tuple(vertices[0].tolist())] * frames
+    wanted = torch.linspace(0.0, float(along[-1]), frames, dtype=torch.float64)
+    segment = (torch.searchsorted(along, wanted, right=True) - 1).clamp(0, len(points) - 2)   # [F]
+    length = (along[segment + 1] - along[segment]).clamp(min=1e-300)  # zero-length segments are never picked
+    t = ((wanted - along[segment]) / length).clamp(0.0, 1.0)[:, None]
+    sampled = vertices[segment] * (1 - t) + vertices[segment + 1] * t
+    sampled[-1] = vertices[-1]  # exactly the last point, not its float sum
+    return [(float(v), float(a)) for v, a in sampled.clamp(-1.0, 1.0).tolist()]
+
+
+def va_path_targets(points: Sequence[tuple[float, float]], frames: int,
+                    bank: VABank | None = None) -> list[ExpressionCode]:
+    """The targets of a VA path (:func:`va_path_points`), one per frame, from the bank's kernel-weighted
+    mean (no variant sampling): the AU vector is continuous in the VA point, so consecutive frames
+    differ only as much as the path moves."""
+    bank = _default_bank() if bank is None else bank
+    return [target_from_va(v, a, bank) for v, a in va_path_points(points, frames)]
 
 
 def target_labels(target: ExpressionCode, model: FaceModel, coeffs: torch.Tensor, report) -> dict:
@@ -104,44 +173,150 @@ def target_labels(target: ExpressionCode, model: FaceModel, coeffs: torch.Tensor
     }
 
 
+# ------------------------------------------------------------------------ synthesis
+@dataclass(frozen=True)
+class SynthesisResult:
+    """A photo re-rendered with a target expression.
+
+    Attributes:
+        image: [H, W, 3] uint8 RGB, the input with each selected face re-expressed.
+        mask: [H, W] float32 in [0, 1], where the faces were composited (the maximum of the faces'
+            soft masks); where it is 0 ``image`` holds the input's own bytes.
+        labels: per face, the labels of what was rendered (category, soft label, VA,
+            intensity, the AU activations asked for and the model coefficients used).
+        fit: the fit of the selected faces.
+        landmarks: their landmarks.
+        rasterizer: the rasteriser backend used.
+        timings_ms: wall time per stage: ``detect_fit`` (shared by every result of one
+            :meth:`Synthesizer.render_many` call), ``deform``, ``render_composite``.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    labels: list[dict]
+    fit: FitResult
+    landmarks: Landmarks
+    rasterizer: str
+    timings_ms: dict[str, float]
+
+
 class Synthesizer:
     """Detect, fit, retarget, render and composite: ``Synthesizer(model)(image, target)``.
 
-    Loads its detector once; the rasteriser backend is chosen once ("auto": see
-    :mod:`affectsynth.render.raster`).
+    Loads its detector once and runs on ``model.device``; the rasteriser backend is chosen once
+    ("auto": see :mod:`affectsynth.render.raster`). Hold one for many images (or use it as a
+    context manager, which closes the detector); :func:`synthesize` builds one per call.
     """
 
     def __init__(self, model: FaceModel, detector: Detector | str = "mediapipe", backend: str = "auto",
                  config: FitConfig = FitConfig()):
-        from .render.raster import resolve_backend
+        from .render.raster import BACKENDS, available_backends, resolve_backend
 
+        if backend != "auto" and backend not in BACKENDS:
+            raise InputError(f"unknown rasteriser backend {backend!r} (known: auto, {', '.join(BACKENDS)})")
+        usable = available_backends(model.device)
+        if not usable or backend not in ("auto", *usable):
+            raise InputError(f"rasteriser {backend!r} cannot render on {model.device.type} here (usable there: "
+                             f"{', '.join(usable) or 'none'}); use --device cpu")
         self.model = model
-        self.face_fitter = FaceFitter(model, detector, config)
         self.backend = resolve_backend(backend, model.device)
+        self.face_fitter = FaceFitter(model, detector, config)
 
     def __call__(self, image: np.ndarray, target: ExpressionCode, all_faces: bool = False,
                  name: str = "image") -> SynthesisResult:
         """Render every selected face of an upright RGB uint8 image [H, W, 3] with ``target``."""
+        return next(self.render_many(image, [target], all_faces, name))
+
+    def render_many(self, image: np.ndarray, targets: Sequence[ExpressionCode], all_faces: bool = False,
+                    name: str = "image") -> Iterator[SynthesisResult]:
+        """One render per target of the same image [H, W, 3] uint8, sharing one detection and fit.
+
+        The targets are mapped to model coefficients together and the faces are detected and
+        fitted before this returns (so a bad target or a missing face raises here); the renders
+        come lazily, one per ``next``, so a long sequence need not be held in memory.
+        """
+        clock = _Clock()
+        targets = list(targets)
+        coeffs, reports = stack_model_coeffs(targets, self.model)                           # [T, E]
+        fitted = self.face_fitter(image, all_faces=all_faces, name=name)
+        photo = torch.from_numpy(image).to(self.model.device).permute(2, 0, 1)[None].float() / 255
+        clock.lap("detect_fit")
+        return (self._render(photo, fitted, target, coeffs[i], reports[i], clock.laps["detect_fit"])
+                for i, target in enumerate(targets))
+
+    def _render(self, photo: torch.Tensor, fitted: FaceFit, target: ExpressionCode, coeffs: torch.Tensor,
+                report, detect_fit_ms: float) -> SynthesisResult:
         from .deform import retarget
         from .render.retarget import render_retargeted
 
         clock = _Clock()
-        fitted = self.face_fitter(image, all_faces=all_faces, name=name)
-        clock.lap("detect_fit")
-        coeffs, report = target.to_model_coeffs(self.model)
+        clock.laps["detect_fit"] = detect_fit_ms
         with torch.no_grad():
             deformation = retarget(self.model, fitted.fit, coeffs[None].expand(fitted.fit.batch_size, -1))
             clock.lap("deform")
-            photo = torch.from_numpy(image).to(self.model.device).permute(2, 0, 1)[None].float() / 255
             rendered = render_retargeted(photo, deformation, self.model, self.backend)
             out = (rendered.image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+            mask = rendered.mask[:, 0].float().cpu().numpy().max(0)  # numpy: torch.amax over dim 0 was ~100x slower
         clock.lap("render_composite")
         labels = [target_labels(target, self.model, coeffs, report)] * fitted.fit.batch_size
-        return SynthesisResult(image=out, labels=labels, fit=fitted.fit, landmarks=fitted.landmarks,
+        return SynthesisResult(image=out, mask=mask, labels=labels, fit=fitted.fit, landmarks=fitted.landmarks,
                                rasterizer=rendered.backend, timings_ms=clock.laps)
 
     def close(self) -> None:
         self.face_fitter.close()
+
+    def __enter__(self) -> Synthesizer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def synthesize(image: np.ndarray | str | os.PathLike, target: ExpressionCode | str | Sequence[ExpressionCode | str],
+               *, model: FaceModel | str | os.PathLike | None = None, detector: str = "mediapipe",
+               backend: str = "auto", device: str | torch.device = "cpu", seed: int | None = None,
+               all_faces: bool = False) -> SynthesisResult | list[SynthesisResult]:
+    """Re-render the face in ``image`` with ``target``: the one-call Python API.
+
+    Args:
+        image: a file path (read as :func:`affectsynth.io.load_image` reads it: upright, RGB) or an
+            upright [H, W, 3] uint8 RGB array.
+        target: an :class:`ExpressionCode`, a target string (:func:`parse_target`: ``"happiness"``,
+            ``"fear@0.5"``, ``"va:0.5,0.7"``, ``"au:12:0.8,6:0.6"``), or a list of them.
+        model: a :class:`FaceModel`, a model ``.npz`` path, or None for the embedded default model.
+        detector: "mediapipe" or "dlib". backend: rasteriser ("auto", "numba", "moderngl").
+        device: "cpu" or "cuda" (InputError when it is not there).
+        seed: seeds the sampling of expression variants of string targets, drawn in list order
+            (None: the prototypes and the kernel-weighted VA mean). Same inputs and seed, same bytes on CPU.
+        all_faces: render every face (default: the single dominant face; similar-sized faces are an error).
+    Returns:
+        a :class:`SynthesisResult`, or for a list of targets a list of them in the same order
+        (detection and fit run once for the whole list).
+
+    This builds a :class:`Synthesizer` (model, detector) per call, about a second of set-up; for
+    many images, hold a Synthesizer and call it (or its ``render_many``) instead.
+    """
+    from .io import load_image
+    from .model import load_default_model
+
+    device = resolve_device(device)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image must be an [H, W, 3] uint8 RGB array, got {image.shape} {image.dtype}")
+        name = "image"
+    else:
+        name, image = str(image), load_image(image)
+    if isinstance(model, FaceModel):
+        face_model = model.to(device)
+    else:
+        face_model = load_default_model(device) if model is None else FaceModel.load(model, device=device)
+    single = isinstance(target, (ExpressionCode, str))
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    targets = [t if isinstance(t, ExpressionCode) else parse_target(t, generator)
+               for t in ([target] if single else target)]
+    with Synthesizer(face_model, detector=detector, backend=backend) as synthesizer:
+        results = list(synthesizer.render_many(np.ascontiguousarray(image), targets, all_faces=all_faces, name=name))
+    return results[0] if single else results
 
 
 class _Clock:

@@ -1,0 +1,126 @@
+"""The Python API: Synthesizer.render_many, synthesize(), target strings, VA paths, devices."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import affectsynth
+from affectsynth.affect.bank import CIRCUMPLEX_DEG
+from affectsynth.affect.targets import parse_expression
+from affectsynth.errors import InputError
+from affectsynth.pipeline import Synthesizer, parse_target, resolve_device, va_path_points, va_path_targets
+
+
+@pytest.fixture(scope="module")
+def synth(default_model):
+    with Synthesizer(default_model) as synthesizer:
+        yield synthesizer
+
+
+def seeded(spec: str, seed: int):
+    return parse_target(spec, torch.Generator().manual_seed(seed))
+
+
+def test_render_many_shares_the_fit_and_matches_single_renders(synth, astronaut):
+    targets = [parse_expression("surprise"), parse_expression("sadness")]
+    many = list(synth.render_many(astronaut, targets))
+    assert len(many) == 2 and many[0].fit is many[1].fit
+    assert many[0].timings_ms["detect_fit"] == many[1].timings_ms["detect_fit"]
+    for result, target in zip(many, targets):
+        single = synth(astronaut, target)
+        assert np.array_equal(single.image, result.image)  # bit for bit, however the call is batched
+        assert result.labels[0]["category"] == target.category
+    assert not np.array_equal(many[0].image, many[1].image)
+
+
+def test_seeded_va_variants_reproduce_and_differ(synth, astronaut):
+    angle = math.radians(CIRCUMPLEX_DEG["anger"])  # anger's variants differ in the lip action (AU23 vs AU24)
+    spec = f"va:{0.95 * math.cos(angle):.4f},{0.95 * math.sin(angle):.4f}"
+    first, again, other = (synth(astronaut, seeded(spec, s)) for s in (3, 3, 4))
+    assert np.array_equal(first.image, again.image) and first.labels == again.labels
+    assert first.labels[0]["au"] != other.labels[0]["au"] and not np.array_equal(first.image, other.image)
+
+
+def test_pixels_beyond_the_face_region_are_unchanged(synth, astronaut):
+    result = synth(astronaut, parse_expression("surprise"))  # opens the jaw: the face grows downwards
+    changed = (result.image != astronaut).any(-1)
+    assert changed.sum() > 1000
+    assert not changed[result.mask == 0].any()  # composited only where the mask is > 0
+    # The mask itself stays near the face: the detected box grown by a quarter of its size.
+    x0, y0, x1, y1 = result.landmarks.box[0].tolist()
+    grow = 0.25 * max(x1 - x0, y1 - y0)
+    region = np.zeros(changed.shape, bool)
+    region[max(0, int(y0 - grow)):int(y1 + grow) + 1, max(0, int(x0 - grow)):int(x1 + grow) + 1] = True
+    assert not (result.mask > 0)[~region].any()
+    assert result.mask.shape == astronaut.shape[:2] and result.mask.max() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_synthesize_from_path_or_array(tmp_path, astronaut):
+    path = tmp_path / "face.png"
+    Image.fromarray(astronaut).save(path)
+    results = affectsynth.synthesize(path, ["happiness", "au:12:0.8,6:0.6"], seed=0)
+    assert [r.labels[0]["category"] for r in results] == ["happiness", None]
+    assert results[1].labels[0]["au"] == {"AU6": 0.6, "AU12": 0.8}
+    assert set(results[0].timings_ms) == {"detect_fit", "deform", "render_composite"}
+    single = affectsynth.synthesize(astronaut, "happiness", seed=0)
+    assert isinstance(single, affectsynth.SynthesisResult)
+    assert np.array_equal(single.image, results[0].image)  # a fresh Synthesizer, the same bytes
+    with pytest.raises(InputError, match="unknown expression"):
+        affectsynth.synthesize(astronaut, "joyy")
+
+
+@pytest.mark.parametrize("spec, check", [
+    ("happiness", lambda c: c.category == "happiness" and c.intensity == 1.0),
+    ("Fear@0.5", lambda c: c.category == "fear" and c.intensity == 0.5),
+    ("happiness+surprise", lambda c: c.category is None and set(c.soft_label) == {"happiness", "surprise"}),
+    ("va:0.5,0.7", lambda c: (c.valence, c.arousal) == (0.5, 0.7)),
+    ("AU:12:0.8,6:0.6", lambda c: c.au == {"AU6": 0.6, "AU12": 0.8}),
+])
+def test_target_strings(spec, check):
+    assert check(parse_target(spec))
+
+
+@pytest.mark.parametrize("spec", ["joyy", "fear@2", "fear@x", "va:2,0", "va:nan,0", "va:0.5", "au:99:1", "rgb:1,2"])
+def test_bad_target_strings(spec):
+    with pytest.raises(InputError):
+        parse_target(spec)
+
+
+def test_va_path_points_at_constant_speed():
+    points = va_path_points([(0, 0), (0.6, 0.4), (0.8, -0.2)], 48)
+    assert len(points) == 48 and points[0] == (0.0, 0.0) and points[-1] == (0.8, -0.2)
+    steps = np.linalg.norm(np.diff(np.asarray(points), axis=0), axis=1)
+    # Equal arc-length steps; the one step that turns the corner cuts it, so it is a little shorter.
+    assert np.median(steps) == pytest.approx((math.hypot(0.6, 0.4) + math.hypot(0.2, 0.6)) / 47, rel=1e-6)
+    assert steps.min() > 0.9 * steps.max()
+    for bad in ([(0, 0)], [(0, 0), (2, 0)], [(0, 0), (math.nan, 0)]):
+        with pytest.raises(InputError):
+            va_path_points(bad, 48)
+    with pytest.raises(InputError):
+        va_path_points([(0, 0), (1, 0)], 1)
+
+
+def test_va_path_targets_change_smoothly():
+    path = [(0, 0), (0.6, 0.4), (0.8, -0.2)]
+
+    def largest_step(frames):
+        au = torch.stack([code.au_vector() for code in va_path_targets(path, frames)])
+        return float((au[1:] - au[:-1]).abs().max())
+
+    coarse, fine = largest_step(48), largest_step(480)
+    assert coarse < 0.06  # no AU moves more than 6 % of its range between frames
+    assert fine < 0.15 * coarse  # ten times the frames, a tenth the step: continuous, no jump anywhere
+
+
+def test_devices():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(InputError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda")
