@@ -1,8 +1,10 @@
 """Evaluation of synthesis against the external judge (issue 3, "What it must show").
 
-    python scripts/eval_judge.py [--faces ../shared/faces/dev] [--out /tmp/affectsynth_eval] [--jobs N]
+    python scripts/eval_judge.py --judge JUDGE_DIR [--faces ../shared/faces/dev] [--out out/eval] [--jobs N]
                                  [--only expressions va neutral] [--subjects tw_07,tw_16] [--skip-render]
-                                 [--judge-python /tmp/judge/.venv/bin/python] [--judge-script /tmp/judge/judge.py]
+
+JUDGE_DIR is a writable copy of ../shared/tools/judge on which its ``bash setup.sh`` has run (shared/
+is read-only, and the judge builds its own venv there): ``JUDGE_DIR/.venv/bin/python JUDGE_DIR/judge.py``.
 
 Every subject folder of --faces with a ``neutral.*`` photo is one face. Rendering uses the library as a
 user does (``affectsynth.io.load_image`` and one ``affectsynth.pipeline.Synthesizer`` per worker process,
@@ -549,22 +551,23 @@ def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--faces", type=Path, default=ROOT.parent / "shared" / "faces" / "dev")
-    ap.add_argument("--out", type=Path, default=Path("/tmp/affectsynth_eval"))
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "eval")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="render and judge processes (default: the CPU count, %(default)s)")
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default: all)")
     ap.add_argument("--subjects", help="comma-separated subject folders (default: every one with a neutral photo)")
     ap.add_argument("--skip-render", action="store_true", help="re-score the renders recorded in <out>/renders.json")
     ap.add_argument("--seed", type=int, default=0, help="seed of the VA targets (as `render --seed`)")
-    ap.add_argument("--judge-python", type=Path, default=Path("/tmp/judge/.venv/bin/python"))
-    ap.add_argument("--judge-script", type=Path, default=Path("/tmp/judge/judge.py"))
+    ap.add_argument("--judge", type=Path, required=True,
+                    help="a copy of ../shared/tools/judge after its `bash setup.sh` (see above)")
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error("--jobs must be >= 1")
-    for path in (args.judge_python, args.judge_script):
+    judge = [args.judge / ".venv" / "bin" / "python", args.judge / "judge.py"]
+    for path in judge:
         if not path.exists():
-            ap.error(f"judge not found: {path} (see --judge-python / --judge-script)")
-    judge = [str(args.judge_python), str(args.judge_script)]
+            ap.error(f"judge not found: {path} (run `bash setup.sh` in --judge)")
+    judge = [str(path) for path in judge]
     out = args.out.resolve()
     subjects = find_subjects(args.faces, args.subjects.split(",") if args.subjects else None)
     records_file = out / "renders.json"
