@@ -9,9 +9,10 @@ Batched Gauss-Newton in torch over all parameters at once:
 
 r_i stacks the image residual (u, v) of landmark i and, when the detector gives depth, its
 depth residual weighted by ``depth_weight``. w_i are iteratively re-weighted robust (Huber)
-weights, so a few bad landmarks do not drag the fit. The bounds on expression activations
-are kept with an active set: a coefficient at a bound whose gradient pushes it outward is
-frozen for that iteration. The camera is weak perspective (see :mod:`affectsynth.camera`);
+weights, so a few bad landmarks do not drag the fit, times a density factor that counts the
+landmarks as at most ``independent_landmarks`` measurements (see :class:`FitConfig`). The
+bounds on expression activations are kept with an active set: a coefficient at a bound whose
+gradient pushes it outward is frozen for that iteration. The camera is weak perspective (see :mod:`affectsynth.camera`);
 rotation updates are left-multiplied axis-angle steps.
 
 Dividing residuals by the scale s makes the energy independent of the image resolution, so
@@ -46,11 +47,25 @@ class FitConfig:
         tolerance: stop once no coefficient moves more than this in one iteration and the
             pose moves less than this many (radians, relative scale, px over s).
         sigma_mm: landmark noise, in model millimetres, that balances data against priors.
+        independent_landmarks: the landmarks of a face count as at most this many
+            independent measurements: each one's data weight is scaled by
+            min(1, independent_landmarks / landmarks used). Neighbouring points are not
+            independent: what a face's shape leaves unexplained (brow height, lip thickness)
+            is smooth over a feature and moves them together. Counting MediaPipe's 468 points
+            as independent made the data so confident that such person-specific shape
+            outweighed the priors and was fitted as action units (AU1, AU4, AU23 at 0.3-0.6
+            on neutral photos). At 30, MediaPipe's points weigh as if their noise were
+            1.5 * sqrt(468 / 30) = 5.9 mm; iBUG's 68 as 2.3 mm.
         depth_weight: weight of a depth residual relative to an image residual (MediaPipe's
             depth is a network's guess, less precise than its x, y).
         huber_mm: residual (mm) beyond which a landmark's weight falls off as huber/|r|.
-        exp_l2: lambda_exp, quadratic penalty on expression activations.
-        exp_l1: mu_exp, linear (sparsity) penalty on expression activations.
+        exp_l2: lambda_exp, quadratic penalty on expression activations. Keep it > 0: it
+            also damps the Newton step along nearly unconstrained directions (with 0, a fit
+            of a closed mouth could jump to AU27 = 1 and stay there, its mouth landmarks
+            then down-weighted as outliers).
+        exp_l1: mu_exp, linear (sparsity) penalty on expression activations: an action unit
+            stays exactly 0 until the evidence for it exceeds this, so a neutral face gets
+            none and a neutral target re-renders it unchanged.
         fit_identity / fit_expression: switch parameter groups off (e.g. pose only).
         max_yaw_deg / max_pitch_deg: beyond these a fit is flagged unreliable.
         max_nme: mean landmark error over the outer-eye-corner distance beyond which a fit
@@ -62,10 +77,11 @@ class FitConfig:
     iterations: int = 15
     tolerance: float = 1e-3
     sigma_mm: float = 1.5
+    independent_landmarks: float = 30.0
     depth_weight: float = 0.3
     huber_mm: float = 3.0
-    exp_l2: float = 0.5
-    exp_l1: float = 2.0
+    exp_l2: float = 1.0
+    exp_l1: float = 3.0
     fit_identity: bool = True
     fit_expression: bool = True
     max_yaw_deg: float = 60.0
@@ -257,6 +273,7 @@ def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = Fi
     use_depth = landmarks.has_depth and config.depth_weight > 0
     target_d = landmarks.depth.to(device, dtype)[:, lm.index] if use_depth else None
     valid = finite.to(dtype)
+    density = (config.independent_landmarks / valid.sum(1).clamp(min=1)).clamp(max=1.0)  # [B]
     target_xy = torch.where(finite[..., None], target_xy, torch.zeros_like(target_xy))
 
     rotation, scale, translation = _initial_pose(lm.mean.expand(b, -1, -1), target_xy, valid)
@@ -299,7 +316,7 @@ def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = Fi
         # Robust weights from the image-plane residual, per landmark.
         err = resid_mm[..., :2].norm(dim=-1)
         robust = torch.where(err > config.huber_mm, config.huber_mm / err.clamp(min=1e-9), torch.ones_like(err))
-        w = (valid * robust)[..., None] * row_w / config.sigma_mm ** 2           # [B, L, rows]
+        w = (valid * robust * density[:, None])[..., None] * row_w / config.sigma_mm ** 2  # [B, L, rows]
 
         # Jacobian of resid_mm, [B, L, rows, n_par]: d(pred)/d(param) / s.
         j_rot = -(skew(p)[..., :rows, :]) * flip[:, None]                        # dp = w x p

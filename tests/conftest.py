@@ -34,6 +34,12 @@ def default_model():
 
 
 @pytest.fixture(scope="session")
+def skin_model(default_model):
+    """The default model's skin surface alone (no mouth interior, no eyeballs)."""
+    return default_model.skin()
+
+
+@pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     from skimage import data
 

@@ -26,10 +26,12 @@ def test_unchanged_expression_reproduces_the_photo(default_model, astronaut, mp_
 
 
 def test_raised_brows_move_the_photo_brows_up(default_model, astronaut, mp_detector):
-    """AU1+AU2 at full intensity: MediaPipe finds the brows of the output higher, the chin not."""
+    """AU1+AU2 at full intensity added to the photo's own expression (her smile and parted jaw
+    kept): MediaPipe finds the brows of the output higher, the chin not."""
     fit = FaceFitter(default_model, mp_detector)(astronaut).fit
-    coeffs, report = parse_au("1:1,2:1").to_model_coeffs(default_model)
-    out = render_retargeted(_to_tensor(astronaut), retarget(default_model, fit, coeffs[None]), default_model)
+    brows_up, _ = parse_au("1:1,2:1").to_model_coeffs(default_model)
+    coeffs = torch.maximum(fit.exp_coeffs, brows_up[None].to(fit.exp_coeffs))
+    out = render_retargeted(_to_tensor(astronaut), retarget(default_model, fit, coeffs), default_model)
     before, after = mp_detector(astronaut).xy[0], mp_detector(_to_image(out.image)).xy[0]
     brows, chin = [105, 66, 334, 296], 152  # mid-brow points of both brows; chin
     rise = (before[brows, 1] - after[brows, 1]).mean()   # px, image y points down

@@ -128,7 +128,8 @@ def test_visibility_of_an_occluded_grid():
     assert not visibility(rasterize(verts, flipped, (36, 36)), verts, flipped).any()
 
 
-def test_visibility_of_a_turned_face(default_model):
+def test_visibility_of_a_turned_face(skin_model):
+    default_model = skin_model
     """Turned 50 degrees, the far cheek hides behind the nose; the near side stays visible."""
     faces = default_model.triangles
     verts = posed_model(default_model, 256, yaws=(0.0, 50.0, -50.0))
@@ -142,12 +143,13 @@ def test_visibility_of_a_turned_face(default_model):
     assert visible[1].sum() < 0.85 * visible[0].sum()
 
 
-def test_renders_the_astronaut_back_through_its_fitted_geometry(default_model, astronaut, mp_detector):
+def test_renders_the_astronaut_back_through_its_fitted_geometry(default_model, skin_model, astronaut, mp_detector):
     import cv2
 
     from affectsynth.pipeline import FaceFitter
 
     face = FaceFitter(default_model, detector=mp_detector)(astronaut)
+    default_model = skin_model  # the photo shows the skin; its mask is the face's outline
     fit = face.fit
     verts = fit.image_points(fit.vertices(default_model))                          # [1, V, 3]
     faces = default_model.triangles

@@ -4,9 +4,9 @@ Names and muscles follow the Facial Action Coding System manual (Ekman, Friesen 
 2002); ``motion`` is how the default model implements each unit's appearance.
 Magnitudes are the displacement of the default model (:mod:`affectsynth.model.default`)
 at full intensity (coefficient 1 = FACS intensity E, the maximum), in millimetres,
-measured on the canonical MediaPipe mesh at the listed vertices. None of these fields was
-measured on people: where a figure is a design choice scaled to an anatomical quantity,
-its ``source`` says so and names the quantity.
+measured on its rest shape (MediaPipe's canonical mesh, calibrated) at the listed
+vertices. None of these fields was measured on people: where a figure is a design choice
+scaled to an anatomical quantity, its ``source`` says so and names the quantity.
 
 Model axes (see :mod:`affectsynth.camera`): +x = subject's left, +y up, +z toward the
 viewer. "Lateral" = away from the midline, "medial" = toward it, "back" = -z.
@@ -105,7 +105,8 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         "the palpebral fissure narrows",
         2.0, ((145,), (374,)), "up",
         _DESIGN + "palpebral fissure height is ~8-11 mm in adults (Farkas, Anthropometry of the "
-        "Head and Face, 1994) and 6.8 mm on the canonical mesh; AU7 at E narrows it by ~37 %."),
+        "Head and Face, 1994) and 10.1 mm on the default model's rest shape; AU7 at E narrows it by "
+        "~25 %."),
     ActionUnit(
         9, "Nose Wrinkler", "levator labii superioris alaeque nasi", False,
         "nasal wings and the skin on the sides of the nose up 3 mm (the nasal root 0.5 mm), inner "
@@ -166,9 +167,9 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         24, "Lip Pressor", "orbicularis oris", False,
         "inner lip contours pressed into contact (the upper one 40 %, the lower 60 % of the way), "
         "vermilion narrowed 1 mm per lip, lips back 1 mm",
-        5.78, ((13, 14),), "closure",
-        "Geometry: the canonical mesh's lips are ~5.8 mm apart at the midline (13-14); pressed "
-        "lips touch, so the field closes that gap exactly."),
+        1.99, ((13, 14),), "closure",
+        "Geometry: the default model's rest-shape lips are ~2 mm apart at the midline (13-14, "
+        "mostly in depth); pressed lips touch, so the field closes that gap exactly."),
     ActionUnit(
         25, "Lips Part", "depressor labii inferioris, or relaxation of mentalis or orbicularis oris", False,
         "lower lip down 3 mm at the centre, upper lip up 1 mm, both tapering to 0 at the corners; "
@@ -202,9 +203,9 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         "partner move to a common point, 85 % of the way down over most of the lid (the upper "
         "lid descends, the lower rises a little) and near the medial canthus mostly up; the "
         "upper-lid skin follows up to the brow",
-        6.78, ((159, 145), (386, 374)), "closure",
-        "Geometry: the canonical mesh's palpebral fissure is 6.78 mm high at the centre "
-        "(159-145); closed lids touch, so the field closes it exactly."),
+        10.08, ((159, 145), (386, 374)), "closure",
+        "Geometry: the default model's rest-shape palpebral fissure is 10.08 mm high at the "
+        "centre (159-145); closed lids touch, so the field closes it exactly."),
 )
 
 

@@ -9,10 +9,20 @@ prior and its expression magnitudes are design choices scaled to anatomical limi
 Topology. The MediaPipe mesh (468 vertices, 898 triangles, open only along the face oval)
 triangulates the eye openings and the mouth slit; those 46 triangles are removed so the
 lips can part and the lids can move over an eyeball. One step of midpoint subdivision
-follows: vertex i < 468 is exactly MediaPipe's landmark i (so the "mp478" map is the
-identity on them), the 1322 edge midpoints come after. Note that the canonical mesh is not
-a closed-mouth, closed-eye face: its lips are 5.8 mm apart at the midline (AU24 closes
-them) and its palpebral fissures 6.8 mm high (AU43 closes them).
+follows: vertex i < 468 is MediaPipe's landmark i (so the "mp478" map is the identity on
+them), the 1322 edge midpoints come after.
+
+Rest shape. The canonical mesh is not where MediaPipe's landmarks lie on neutral faces: its
+lips are 5.8 mm apart (on a closed mouth the detector's inner-lip points coincide), and the
+ring of points above the upper lid sits up to 5.6 mm lower than the detector puts it. The
+identity basis cannot express such local offsets, so a fit explained them with action units
+(AU5 at 1 on every neutral photo, AU15 and AU23 up to 1), which synthesis then removed. So
+the 468 points are first moved by a calibration, :data:`REST_OFFSETS_FILE`: what an
+identity-only fit leaves unexplained, on average, on photos bundled with our dependencies
+(see scripts/derive_rest_shape.py), in x and y. With it the lips are 0.7 mm apart
+vertically at the midline (2 mm in all, mostly in depth; AU24 closes them) and the
+palpebral fissures 9.7 mm high (AU43 closes them); ``canonical_rig(calibrated=False)`` is
+the plain canonical mesh.
 
 Fields. Every blendshape is a displacement field in mm at full intensity (FACS intensity
 E), built with the toolkit of :mod:`affectsynth.model.mesh_ops`:
@@ -36,7 +46,8 @@ bilaterally and split with a logistic partition of unity in x (:func:`split_late
 ``AU<n>_L + AU<n>_R`` equals the bilateral field exactly.
 
 Identity. The first :data:`IDENTITY_EIGENFUNCTIONS` non-constant eigenfunctions of the
-cotangent Laplacian, each used along x, y and z, with the 7 similarity fields (the camera
+cotangent Laplacian of the mesh with its openings filled (the removed triangles, subdivided
+like the rest), each used along x, y and z, with the 7 similarity fields (the camera
 explains those) projected out (by smooth corrections, see :func:`identity_basis`), then
 orthonormalised (Gram-Schmidt in order of frequency),
 all in the inner product <a, b> = sum over the 468 MediaPipe vertices of a_i . b_i (the
@@ -47,7 +58,11 @@ low-frequency shape change, not measured statistics. The identity basis is delib
 face-shape variation (the height of the mouth, of its corners, of the lids), and the fitter
 then explained a person's shape with action units (neutral photos got AU12 ~ 0.9). Which
 of the two explains a displacement is left to the fitter's priors: smooth identity modes
-with a Gaussian prior against sparse, bounded expression activations.
+with a Gaussian prior against sparse, bounded expression activations. The eigenfunctions
+come from the filled mesh so that a mode moves the upper and lower lip (and lid) alike: on
+the cut mesh two modes opened the lips 3.5 mm per standard deviation (6 mm RMS over all
+modes; the fissure 4.6 mm), and the fitter took an opened jaw or widened eyes for identity.
+Filled: 0.3 mm and 1.3 mm.
 """
 
 from __future__ import annotations
@@ -67,18 +82,23 @@ import torch
 
 from ..affect.facs import ACTION_UNITS, ActionUnit
 from . import mesh_ops as mo
+from .eyes import eyeballs
 from .face_model import FaceModel, LandmarkMap
+from .mouth import mouth_interior
 from .parts import ModelArrays
 
 __all__ = ["build_default_model", "load_default_model", "asset_file", "canonical_rig", "FaceRig", "bilateral_fields",
-           "split_lateral", "expression_basis", "similarity_fields", "identity_basis", "jaw_weight", "MODEL_FILE",
-           "NUM_MEDIAPIPE_VERTICES"]
+           "split_lateral", "expression_basis", "similarity_fields", "identity_basis", "jaw_weight", "rest_offsets",
+           "MODEL_FILE", "REST_OFFSETS_FILE", "NUM_MEDIAPIPE_VERTICES"]
 
 MODEL_FILE = "default_model.npz"
 CANONICAL_FILE = "mediapipe_canonical_face.npz"
 IBUG68_FILE = "mp468_to_ibug68.json"
+#: The rest-shape calibration: an (x, y, z) offset in mm per MediaPipe point, added to the
+#: canonical mesh (written by scripts/derive_rest_shape.py; see the module docstring).
+REST_OFFSETS_FILE = "mp468_rest_offsets.json"
 MODEL_NAME = "affectsynth-default-facs"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"
 #: The first this many model vertices are MediaPipe's mesh points, in MediaPipe's order.
 NUM_MEDIAPIPE_VERTICES = 468
 #: MediaPipe's 478-point output adds 10 iris points the mesh has no vertex for.
@@ -152,6 +172,16 @@ def load_default_model(device: torch.device | str = "cpu", dtype: torch.dtype = 
     """The embedded default model (assets/default_model.npz, written by scripts/build_default_model.py)."""
     with importlib.resources.as_file(asset_file(MODEL_FILE)) as path:
         return FaceModel.load(path, device=device, dtype=dtype)
+
+
+def rest_offsets() -> tuple[np.ndarray, str] | None:
+    """The rest-shape calibration (assets/mp468_rest_offsets.json): offsets [468, 3] in mm,
+    and where they come from; None when the file is absent."""
+    path = asset_file(REST_OFFSETS_FILE)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return np.asarray(data["offsets_mm"], dtype=np.float64).reshape(NUM_MEDIAPIPE_VERTICES, 3), data["source"]
 
 
 # ------------------------------------------------------------------------ the rig
@@ -237,6 +267,34 @@ class FaceRig:
         medial = -self.side(ids)[:, None] * np.array([1.0, 0.0, 0.0])
         medial = medial - (medial * n).sum(1, keepdims=True) * n - (medial * up).sum(1, keepdims=True) * up
         return up, medial / np.maximum(np.linalg.norm(medial, axis=1, keepdims=True), 1e-12)
+
+    def filled(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mesh with its openings closed again: (vertices [V + X, 3], triangles [F', 3]).
+
+        The removed triangles come back subdivided like the rest; their edges on an opening's
+        rim already have a midpoint (the rim loops alternate MediaPipe vertices and
+        midpoints), the X edges inside an opening get a new vertex after the rig's own."""
+        v = self.vertices
+        mid: dict[tuple[int, int], int] = {}
+        mouth = self.loops["lip_inner_upper"] + self.loops["lip_inner_lower"][-2:0:-1]
+        for loop in (mouth, self.loops["eye_L"], self.loops["eye_R"]):
+            for i in range(0, len(loop), 2):
+                a, b = loop[i], loop[(i + 2) % len(loop)]
+                mid[min(a, b), max(a, b)] = loop[i + 1]
+        inside: list[np.ndarray] = []
+
+        def midpoint(a: int, b: int) -> int:
+            key = (min(a, b), max(a, b))
+            if key not in mid:
+                mid[key] = len(v) + len(inside)
+                inside.append(0.5 * (v[a] + v[b]))
+            return mid[key]
+
+        triangles = []
+        for a, b, c in self.removed_triangles.tolist():
+            ab, bc, ca = midpoint(a, b), midpoint(b, c), midpoint(c, a)
+            triangles += [(a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca)]
+        return np.concatenate([v, np.reshape(inside, (-1, 3))]), np.concatenate([self.triangles, triangles])
 
     def mirrored(self, ids: np.ndarray, left: tuple[float, float, float]) -> np.ndarray:
         """[N, 3] copies of a vector given for the subject's left side, x mirrored on the right."""
@@ -346,12 +404,17 @@ def _enclosed(triangles: np.ndarray, loop: list[int]) -> np.ndarray:
     return np.unique(triangles[labels != _outside_label(triangles, labels)])
 
 
-def canonical_rig() -> FaceRig:
-    """Cut, subdivide and label assets/mediapipe_canonical_face.npz (see :class:`FaceRig`)."""
+def canonical_rig(calibrated: bool = True) -> FaceRig:
+    """Cut, subdivide and label assets/mediapipe_canonical_face.npz (see :class:`FaceRig`),
+    its points first moved by the rest-shape calibration (:func:`rest_offsets`) when
+    ``calibrated`` and the calibration exists."""
     with importlib.resources.as_file(asset_file(CANONICAL_FILE)) as path, np.load(path) as z:
         v0 = z["vertices"].astype(np.float64)
         tri0 = z["triangles"].astype(np.int64)
         uv0 = z["uv"].astype(np.float64)
+    calibration = rest_offsets() if calibrated else None
+    if calibration is not None:
+        v0 = v0 + calibration[0]
     contours = _mediapipe_contours()
     for s, sign in (("L", 1), ("R", -1)):
         if np.sign(v0[np.unique(contours["eye_" + s]), 0].mean()) != sign:
@@ -708,15 +771,16 @@ def identity_basis(rig: FaceRig) -> np.ndarray:
     dents where the fields are not smooth).
     """
     n = NUM_MEDIAPIPE_VERTICES
-    mass = mo.lumped_mass(rig.vertices, rig.triangles)
-    _, phi = mo.laplacian_eigenfunctions(rig.laplacian, mass, IDENTITY_SMOOTH_SPACE)
+    vertices, triangles = rig.filled()  # the openings closed: a mode moves both lips alike
+    mass = mo.lumped_mass(vertices, triangles)
+    _, phi = mo.laplacian_eigenfunctions(mo.cotangent_laplacian(vertices, triangles), mass, IDENTITY_SMOOTH_SPACE)
 
     def ip(a, b):
         return float(np.sum(a[:n] * b[:n]))
 
     # an orthonormal basis q (mp inner product) of the similarity span ...
     span = []
-    for f in similarity_fields(rig.vertices):
+    for f in similarity_fields(vertices):
         for q in span:
             f = f - ip(f, q) * q
         if np.sqrt(ip(f, f)) > 1e-9:
@@ -738,7 +802,7 @@ def identity_basis(rig: FaceRig) -> np.ndarray:
                 modes.append(r / np.sqrt(ip(r, r)))
     # a unit mp norm is an RMS per-vertex displacement of 1 / sqrt(n): rescale to sigma_k
     scale = IDENTITY_SIGMA_MM / np.sqrt(np.arange(1, len(modes) + 1)) * np.sqrt(n)
-    return np.stack(modes) * scale[:, None, None]
+    return np.stack(modes)[:, :len(rig.vertices)] * scale[:, None, None]
 
 
 # ------------------------------------------------------------------------ assembly
@@ -763,10 +827,12 @@ def _ibug68_map() -> LandmarkMap | None:
                        torch.ones(len(vertices), dtype=torch.bool))
 
 
-def build_default_model() -> FaceModel:
+def build_default_model(calibrated: bool = True) -> FaceModel:
     """Build the default model from the canonical mesh (deterministic, ~2 s). Includes the
-    "ibug68" landmark map when assets/mp468_to_ibug68.json exists."""
-    rig = canonical_rig()
+    "ibug68" landmark map when assets/mp468_to_ibug68.json exists; ``calibrated``: see
+    :func:`canonical_rig`."""
+    rig = canonical_rig(calibrated)
+    calibration = rest_offsets() if calibrated else None
     names, expression = expression_basis(rig)
     identity = identity_basis(rig)
     regions = {
@@ -800,9 +866,11 @@ def build_default_model() -> FaceModel:
                       "a smooth, low-frequency identity prior",
         "what_it_is_not": "a statistical model learned from scans: identity modes are Laplacian eigenfunctions "
                           "scaled by a design prior, not measured shape variation; expression fields are "
-                          "designed, not captured; no eyeballs, teeth or mouth interior (eyeball positions are "
-                          "given here for a renderer). Its neutral has lips 5.8 mm apart and eyes open.",
+                          "designed, not captured; the eyeballs, teeth, gums, tongue and mouth socket are designed from "
+                          "typical adult dimensions, not measured from any face. Its neutral has the eyes open.",
         "mediapipe_vertices": NUM_MEDIAPIPE_VERTICES,
+        "rest_shape": "MediaPipe canonical mesh" if calibration is None else
+                      f"MediaPipe canonical mesh moved by assets/{REST_OFFSETS_FILE}: {calibration[1]}",
         "eyeballs": _eyeballs(rig),
         "mouth_corners": {s: {"outer_vertex": int(rig.loops["lip_outer_upper"][k]),
                               "inner_vertex": int(rig.loops["lip_inner_upper"][k])} for s, k in (("L", -1), ("R", 0))},
@@ -810,12 +878,15 @@ def build_default_model() -> FaceModel:
                 "region": "vertices whose jaw weight is >= 0.5"},
         "lateral_split_width_mm": SPLIT_WIDTH_MM,
         "identity": {"modes": len(identity), "eigenfunctions": IDENTITY_EIGENFUNCTIONS,
+                     "laplacian": "cotangent Laplacian of the mesh with its mouth and eye openings filled",
                      "rms_mm": f"{IDENTITY_SIGMA_MM} / sqrt(k) for mode k = 1..K, over the 468 MediaPipe vertices",
                      "orthogonal_to": "similarity transforms (not the expression basis), in the inner product "
                                       "sum_i a_i . b_i over the 468 MediaPipe vertices"},
     }
     arrays = ModelArrays(mean=rig.vertices, id_basis=identity, exp_basis=expression, triangles=rig.triangles,
                          uv=rig.uv, regions=regions)
+    arrays.append(eyeballs(rig, names, expression, identity, first=len(arrays.mean)))
+    arrays.append(mouth_interior(rig, names, expression, identity, first=len(arrays.mean)))
     # Interior parts go after the skin, so skin vertex i stays MediaPipe landmark i (i < 468).
     return FaceModel(
         mean=torch.from_numpy(arrays.mean).float(),

@@ -211,6 +211,21 @@ class FaceModel:
             out[ids] = MATERIALS.index(material)
         return out
 
+    def skin(self) -> FaceModel:
+        """The skin surface alone: its triangles, and the vertices before the first interior
+        part (interior parts are appended after the skin, and may share its rim vertices, never
+        the other way round). A model with no interior parts is returned as it is."""
+        if not self.materials:
+            return self
+        skin_triangles = self.triangles[self.triangle_materials() == 0]
+        n = int(skin_triangles.max()) + 1
+        return FaceModel(mean=self.mean[:n], id_basis=self.id_basis[:, :n], exp_basis=self.exp_basis[:, :n],
+                         exp_names=self.exp_names, triangles=skin_triangles,
+                         uv=None if self.uv is None else self.uv[:n],
+                         landmark_maps={k: m for k, m in self.landmark_maps.items() if int(m.vertices.max()) < n},
+                         regions={k: r for k, r in self.regions.items() if r.numel() == 0 or int(r.max()) < n},
+                         meta=dict(self.meta))
+
     def exp_index(self, name: str) -> int:
         return self.exp_names.index(name)
 

@@ -29,7 +29,7 @@ TEETH_ALBEDO = (0.93, 0.89, 0.80)
 GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP = 1.05, 0.85, 0.45
 #: The light reaching a surface d mm behind the lips' inner edge: FLOOR + (1 - FLOOR) e^(-d / DEPTH).
 #: The floor keeps the back of the mouth a dark red, never pure black.
-OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR = 9.0, 0.22
+OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR = 14.0, 0.2
 #: The light on the face: the 90th percentile of the skin's luminance over this value (a lit
 #: patch of skin of typical albedo), clamped, so teeth are as bright as the face's light allows.
 LIT_SKIN_LUMINANCE, LIGHT_RANGE = 0.72, (0.35, 1.05)
@@ -114,7 +114,7 @@ def shade_mouth(material: torch.Tensor, behind_lips_mm: torch.Tensor, facing: to
     for name, tone in tones.items():
         out = torch.where((material == MATERIALS.index(name))[..., None], tone.expand_as(out), out)
     occlusion = OCCLUSION_FLOOR + (1 - OCCLUSION_FLOOR) * torch.exp(-behind_lips_mm.clamp(min=0) / OCCLUSION_DEPTH_MM)
-    lambert = 0.55 + 0.45 * facing.clamp(0, 1)
+    lambert = 0.65 + 0.35 * facing.clamp(0, 1)
     # The socket is lit by what comes in through the mouth, not from its own orientation.
     lambert = torch.where(material == MATERIALS.index("mouth_socket"), torch.ones_like(lambert), lambert)
     return (out * (occlusion * lambert)[..., None]).clamp(0, 1)

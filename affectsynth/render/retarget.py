@@ -11,6 +11,7 @@ import torch
 from ..deform import Deformation
 from ..model.face_model import MATERIALS, FaceModel
 from .composite import composite, feathered_mask
+from .eyes import EyeAppearance, eyeball_colour
 from .materials import estimate_mouth_appearance, shade_mouth, vertex_normals
 from .raster import rasterize, resolve_backend
 from .shade import interpolate, sample_image, surface_depth_at
@@ -53,7 +54,7 @@ def _lip_rim(model: FaceModel) -> torch.Tensor:
 
 
 def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
-                      backend: str = "auto") -> RetargetRender:
+                      backend: str = "auto", eyes: EyeAppearance | None = None) -> RetargetRender:
     """Re-render B faces of one photo with their target geometry and composite them.
 
     Texture: each target pixel's surface point is looked up on the *source* mesh in the
@@ -61,13 +62,16 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     (source z-buffer) is not in front of it. A skin point the photo does not show
     (self-occlusion, e.g. the far cheek of a turned face) is left to the photo: a hidden
     texel is never smeared across the face. An interior point (mouth socket, teeth, gums,
-    tongue) the photo does not show is shaded (:mod:`.materials`).
+    tongue) the photo does not show is shaded (:mod:`.materials`); so is an eyeball point
+    the photo's lids hid, when ``eyes`` is given (:mod:`.eyes`; without it such points are
+    left to the photo, like skin).
 
     Args:
         photo: [1, C, H, W] float in [0, 1].
         deformation: B faces of this photo (:func:`affectsynth.deform.retarget`).
         model: the face model the deformation was made with (triangles, materials, regions).
         backend: rasteriser backend name or "auto".
+        eyes: the B faces' :class:`~affectsynth.render.eyes.EyeAppearance`, or None.
     Returns:
         :class:`RetargetRender`.
     """
@@ -102,8 +106,15 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
 
     material = torch.where(frags.mask, model.triangle_materials().to(faces.device)[frags.tri_id.clamp(min=0)],
                            torch.full_like(frags.tri_id, _SKIN))
-    # Skin and eyeballs show only what the photo shows; the mouth interior is shaded where not.
+    # Skin shows only what the photo shows; the mouth interior (and, with ``eyes``, the
+    # eyeballs) are shaded where it does not.
     interior = frags.mask & (material != _SKIN) & (material != _EYEBALL)
+    if eyes is not None and bool((frags.mask & (material == _EYEBALL) & ~seen).any()):
+        hidden_eye = frags.mask & (material == _EYEBALL) & ~seen
+        points = interpolate(deformation.target, frags, faces)                             # [B, h, w, 3] mm
+        painted = eyeball_colour(points.reshape(b, -1, 3), eyes).reshape(points.shape).to(colour.dtype)
+        colour = torch.where(hidden_eye[..., None], painted, colour)
+        seen = seen | hidden_eye
     if bool(interior.any()):
         rim = _lip_rim(model).to(faces.device)
         rim_z = deformation.target[:, rim, 2].mean(1)                                      # [B] mm

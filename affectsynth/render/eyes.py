@@ -1,0 +1,330 @@
+"""The eyes' appearance, measured on the photo, for the eyeball surface the photo did not show.
+
+A target that widens the eyes (AU5) uncovers sclera and iris that the photo's lids hid;
+the eyeballs (:mod:`affectsynth.model.eyes`) are rigid, so every eyeball point the photo
+did show keeps its own pixel, and only the uncovered rest is painted from here: a sclera,
+an iris disc around the gaze direction (darker toward a soft limbal ring, a little lighter
+around the pupil) and a pupil, in colours measured on the same eye.
+
+Geometry (:mod:`affectsynth.camera` conventions): each eye is a sphere of centre ``c`` and
+radius ``r`` in model space, mm. The iris is the disc of the sphere within the angle
+``alpha`` of the gaze ``g`` (a unit vector); its rim, the limbus, is the circle of radius
+``r sin(alpha)`` around ``c + r cos(alpha) g``. Under the weak-perspective camera that
+circle's centre projects to the centre of its image, an ellipse, which is what MediaPipe's
+iris centre landmark marks; so the gaze is found by back-projecting that landmark onto the
+sphere of radius ``r cos(alpha)`` (its front side), and kept within :data:`MAX_GAZE_DEG` of
+straight ahead. The iris size comes from the landmarks' iris radius in pixels over the
+camera scale, kept near the human visible iris diameter of 11.7 mm (:data:`IRIS_RADIUS_MM`).
+
+Colours are in the photo's own values (no gamma handling), measured inside the eye opening
+(the landmarks' lid contour, :data:`EYE_CONTOURS`, shrunk by :data:`LID_MARGIN_MM` to keep
+lashes and lid margins out): pixels are classed by where they back-project on the eyeball
+(the angle from the gaze over ``alpha``). Without iris landmarks (the "ibug68" scheme) the gaze is taken to be the
+eyeball's +z, the iris of the prior size, and the colours come from brightness quantiles of
+the opening's pixels. Where an eye shows no pixels of a kind (closed in the photo, or tiny)
+the :data:`DEFAULT_COLOURS` are used; so is the other eye's sclera, or the default, where
+an eye's sclera does not come out clearly brighter than its iris (a squint or a smile can
+hide the sclera, leaving lids and lashes in its place).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..fit import FitResult
+from ..landmarks import Landmarks
+from ..model.eyes import SIDES
+from ..model.face_model import FaceModel
+
+__all__ = ["EyeAppearance", "estimate_eye_appearance", "eyeball_colour", "eyeball_centres", "IRIS_LANDMARKS",
+           "IRIS_RADIUS_MM", "PUPIL_FRACTION", "EYE_CONTOURS"]
+
+#: mp478 index of each eye's iris centre (L, R); the next 4 are points on its rim (image
+#: right, up, left, down).
+IRIS_LANDMARKS = (473, 468)
+#: Each scheme's lid contour landmarks of each eye (L, R), in order around the opening.
+EYE_CONTOURS = {
+    "mp478": ((263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249),
+              (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7)),
+    "ibug68": ((42, 43, 44, 45, 46, 47), (36, 37, 38, 39, 40, 41)),
+}
+#: Visible iris (limbus) radius of the adult human eye, mm (horizontal diameter ~11.7 mm).
+IRIS_RADIUS_MM = 5.85
+#: A measured iris radius is kept within these multiples of IRIS_RADIUS_MM.
+IRIS_RADIUS_RANGE = (0.8, 1.2)
+#: Pupil radius as a fraction of the iris radius (a 4 mm pupil in daylight).
+PUPIL_FRACTION = 0.35
+#: The gaze is kept within this angle of the eyeball's +z (straight ahead), so that the iris
+#: stays on the spherical part of the eyeball (:data:`affectsynth.model.eyes.GLOBE_POLAR_DEG`).
+MAX_GAZE_DEG = 25.0
+#: Pixels closer than this (mm, at the face's scale) to the lid loop are not sampled.
+LID_MARGIN_MM = 0.6
+#: Colour classes by angle from the gaze over the iris angle: the pupil within PUPIL_CORE,
+#: the iris between IRIS_RING, the sclera beyond SCLERA_FROM.
+PUPIL_CORE, IRIS_RING, SCLERA_FROM = 0.25, (0.45, 0.85), 1.25
+#: The sclera colour is the median of the sclera pixels whose whiteness (luminance minus
+#: chroma) is above this quantile.
+SCLERA_QUANTILE = 0.75
+#: A sclera colour less than this much brighter (luminance) than the iris is not trusted.
+MIN_SCLERA_CONTRAST = 0.25
+#: Without iris landmarks: luminance quantile ranges of the opening's pixels for each class.
+QUANTILES = {"pupil": (0.0, 0.1), "iris": (0.1, 0.4), "sclera": (0.7, 1.0)}
+#: Colours of an eye that shows no pixels of a kind (a shaded sclera, a brown iris).
+DEFAULT_COLOURS = {"sclera": (0.78, 0.74, 0.72), "iris": (0.30, 0.21, 0.15), "pupil": (0.04, 0.04, 0.04)}
+#: Iris shading, by normalised radius rho (angle from the gaze over the iris angle): the
+#: limbus darkens it by LIMBAL_DARKENING from rho = LIMBAL_FROM to 1; around the pupil it is
+#: COLLARETTE_GAIN lighter, fading out by rho = 0.6; edges (pupil, limbus) are EDGE_SOFTNESS wide.
+LIMBAL_DARKENING, LIMBAL_FROM = 0.45, 0.75
+COLLARETTE_GAIN = 0.12
+EDGE_SOFTNESS = 0.06
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class EyeAppearance:
+    """Both eyes of B faces (eye 0 = the subject's left, 1 = right, as in
+    :data:`affectsynth.model.eyes.SIDES`), in the fitted faces' model space.
+
+    Attributes:
+        centre: [B, 2, 3] eyeball centres, mm.
+        radius: [B, 2] eyeball radii, mm.
+        gaze: [B, 2, 3] unit vectors from the centre through the iris centre.
+        iris_angle: [B, 2] the iris's angular radius on the eyeball, radians.
+        iris, pupil, sclera: [B, 2, 3] colours, in the photo's values.
+        measured_gaze: [B] bool, True where the gaze and iris size come from iris landmarks
+            (False: the eyeball's +z and the prior size).
+    """
+
+    centre: torch.Tensor
+    radius: torch.Tensor
+    gaze: torch.Tensor
+    iris_angle: torch.Tensor
+    iris: torch.Tensor
+    pupil: torch.Tensor
+    sclera: torch.Tensor
+    measured_gaze: torch.Tensor
+
+    def limbus_centres(self) -> torch.Tensor:
+        """[B, 2, 3] centres of the iris rims (where the iris landmark points), mm."""
+        return self.centre + (self.radius * self.iris_angle.cos())[..., None] * self.gaze
+
+
+def eyeball_centres(model: FaceModel, id_coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eyeball centres [B, 2, 3] (mm) and radii [2] of B identities [B, K].
+
+    The centres are ``meta["eyeballs"]`` moved by the identity displacement of the eyeball
+    regions (a translation: the eyeballs are rigid); a model without eyeball geometry uses
+    that of the lid loops ("eye_L", "eye_R"), which is how the default model defines it.
+    """
+    centres, radii = [], []
+    for side in SIDES:
+        meta = model.meta["eyeballs"][side]
+        ids = model.regions.get("eyeball_" + side, model.regions["eye_" + side])
+        shift = torch.einsum("bk,kc->bc", id_coeffs.to(model.dtype), model.id_basis[:, ids].mean(1))
+        centres.append(model.mean.new_tensor(meta["centre_mm"]) + shift)
+        radii.append(float(meta["radius_mm"]))
+    return torch.stack(centres, 1), model.mean.new_tensor(radii)
+
+
+def _smoothstep(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    t = ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _angle(directions: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
+    """Angle (radians) between unit vectors [..., 3] (atan2 form: smooth gradients at 0)."""
+    gaze = gaze.expand_as(directions)
+    return torch.atan2(torch.linalg.cross(directions, gaze, dim=-1).norm(dim=-1), (directions * gaze).sum(-1))
+
+
+def _camera_offsets(points_px: torch.Tensor, centre_px: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Image points [..., 2] px relative to projected centres [..., 2], in camera axes (x
+    right, y up), mm; ``scale`` broadcasts against [...] (px per mm)."""
+    d = (points_px - centre_px) / scale[..., None]
+    return torch.stack((d[..., 0], -d[..., 1]), -1)
+
+
+def _front_of_sphere(offsets: torch.Tensor, radius) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit camera-axes directions [..., 3] from a sphere's centre to the front point under
+    camera-axes offsets [..., 2] (mm), and whether the offset falls on the sphere [...]
+    (off it, the direction is that of the silhouette point)."""
+    lateral = offsets / radius
+    norm = lateral.norm(dim=-1, keepdim=True)
+    on = norm[..., 0] <= 1.0
+    lateral = lateral / norm.clamp(min=1.0)
+    depth = (1.0 - (lateral ** 2).sum(-1, keepdim=True)).clamp(min=0.0).sqrt()
+    return torch.cat((lateral, depth), -1), on
+
+
+def _within_cone(directions: torch.Tensor, max_deg: float) -> torch.Tensor:
+    """Unit vectors [..., 3] turned toward +z where they are more than ``max_deg`` from it."""
+    z = directions.new_tensor([0.0, 0.0, 1.0])
+    side = directions - directions[..., 2:] * z
+    side = side / side.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    limit = math.radians(max_deg)
+    clamped = math.cos(limit) * z + math.sin(limit) * side
+    return torch.where((directions[..., 2:] < math.cos(limit)), clamped, directions)
+
+
+def _median_colour(pixels: torch.Tensor, default: tuple[float, float, float]) -> torch.Tensor:
+    """Per-channel median [3] of pixels [N, 3], or ``default`` when N = 0."""
+    if pixels.shape[0] == 0:
+        return pixels.new_tensor(default)
+    return pixels.median(0).values
+
+
+def _inside_polygon(points: torch.Tensor, polygon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether points [N, 2] lie inside a closed polygon [M, 2] (even-odd rule), and their
+    distance to its boundary [N]."""
+    a, b = polygon, polygon.roll(-1, 0)                                                     # edges a -> b
+    px, py = points[:, None, 0], points[:, None, 1]
+    rise = b[:, 1] - a[:, 1]
+    rise = torch.where(rise != 0, rise, torch.full_like(rise, 1e-12))  # horizontal edges never cross
+    crosses = ((a[:, 1] > py) != (b[:, 1] > py)) & (px < a[:, 0] + (py - a[:, 1]) * (b[:, 0] - a[:, 0]) / rise)
+    inside = crosses.sum(1) % 2 == 1
+    ab = b - a
+    t = (((points[:, None] - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-12)).clamp(0.0, 1.0)
+    distance = (points[:, None] - (a + t[..., None] * ab)).norm(dim=-1).min(1).values
+    return inside, distance
+
+
+def _opening_pixels(photo: torch.Tensor, polygon: torch.Tensor, margin_px: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colours [N, 3] and pixel-centre positions [N, 2] of the photo's pixels inside the
+    polygon [M, 2] (px) and at least ``margin_px`` from its edge; photo [C, H, W]."""
+    height, width = photo.shape[-2:]
+    x0, y0 = (int(max(0.0, float(v))) for v in polygon.amin(0).floor())
+    x1, y1 = (int(min(float(lim), float(v))) for v, lim in zip(polygon.amax(0).ceil(), (width, height)))
+    if x1 <= x0 or y1 <= y0:
+        return photo.new_zeros(0, 3), photo.new_zeros(0, 2)
+    ys, xs = torch.meshgrid(torch.arange(y0, y1, device=photo.device, dtype=photo.dtype) + 0.5,
+                            torch.arange(x0, x1, device=photo.device, dtype=photo.dtype) + 0.5, indexing="ij")
+    centres = torch.stack((xs, ys), -1).reshape(-1, 2)
+    inside, distance = _inside_polygon(centres, polygon.to(photo.dtype))
+    keep = inside & (distance >= margin_px)
+    colours = photo[:3, y0:y1, x0:x1].permute(1, 2, 0).reshape(-1, 3)
+    return colours[keep], centres[keep]
+
+
+def _luma(colours: torch.Tensor) -> torch.Tensor:
+    return (colours * colours.new_tensor(_LUMA)).sum(-1)
+
+
+def _classified_colours(colours: torch.Tensor, rho: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Sclera, iris and pupil colours [3] of an eye's opening pixels [N, 3], classed by their
+    normalised angle from the gaze ``rho`` [N], or by brightness when it is None."""
+    if rho is None:
+        luma = _luma(colours)
+        if colours.shape[0] == 0:
+            sets = {k: colours for k in QUANTILES}
+        else:
+            order, n = luma.argsort(), len(luma)
+            sets = {k: colours[order[int(lo * n):max(int(lo * n) + 1, int(hi * n))]]
+                    for k, (lo, hi) in QUANTILES.items()}
+        return {k: _median_colour(v, DEFAULT_COLOURS[k]) for k, v in sets.items()}
+    sclera, pupil = colours[rho > SCLERA_FROM], colours[rho < PUPIL_CORE]
+    # sclera: its brightest, greyest quarter (lids shade it and lashes and lid margins reach
+    # into a narrow opening; the caruncle is pink); pupil: its darker half (catch-lights)
+    whiteness = _luma(sclera) - (sclera.amax(-1) - sclera.amin(-1))
+    lit = sclera[whiteness >= whiteness.quantile(SCLERA_QUANTILE)] if len(sclera) else sclera
+    dark = pupil[_luma(pupil) <= _luma(pupil).median()] if len(pupil) else pupil
+    ring = colours[(rho > IRIS_RING[0]) & (rho < IRIS_RING[1])]
+    return {"sclera": _median_colour(lit, DEFAULT_COLOURS["sclera"]),
+            "iris": _median_colour(ring, DEFAULT_COLOURS["iris"]),
+            "pupil": _median_colour(dark, DEFAULT_COLOURS["pupil"])}
+
+
+def _plausible_sclera(sclera: torch.Tensor, iris: torch.Tensor) -> torch.Tensor:
+    """[B, 2, 3] sclera colours, each at least MIN_SCLERA_CONTRAST brighter than its iris or
+    replaced: by the other eye's when that one is, else by the default. (An eye narrowed by a
+    smile or a squint may show no sclera at all; its "sclera" pixels are lids and lashes.)"""
+    plausible = _luma(sclera) >= _luma(iris) + MIN_SCLERA_CONTRAST                          # [B, 2]
+    other = sclera.flip(1)
+    default = sclera.new_tensor(DEFAULT_COLOURS["sclera"]).expand_as(sclera)
+    fallback = torch.where(plausible.flip(1)[..., None], other, default)
+    return torch.where(plausible[..., None], sclera, fallback)
+
+
+def estimate_eye_appearance(photo: torch.Tensor, landmarks: Landmarks, fit: FitResult,
+                            model: FaceModel) -> EyeAppearance:
+    """Gaze, iris size and eye colours of B faces in one photo.
+
+    Args:
+        photo: [1, C, H, W] float in [0, 1] (C >= 3; RGB first).
+        landmarks: the B faces' landmarks: mp478 (with iris points) or ibug68.
+        fit: their fit (:class:`~affectsynth.fit.FitResult`, batch B) to ``model``.
+        model: the face model (``meta["eyeballs"]``; see :func:`eyeball_centres`).
+    Returns:
+        :class:`EyeAppearance` on the photo's device, in its dtype.
+    """
+    dtype, device = photo.dtype, photo.device
+    b = fit.batch_size
+    rotation, scale = fit.rotation.to(device, dtype), fit.scale.to(device, dtype)
+    centre, radii = eyeball_centres(model, fit.id_coeffs)
+    centre, radius = centre.to(device, dtype), radii.to(device, dtype).expand(b, -1)
+    centre_px = fit.image_points(centre.to(fit.rotation))[..., :2].to(device, dtype)       # [B, 2, 2]
+
+    measured = landmarks.scheme == "mp478"
+    if measured:
+        xy = landmarks.xy.to(device, dtype)
+        iris_px = torch.stack([xy[:, i:i + 5] for i in IRIS_LANDMARKS], 1)                # [B, 2, 5, 2]
+        rim = iris_px[:, :, 1:] - iris_px[:, :, :1]
+        half_widths = torch.stack(((rim[:, :, 0] - rim[:, :, 2]).norm(dim=-1),
+                                   (rim[:, :, 1] - rim[:, :, 3]).norm(dim=-1)), -1) / 2     # [B, 2, 2]
+        # the larger half-width is the projected circle's major axis: its true radius
+        iris_mm = (half_widths.amax(-1) / scale[:, None]).clamp(*(f * IRIS_RADIUS_MM for f in IRIS_RADIUS_RANGE))
+        iris_angle = torch.asin((iris_mm / radius).clamp(max=1.0))
+        offsets = _camera_offsets(iris_px[:, :, 0], centre_px, scale[:, None])
+        gaze_camera, _ = _front_of_sphere(offsets, (radius * iris_angle.cos())[..., None])
+        gaze = _within_cone(gaze_camera @ rotation, MAX_GAZE_DEG)                          # camera -> model: R^T
+    else:
+        iris_angle = torch.asin(IRIS_RADIUS_MM / radius)
+        gaze = centre.new_tensor([0.0, 0.0, 1.0]).expand(b, 2, 3)
+
+    contours = landmarks.xy.to(device, dtype)[:, list(EYE_CONTOURS[landmarks.scheme])]           # [B, 2, M, 2]
+    colours = {k: [] for k in DEFAULT_COLOURS}
+    for i in range(b):
+        for e in range(2):
+            pixels, where = _opening_pixels(photo[0], contours[i, e], LID_MARGIN_MM * float(scale[i]))
+            rho = None
+            if measured:
+                directions, on = _front_of_sphere(_camera_offsets(where, centre_px[i, e], scale[i]), radius[i, e])
+                rho = _angle(directions @ rotation[i], gaze[i, e]) / iris_angle[i, e]
+                rho = torch.where(on, rho, torch.full_like(rho, float("inf")))               # off the globe: sclera
+            for k, v in _classified_colours(pixels, rho).items():
+                colours[k].append(v)
+    stacked = {k: torch.stack(v).reshape(b, 2, 3) for k, v in colours.items()}
+    stacked["sclera"] = _plausible_sclera(stacked["sclera"], stacked["iris"])
+    return EyeAppearance(centre=centre, radius=radius, gaze=gaze, iris_angle=iris_angle, iris=stacked["iris"],
+                         pupil=stacked["pupil"], sclera=stacked["sclera"],
+                         measured_gaze=torch.full((b,), measured, dtype=torch.bool, device=device))
+
+
+def eyeball_colour(points: torch.Tensor, appearance: EyeAppearance) -> torch.Tensor:
+    """Colour of eyeball surface points: sclera, iris disc, pupil (see the module docstring).
+
+    Args:
+        points: [B, N, 3] model-space points on the eyeballs of B faces (each belongs to the
+            eye whose centre is nearer).
+        appearance: their :class:`EyeAppearance`.
+    Returns:
+        [B, N, 3] colours in the photo's values, differentiable w.r.t. ``points`` and the
+        appearance's tensors.
+    """
+    a = appearance
+    eye = (points[:, :, None] - a.centre[:, None]).norm(dim=-1).argmin(-1)                  # [B, N]
+
+    def per_point(t: torch.Tensor) -> torch.Tensor:                                         # [B, 2, ...] -> [B, N, ...]
+        return torch.gather(t, 1, eye.view(*eye.shape, *([1] * (t.ndim - 2))).expand(-1, -1, *t.shape[2:]))
+
+    offset = points - per_point(a.centre)
+    directions = offset / offset.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    rho = (_angle(directions, per_point(a.gaze)) / per_point(a.iris_angle))[..., None]    # [B, N, 1]
+    iris_tone = per_point(a.iris) * (1.0 + COLLARETTE_GAIN * (1.0 - _smoothstep(rho, PUPIL_FRACTION, 0.6))) \
+        * (1.0 - LIMBAL_DARKENING * _smoothstep(rho, LIMBAL_FROM, 1.0))
+    in_pupil = 1.0 - _smoothstep(rho, PUPIL_FRACTION - EDGE_SOFTNESS / 2, PUPIL_FRACTION + EDGE_SOFTNESS / 2)
+    in_iris = 1.0 - _smoothstep(rho, 1.0 - EDGE_SOFTNESS / 2, 1.0 + EDGE_SOFTNESS / 2)
+    inner = in_pupil * per_point(a.pupil) + (1.0 - in_pupil) * iris_tone
+    return (in_iris * inner + (1.0 - in_iris) * per_point(a.sclera)).clamp(0.0, 1.0)
