@@ -240,18 +240,29 @@ class Synthesizer:
         coeffs, reports = stack_model_coeffs(targets, self.model)                           # [T, E]
         fitted = self.face_fitter(image, all_faces=all_faces, name=name)
         photo = torch.from_numpy(image).to(self.model.device).permute(2, 0, 1)[None].float() / 255
-        eyes = None
-        if "eyeball" in self.model.materials:  # what the photo shows of the eyes, for the parts it hides
-            from .render.eyes import estimate_eye_appearance
-
-            with torch.no_grad():
-                eyes = estimate_eye_appearance(photo, fitted.landmarks.to(self.model.device), fitted.fit, self.model)
+        appearance = self._appearance(photo, fitted)
         clock.lap("detect_fit")
-        return (self._render(photo, fitted, eyes, target, coeffs[i], reports[i], clock.laps["detect_fit"])
+        return (self._render(photo, fitted, appearance, target, coeffs[i], reports[i], clock.laps["detect_fit"])
                 for i, target in enumerate(targets))
 
-    def _render(self, photo: torch.Tensor, fitted: FaceFit, eyes, target: ExpressionCode, coeffs: torch.Tensor,
-                report, detect_fit_ms: float) -> SynthesisResult:
+    def _appearance(self, photo: torch.Tensor, fitted: FaceFit) -> dict:
+        """What the photo shows of the eyes and the mouth, measured once per photo, for the
+        parts of them it hides (keyword arguments of ``render_retargeted``)."""
+        from .render.eyes import estimate_eye_appearance
+        from .render.materials import estimate_mouth_appearance
+
+        appearance = {}
+        with torch.no_grad():
+            if "eyeball" in self.model.materials:
+                appearance["eyes"] = estimate_eye_appearance(photo, fitted.landmarks.to(self.model.device),
+                                                             fitted.fit, self.model)
+            if self.model.materials.keys() - {"eyeball"}:
+                source_image = fitted.fit.image_points(fitted.fit.vertices(self.model))
+                appearance["mouth"] = estimate_mouth_appearance(photo, source_image, self.model)
+        return appearance
+
+    def _render(self, photo: torch.Tensor, fitted: FaceFit, appearance: dict, target: ExpressionCode,
+                coeffs: torch.Tensor, report, detect_fit_ms: float) -> SynthesisResult:
         from .deform import retarget
         from .render.retarget import render_retargeted
 
@@ -260,7 +271,7 @@ class Synthesizer:
         with torch.no_grad():
             deformation = retarget(self.model, fitted.fit, coeffs[None].expand(fitted.fit.batch_size, -1))
             clock.lap("deform")
-            rendered = render_retargeted(photo, deformation, self.model, self.backend, eyes)
+            rendered = render_retargeted(photo, deformation, self.model, self.backend, **appearance)
             out = (rendered.image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
             mask = rendered.mask[:, 0].float().cpu().numpy().max(0)  # numpy: torch.amax over dim 0 was ~100x slower
         clock.lap("render_composite")

@@ -49,7 +49,7 @@ def test_near_happiness_is_dominated_by_the_lip_corner_puller(bank):
     code = target_from_va(*at("happiness", 0.9), bank)
     assert code.category == "happiness"
     assert max(code.au, key=code.au.get) == "AU12" and code.au["AU12"] > 0.5
-    assert set(code.au) <= {"AU6", "AU12"}
+    assert set(code.au) <= {"AU6", "AU12", "AU25"}
 
 
 def test_high_arousal_negative_point_lowers_the_brows_and_raises_the_lids(bank):
@@ -167,7 +167,8 @@ def test_load_matches_au_columns_by_name(bank, tmp_path):
     np.savez(path, format_version=np.array(1), va=bank.va.numpy(), au=bank.au[:, keep].numpy(),
              au_keys=np.array([AU_KEYS[i] for i in keep]), labels=np.array(bank.labels), meta_json=np.array("{}"))
     loaded = VABank.load(path)
-    assert torch.equal(loaded.au[:, keep], bank.au[:, keep]) and loaded.au.sum() == bank.au[:, keep].sum()
+    assert torch.equal(loaded.au[:, keep], bank.au[:, keep])
+    assert torch.count_nonzero(loaded.au) == torch.count_nonzero(bank.au[:, keep])
 
 
 def test_load_refuses_bad_files_with_one_line(bank, tmp_path):

@@ -38,8 +38,12 @@ def test_emfacs_table_matches_the_published_prototypes():
     assert table.categories == ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger",
                                 "contempt")
     for emotion, au in PUBLISHED.items():
-        assert variant_aus(emotion)[0] == au, emotion
-        assert table.variants[emotion][0].source == "EMFACS"
+        # the prototype, with AU25 where the lips part (FACS scores 25 whenever they do)
+        first = table.variants[emotion][0]
+        lips_apart = {"AU25": 1.0} if first.source == "EMFACS+25" else {}
+        assert variant_aus(emotion)[0] == {**au, **lips_apart}, emotion
+        assert first.source == ("EMFACS+25" if emotion in ("happiness", "surprise", "fear") else "EMFACS")
+    assert PUBLISHED["happiness"] in variant_aus("happiness")  # the plain 6+12 stays a variant
     assert [table.letters[c] for c in "ABCDE"] == [0.2, 0.35, 0.55, 0.8, 1.0]
     assert table.unspecified == 1.0
     assert all(v.source in table.sources for vs in table.variants.values() for v in vs)
@@ -58,7 +62,7 @@ def test_emfacs_variants_include_the_alternatives_emfacs_lists():
 
 def test_parse_expression_scales_by_intensity_and_labels():
     code = parse_expression("Happy", intensity=0.8)
-    assert code.au == {"AU6": 0.8, "AU12": 0.8}
+    assert code.au == {"AU6": 0.8, "AU12": 0.8, "AU25": 0.8}
     assert code.category == "happiness" and code.soft_label == {"happiness": 1.0} and code.intensity == 0.8
     surprise = parse_expression("surprise", 0.5)
     assert surprise.au["AU5"] == pytest.approx(0.5 * letter("B"))
@@ -68,11 +72,11 @@ def test_parse_expression_scales_by_intensity_and_labels():
 def test_compound_is_the_union_with_the_maximum_per_au_and_side():
     code = parse_expression("happiness + surprise", intensity=0.8)
     assert code.au == pytest.approx({"AU1": 0.8, "AU2": 0.8, "AU5": 0.8 * letter("B"), "AU6": 0.8, "AU12": 0.8,
-                                     "AU26": 0.8})
+                                     "AU25": 0.8, "AU26": 0.8})
     assert code.category is None and code.soft_label == {"happiness": 0.5, "surprise": 0.5}
     assert parse_expression("fear+surprise").au["AU5"] == 1.0  # fear's 5 beats surprise's 5B
     # contempt's right-only 12A is below happiness's bilateral 12, its right-only 14A stays
-    assert parse_expression("contempt+happiness").au == {"AU6": 1.0, "AU12": 1.0, "AU14_R": 0.2}
+    assert parse_expression("contempt+happiness").au == {"AU6": 1.0, "AU12": 1.0, "AU14_R": 0.2, "AU25": 1.0}
     assert parse_expression("happiness+contempt+sadness").soft_label == pytest.approx(
         {"happiness": 1 / 3, "contempt": 1 / 3, "sadness": 1 / 3})
 
@@ -153,10 +157,10 @@ def nonzero(coeffs: torch.Tensor, model: FaceModel) -> dict[str, float]:
     return {model.exp_names[i]: round(float(coeffs[i]), 6) for i in coeffs.nonzero()[:, 0].tolist()}
 
 
-def test_happiness_drives_exactly_cheek_raiser_and_lip_corner_puller(default_model):
+def test_happiness_drives_exactly_cheek_raiser_lip_corner_puller_and_lips_part(default_model):
     coeffs, report = parse_expression("happiness", 0.7).to_model_coeffs(default_model)
     assert coeffs.shape == (default_model.num_expressions,) and coeffs.dtype == default_model.dtype
-    assert nonzero(coeffs, default_model) == {"AU6_L": 0.7, "AU6_R": 0.7, "AU12_L": 0.7, "AU12_R": 0.7}
+    assert nonzero(coeffs, default_model) == {"AU6_L": 0.7, "AU6_R": 0.7, "AU12_L": 0.7, "AU12_R": 0.7, "AU25": 0.7}
     assert report.missing == () and report.approximated == ()
 
 
@@ -199,7 +203,7 @@ def test_other_models_map_their_names_through_au_map():
                                                          "jawOpen": "AU26"}})
     coeffs, report = parse_expression("surprise+happiness", 0.5).to_model_coeffs(model)
     assert coeffs.tolist() == [0.5, 0.5, 0.5, 0.0]
-    assert set(report.missing) == {"AU1", "AU2", "AU5", "AU6"}
+    assert set(report.missing) == {"AU1", "AU2", "AU5", "AU6", "AU25"}
     with pytest.raises(ModelFormatError):
         au_to_model_coeffs(torch.zeros(1, len(AU_KEYS)), tiny_model(("smile",), {"au_map": {"smile": "AU99"}}))
     with pytest.raises(ModelFormatError):

@@ -26,10 +26,10 @@ __all__ = ["MouthAppearance", "estimate_mouth_appearance", "shade_mouth", "verte
 #: Tooth enamel, relative to a white surface under the face's light (slightly yellow).
 TEETH_ALBEDO = (0.93, 0.89, 0.80)
 #: Gums, tongue and the socket's mucosa, as multiples of the lips' own colour.
-GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP = 1.05, 0.85, 0.45
+GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP = 1.05, 0.85, 0.5
 #: The light reaching a surface d mm behind the lips' inner edge: FLOOR + (1 - FLOOR) e^(-d / DEPTH).
 #: The floor keeps the back of the mouth a dark red, never pure black.
-OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR = 14.0, 0.2
+OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR = 14.0, 0.3
 #: The light on the face: the 90th percentile of the skin's luminance over this value (a lit
 #: patch of skin of typical albedo), clamped, so teeth are as bright as the face's light allows.
 LIT_SKIN_LUMINANCE, LIGHT_RANGE = 0.72, (0.35, 1.05)

@@ -12,7 +12,7 @@ from ..deform import Deformation
 from ..model.face_model import MATERIALS, FaceModel
 from .composite import composite, feathered_mask
 from .eyes import EyeAppearance, eyeball_colour
-from .materials import estimate_mouth_appearance, shade_mouth, vertex_normals
+from .materials import MouthAppearance, estimate_mouth_appearance, shade_mouth, vertex_normals
 from .raster import rasterize, resolve_backend
 from .shade import interpolate, sample_image, surface_depth_at
 
@@ -24,6 +24,10 @@ FEATHER_FRACTION = 0.015
 #: A surface point counts as shown by the photo when the surface the photo shows at its
 #: source position is no more than this many px of depth in front of it.
 SEEN_DEPTH_TOLERANCE_PX = 1.0
+#: Eyeballs are drawn this far behind where they are, for both depth tests (the photo's and
+#: the target's): the lids rest on the globe, and without it the globe won through thin or
+#: barely-fitting lids on 15 % of the dev photos. Far less than a lid's thickness.
+EYEBALL_DEPTH_BIAS_MM = 1.0
 _SKIN = MATERIALS.index("skin")
 _EYEBALL = MATERIALS.index("eyeball")
 
@@ -53,8 +57,20 @@ def _lip_rim(model: FaceModel) -> torch.Tensor:
     return model.regions["lips"]
 
 
+def _pushed_back(image_points: torch.Tensor, model_points: torch.Tensor, vertices: torch.Tensor,
+                 mm: float) -> torch.Tensor:
+    """[B, V, 3] image-space points with ``vertices`` moved ``mm`` away from the camera. The
+    scale (px per mm) is the ratio of RMS spreads, exact for the similarity camera."""
+    spread = (image_points - image_points.mean(1, keepdim=True)).square().sum((1, 2))
+    px_per_mm = (spread / (model_points - model_points.mean(1, keepdim=True)).square().sum((1, 2))).sqrt()
+    out = image_points.clone()
+    out[:, vertices, 2] -= (mm * px_per_mm)[:, None]
+    return out
+
+
 def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
-                      backend: str = "auto", eyes: EyeAppearance | None = None) -> RetargetRender:
+                      backend: str = "auto", eyes: EyeAppearance | None = None,
+                      mouth: MouthAppearance | None = None) -> RetargetRender:
     """Re-render B faces of one photo with their target geometry and composite them.
 
     Texture: each target pixel's surface point is looked up on the *source* mesh in the
@@ -72,6 +88,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         model: the face model the deformation was made with (triangles, materials, regions).
         backend: rasteriser backend name or "auto".
         eyes: the B faces' :class:`~affectsynth.render.eyes.EyeAppearance`, or None.
+        mouth: the B faces' :class:`~affectsynth.render.materials.MouthAppearance`, or None
+            to measure it here (pass it when rendering one photo to many targets).
     Returns:
         :class:`RetargetRender`.
     """
@@ -79,6 +97,11 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     backend = resolve_backend(backend, photo.device)
     faces = model.triangles.to(photo.device)
     src, dst = deformation.source_image, deformation.target_image
+    eyeball = model.regions.get("eyeball_L"), model.regions.get("eyeball_R")
+    if eyeball[0] is not None and eyeball[1] is not None:
+        ids = torch.cat(eyeball).to(photo.device)
+        src = _pushed_back(src, deformation.source, ids, EYEBALL_DEPTH_BIAS_MM)
+        dst = _pushed_back(dst, deformation.target, ids, EYEBALL_DEPTH_BIAS_MM)
     b = src.shape[0]
     face_size = (src[..., :2].amax(1) - src[..., :2].amin(1)).amax(-1)                      # [B] px
     feather = [float(f) * FEATHER_FRACTION for f in face_size]
@@ -121,7 +144,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         depth_mm = interpolate(deformation.target[..., 2:], frags, faces)[..., 0]
         facing = interpolate(vertex_normals(dst_w, faces)[..., 2:], frags, faces)[..., 0].abs()
         shaded = shade_mouth(material, rim_z[:, None, None] - depth_mm, facing,
-                             estimate_mouth_appearance(photo, src, model))
+                             mouth if mouth is not None else estimate_mouth_appearance(photo, src, model))
         colour = torch.where((interior & ~seen)[..., None], shaded.to(colour.dtype), colour)
     coverage = (seen | interior).to(photo.dtype)[:, None]                                  # [B, 1, h, w]
     out = window

@@ -1,0 +1,84 @@
+"""What a synthesized face looks like, checked on real photos: an opened mouth is a mouth (not
+a hole, not the photo's stretched lips), and asking a neutral face for neutral changes almost
+nothing."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from affectsynth.affect.targets import parse_expression
+from affectsynth.deform import retarget
+from affectsynth.io import load_image
+from affectsynth.pipeline import Synthesizer
+
+from .conftest import DEV_FACES, need_shared
+
+#: A pixel this dark in every channel (8 bit) is "pure black".
+BLACK = 6
+
+
+@pytest.fixture(scope="module")
+def synth(default_model):
+    with Synthesizer(default_model) as synthesizer:
+        yield synthesizer
+
+
+def longest_run(mask: np.ndarray) -> int:
+    """The longest horizontal or vertical run of True in a 2D mask."""
+    best = 0
+    for lines in (mask, mask.T):
+        for line in lines:
+            padded = np.r_[False, line, False].astype(np.int8)
+            edges = np.flatnonzero(np.diff(padded))
+            if len(edges):
+                best = max(best, int((edges[1::2] - edges[::2]).max()))
+    return best
+
+
+def mouth_opening(model, result, coeffs: torch.Tensor) -> np.ndarray:
+    """[H, W] bool: inside the target's inner-lip loop (the mouth opening) in the output."""
+    deformation = retarget(model, result.fit, coeffs[None].to(model.dtype))
+    loop = torch.cat((model.regions["lip_inner_upper"], model.regions["lip_inner_lower"].flip(0)))
+    polygon = deformation.target_image[0, loop, :2].numpy()
+    mask = np.zeros(result.image.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1, shift=4)
+    return mask.astype(bool)
+
+
+def dev_neutral(name: str) -> np.ndarray:
+    return load_image(next(need_shared(DEV_FACES / name).glob("neutral.*")))
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "tw_07", "nimstim_20M"])
+def test_surprise_opens_a_mouth_not_a_hole(synth, default_model, astronaut, photo):
+    image = astronaut if photo == "astronaut" else dev_neutral(photo)
+    target = parse_expression("surprise")
+    coeffs, _ = target.to_model_coeffs(default_model)
+    result = synth(image, target)
+    opening = mouth_opening(default_model, result, coeffs)
+    face_height = float(np.ptp(result.landmarks.xy[0, :468, 1].numpy()))
+    assert opening.sum() > 0.005 * face_height ** 2  # the jaw dropped: a real opening
+    inside = result.image[opening].astype(np.int32)                                    # [N, 3]
+    black = np.zeros(opening.shape, bool)
+    black[opening] = (inside <= BLACK).all(1)
+    assert longest_run(black) < 3, longest_run(black)
+    # Teeth show (bright, low-saturation pixels), and the rest is darker than the face: a cavity.
+    luma = inside @ np.array([0.299, 0.587, 0.114])
+    skin = np.median(image[result.mask > 0.99] @ np.array([0.299, 0.587, 0.114]))
+    teeth = (luma > 0.8 * skin) & (inside.max(1) - inside.min(1) < 0.35 * inside.max(1))
+    assert 0.03 < teeth.mean() < 0.8, teeth.mean()
+    assert np.median(luma) < skin
+
+
+@pytest.mark.parametrize("name", ["nimstim_03F", "nimstim_20M", "tw_07", "tw_16", "tw_27"])
+def test_neutral_on_a_neutral_photo_changes_almost_nothing(synth, name):
+    image = dev_neutral(name)
+    result = synth(image, parse_expression("neutral"))
+    x0, y0 = np.floor(result.landmarks.xy[0].numpy().min(0)).astype(int).clip(0)
+    x1, y1 = np.ceil(result.landmarks.xy[0].numpy().max(0)).astype(int) + 1
+    a, b = (im[y0:y1, x0:x1].astype(np.float64) for im in (image, result.image))
+    psnr = 10 * np.log10(255.0 ** 2 / max(np.mean((a - b) ** 2), 1e-12))
+    assert psnr >= 35.0, psnr
