@@ -1,4 +1,4 @@
-"""Mouth-interior shading and the per-point depth lookup the renderer's 'does the photo show it' test uses."""
+"""Mouth-interior shading, the re-shading of turned skin, and the per-point depth lookup the renderer's 'does the photo show it' test uses."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from affectsynth.model.face_model import MATERIALS
 from affectsynth.pipeline import FaceFitter
 from affectsynth.render import rasterize
-from affectsynth.render.materials import (OCCLUSION_FLOOR, MouthAppearance, estimate_mouth_appearance, shade_mouth,
-                                          vertex_normals)
+from affectsynth.render.materials import (OCCLUSION_FLOOR, RATIO_RANGE, MouthAppearance, estimate_mouth_appearance,
+                                          shade_mouth, shading_ratio, vertex_normals)
 from affectsynth.render.shade import surface_depth_at
 
 
@@ -56,3 +56,15 @@ def test_mouth_appearance_of_a_real_face(default_model, astronaut, mp_detector):
     red, green, blue = appearance.lip[0]
     assert red > green + 0.1 and red > blue + 0.1          # the astronaut's lips are red
     assert 0.8 < float(appearance.light[0]) <= 1.05        # a well-lit studio portrait
+
+
+def test_shading_ratio_follows_the_turn_of_the_normal():
+    # vertex_normals' image-space normals: front faces have depth < 0, the outward normal is -n
+    facing = torch.tensor([0.0, 0.0, -1.0])
+    up = torch.nn.functional.normalize(torch.tensor([0.0, 0.5, -1.0]), dim=0)    # faces up: toward the key light
+    down = torch.nn.functional.normalize(torch.tensor([0.0, -0.8, -0.6]), dim=0)  # faces down (below a fold)
+    normals = torch.stack([facing, up, down])
+    assert torch.allclose(shading_ratio(normals, normals), torch.ones(3))
+    turned = shading_ratio(facing.expand(3, 3), normals)
+    assert turned[1] > 1.0 > turned[2] and turned[0] == 1.0
+    assert shading_ratio(facing, -facing) == RATIO_RANGE[0]  # turned away: darkened, but only so far

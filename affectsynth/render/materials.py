@@ -21,7 +21,7 @@ import torch
 from ..model.face_model import MATERIALS, FaceModel
 from .shade import sample_image
 
-__all__ = ["MouthAppearance", "estimate_mouth_appearance", "shade_mouth", "vertex_normals"]
+__all__ = ["MouthAppearance", "estimate_mouth_appearance", "shade_mouth", "vertex_normals", "shading_ratio"]
 
 #: Tooth enamel, relative to a white surface under the face's light (slightly yellow).
 TEETH_ALBEDO = (0.93, 0.89, 0.80)
@@ -34,6 +34,11 @@ OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR = 14.0, 0.3
 #: patch of skin of typical albedo), clamped, so teeth are as bright as the face's light allows.
 LIT_SKIN_LUMINANCE, LIGHT_RANGE = 0.72, (0.35, 1.05)
 _LUMA = (0.299, 0.587, 0.114)
+#: The light assumed on a face whose shape an expression changes: from the camera and above
+#: (image space: v down, depth toward the camera), a portrait's usual key light, plus ambient.
+KEY_LIGHT, AMBIENT = (0.0, -0.5, 1.0), 0.45
+#: Bounds of the shading ratio: a change of shape re-shades skin, it does not repaint it.
+RATIO_RANGE = (0.6, 1.3)
 
 
 @dataclass(frozen=True)
@@ -118,3 +123,26 @@ def shade_mouth(material: torch.Tensor, behind_lips_mm: torch.Tensor, facing: to
     # The socket is lit by what comes in through the mouth, not from its own orientation.
     lambert = torch.where(material == MATERIALS.index("mouth_socket"), torch.ones_like(lambert), lambert)
     return (out * (occlusion * lambert)[..., None]).clamp(0, 1)
+
+
+def shading_ratio(source_normals: torch.Tensor, target_normals: torch.Tensor) -> torch.Tensor:
+    """How much lighter (> 1) or darker a surface point gets when its normal turns.
+
+    The photo already holds the point's shading under its own light; moving the surface
+    (a cheek bulging, a brow furrowing, a crease forming) changes only the part of it that
+    depends on orientation. Under :data:`KEY_LIGHT` with :data:`AMBIENT`, Lambert's law gives
+    the ratio of the target's shading to the source's, clamped to :data:`RATIO_RANGE`.
+
+    Args:
+        source_normals, target_normals: [..., 3] unit normals of the same surface points in
+            image space as :func:`vertex_normals` returns them (front faces: depth < 0).
+    Returns:
+        [...] the ratio (1 where the orientation did not change).
+    """
+    light = source_normals.new_tensor(KEY_LIGHT)
+    light = light / light.norm()
+
+    def lambert(n: torch.Tensor) -> torch.Tensor:
+        return AMBIENT + (1 - AMBIENT) * (-(n * light).sum(-1)).clamp(min=0)  # outward normal = -n
+
+    return (lambert(target_normals) / lambert(source_normals)).clamp(*RATIO_RANGE)

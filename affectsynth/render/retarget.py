@@ -12,7 +12,7 @@ from ..deform import Deformation
 from ..model.face_model import MATERIALS, FaceModel
 from .composite import composite, feathered_mask
 from .eyes import EyeAppearance, eyeball_colour
-from .materials import MouthAppearance, estimate_mouth_appearance, shade_mouth, vertex_normals
+from .materials import MouthAppearance, estimate_mouth_appearance, shade_mouth, shading_ratio, vertex_normals
 from .raster import rasterize, resolve_backend
 from .shade import interpolate, sample_image, surface_depth_at
 
@@ -129,6 +129,11 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
 
     material = torch.where(frags.mask, model.triangle_materials().to(faces.device)[frags.tri_id.clamp(min=0)],
                            torch.full_like(frags.tri_id, _SKIN))
+    # Skin the photo shows is re-shaded where the expression turned it (folds, bulges).
+    target_normals = vertex_normals(dst_w, faces)
+    ratio = shading_ratio(interpolate(vertex_normals(src_w, faces), frags, faces),
+                          interpolate(target_normals, frags, faces))
+    colour = torch.where((seen & (material == _SKIN))[..., None], colour * ratio[..., None].to(colour.dtype), colour)
     # Skin shows only what the photo shows; the mouth interior (and, with ``eyes``, the
     # eyeballs) are shaded where it does not.
     interior = frags.mask & (material != _SKIN) & (material != _EYEBALL)
@@ -142,7 +147,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         rim = _lip_rim(model).to(faces.device)
         rim_z = deformation.target[:, rim, 2].mean(1)                                      # [B] mm
         depth_mm = interpolate(deformation.target[..., 2:], frags, faces)[..., 0]
-        facing = interpolate(vertex_normals(dst_w, faces)[..., 2:], frags, faces)[..., 0].abs()
+        facing = interpolate(target_normals[..., 2:], frags, faces)[..., 0].abs()
         shaded = shade_mouth(material, rim_z[:, None, None] - depth_mm, facing,
                              mouth if mouth is not None else estimate_mouth_appearance(photo, src, model))
         colour = torch.where((interior & ~seen)[..., None], shaded.to(colour.dtype), colour)
