@@ -618,9 +618,11 @@ def _along(direction, length: float) -> np.ndarray:
 
 
 def _au12(rig: FaceRig, au: ActionUnit) -> np.ndarray:
-    # corner up, lateral and back toward the zygoma; the midline of the upper lip rises a little
-    upper, lower = _corner_pull(_along((7.0, 7.0, -5.0), au.magnitude_mm), (0, 1.0, 0), (0, 0.5, 0))
-    cheek = (0.0, 2.5, 1.5)  # the cheek mass above the nasolabial fold bunches up and forward
+    # corner up, lateral and back toward the zygoma; the upper lip follows the corners up (its
+    # midline 3 mm: posed smiles raise it ~4 mm, MediaPipe landmarks against the same person's
+    # neutral, of which lips parting gives ~1 mm)
+    upper, lower = _corner_pull(_along((7.0, 7.0, -5.0), au.magnitude_mm), (0, 3.0, 0), (0, 0.5, 0))
+    cheek = (0.0, 3.5, 2.0)  # the cheek mass above the nasolabial fold bunches up and forward
     bumps = sum(rig.bump(c, 22.0, cheek) for c in (_CHEEK_MASS_R, rig.mirror[_CHEEK_MASS_R]))
     return rig.move_lips(upper, lower) + bumps
 
