@@ -294,6 +294,16 @@ def test_magnitudes_are_anatomically_plausible(default_model):
     assert np.linalg.norm(pressed[iu] - pressed[il], axis=1).max() < 0.5
 
 
+def test_smile_deepens_the_nasolabial_fold(skin):
+    """AU12 sinks the fold line (ala to beyond the mouth corner) into the face by ~1.5 mm,
+    the cheek 8-10 mm lateral to it hardly: a groove that re-shading shows."""
+    v = skin.mean.double().numpy()
+    normals = mo.vertex_normals(v, skin.triangles.numpy())
+    inward = -(au_field(skin, 12) * normals).sum(1)
+    assert all(1.2 < inward[i] < 2.5 for i in (423, 426, 436, 203, 206, 216)), inward[[423, 426, 436]]
+    assert all(abs(inward[i]) < 0.3 for i in (425, 427, 205, 207))
+
+
 def test_action_units_are_local(default_model):
     brows = np.r_[default_model.regions["brow_L"].numpy(), default_model.regions["brow_R"].numpy()]
     au12 = np.linalg.norm(au_field(default_model, 12), axis=1)

@@ -122,8 +122,9 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
     ActionUnit(
         12, "Lip Corner Puller", "zygomaticus major", True,
         "lip corner 11.5 mm obliquely up, lateral and back (direction 7 : 7 : 5), toward the "
-        "zygomatic origin of the muscle; lips stretched after it; the cheek mass above the "
-        "nasolabial fold up 2.5 and forward 1.5 mm",
+        "zygomatic origin of the muscle; lips stretched after it, the upper lip's midline up 3 "
+        "mm; the cheek mass above the nasolabial fold up 3.5 and forward 2 mm; the fold itself "
+        "1.5 mm deeper",
         11.5, ((61,), (291,)), "norm",
         _DESIGN + "about a quarter of the canonical mouth width (49 mm). A sanity check: MediaPipe "
         "landmarks of 7 posed-happiness photos, Procrustes-aligned to their neutral photos in "

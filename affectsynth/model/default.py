@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,6 +155,7 @@ _CHEEK_LINE_R = (129, 93)  # alar crease -> face oval: the upper edge of the jaw
 _INFRAORBITAL_CHEEK_R = (118, 119)
 _LATERAL_CANTHUS_SKIN_R = (226, 35)
 _CHEEK_MASS_R = 50  # the malar fat pad above the nasolabial fold
+_NASOLABIAL_FOLD_R = (203, 206, 216, 212)  # beside the ala, down and out past the mouth corner
 _CHIN_BOSS = (199, 200)
 _UPPER_LIP_PARAMEDIAN_R = 39  # where AU10 lifts the upper lip most
 
@@ -319,6 +320,18 @@ class FaceRig:
         equal to ``vector`` [3] there."""
         r = np.linalg.norm(self.vertices - self.vertices[centre], axis=1)
         return mo.wendland_c2(r, radius)[:, None] * np.asarray(vector, dtype=np.float64)
+
+    def crease(self, path: Sequence[int], radius: float, depth: float) -> np.ndarray:
+        """[V, 3] a groove along the polyline through vertices ``path``: each vertex moves
+        ``depth`` mm into the surface (against its normal) times the Wendland C2 bump of its
+        distance to the polyline, 0 from ``radius`` mm on."""
+        ends = self.vertices[np.asarray(path)]
+        a, b = ends[:-1], ends[1:]                                                  # [S, 3] segments
+        d = self.vertices[:, None] - a[None]                                        # [V, S, 3]
+        t = np.clip((d * (b - a)).sum(-1) / ((b - a) ** 2).sum(-1), 0.0, 1.0)
+        distance = np.linalg.norm(d - t[..., None] * (b - a), axis=-1).min(1)      # [V]
+        normals = mo.vertex_normals(self.vertices, self.triangles)
+        return -depth * mo.wendland_c2(distance, radius)[:, None] * normals
 
     def lip_values(self, upper: _LipMotion, lower: _LipMotion) -> tuple[np.ndarray, np.ndarray]:
         """Handle values on the whole vermilion: ``upper`` and ``lower`` give the upper and
@@ -624,7 +637,9 @@ def _au12(rig: FaceRig, au: ActionUnit) -> np.ndarray:
     upper, lower = _corner_pull(_along((7.0, 7.0, -5.0), au.magnitude_mm), (0, 3.0, 0), (0, 0.5, 0))
     cheek = (0.0, 3.5, 2.0)  # the cheek mass above the nasolabial fold bunches up and forward
     bumps = sum(rig.bump(c, 22.0, cheek) for c in (_CHEEK_MASS_R, rig.mirror[_CHEEK_MASS_R]))
-    return rig.move_lips(upper, lower) + bumps
+    # ... against the nasolabial fold, which deepens (a groove the renderer's re-shading shows)
+    folds = sum(rig.crease(path, 6.0, 1.5) for path in (_NASOLABIAL_FOLD_R, rig.mirror[list(_NASOLABIAL_FOLD_R)]))
+    return rig.move_lips(upper, lower) + bumps + folds
 
 
 def _au14(rig: FaceRig, au: ActionUnit) -> np.ndarray:
