@@ -94,7 +94,7 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         "excursion from down- to up-gaze, standard clinical range)."),
     ActionUnit(
         6, "Cheek Raiser", "orbicularis oculi, pars orbitalis", True,
-        "infraorbital cheek up 3.5 mm and forward 1 mm, lower-lid margin up 1.5 mm, skin lateral "
+        "infraorbital cheek up 3.5 mm and forward 1 mm, lower-lid margin up 2.5 mm, skin lateral "
         "to the outer canthus drawn medially 2 mm (crow's feet), lateral brow down 1 mm",
         3.5, ((118,), (347,)), "up",
         _DESIGN + "the cheek point rises by about a quarter of the ~15 mm of infraorbital skin "

@@ -583,7 +583,7 @@ def _au6(rig: FaceRig, au: ActionUnit) -> np.ndarray:
         [rig.mirrored(cheek, (0.0, au.magnitude_mm, 1.0)),           # infraorbital cheek up, bunching forward
          rig.mirrored(canthus, (-2.0, 1.0, 0.0)),                   # crow's-feet skin drawn medially
          np.outer(-_profile(np.abs(rig.x[brow]), (0, 30, 50), (0, 0, 1.0)), [0, 1, 0])]  # lateral brow down
-        + [np.outer(rig.margin_profile("lower_margin_" + s), [0.0, 1.5, 0.0]) for s in ("L", "R")])
+        + [np.outer(rig.margin_profile("lower_margin_" + s), [0.0, 2.5, 0.0]) for s in ("L", "R")])
     return rig.move(handles, values, rig.union("upper_margin_L", "upper_margin_R", "nose", "lips", "face_oval"))
 
 
