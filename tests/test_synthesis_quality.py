@@ -82,3 +82,24 @@ def test_neutral_on_a_neutral_photo_changes_almost_nothing(synth, name):
     a, b = (im[y0:y1, x0:x1].astype(np.float64) for im in (image, result.image))
     psnr = 10 * np.log10(255.0 ** 2 / max(np.mean((a - b) ** 2), 1e-12))
     assert psnr >= 35.0, psnr
+
+
+def test_an_opened_mouth_is_not_photo_rows_stretched_into_stripes(synth, default_model, astronaut):
+    """The astronaut's photo shows her teeth; opening her jaw must not stretch those few rows
+    (and her lips' edges) over the new opening: alternating light and dark rows give a large
+    mean vertical second difference (~65 grey levels when the moved interior sampled the photo;
+    ~25 shaded)."""
+    target = parse_expression("surprise")
+    coeffs, _ = target.to_model_coeffs(default_model)
+    result = synth(astronaut, target)
+    opening = mouth_opening(default_model, result, coeffs)
+    inner = opening.copy()                                  # pixels whose 4 neighbours are in it too
+    inner[1:-1] &= opening[:-2] & opening[2:]
+    inner[:, 1:-1] &= opening[:, :-2] & opening[:, 2:]
+    inner[[0, -1]] = False
+    inner[:, [0, -1]] = False
+    grey = result.image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    ys, xs = np.nonzero(inner)
+    assert len(ys) > 100
+    second_difference = np.abs(grey[ys, xs] - 0.5 * (grey[ys - 1, xs] + grey[ys + 1, xs])).mean()
+    assert second_difference < 40.0, second_difference

@@ -24,6 +24,12 @@ FEATHER_FRACTION = 0.015
 #: A surface point counts as shown by the photo when the surface the photo shows at its
 #: source position is no more than this many px of depth in front of it.
 SEEN_DEPTH_TOLERANCE_PX = 1.0
+#: The mouth interior takes the photo's pixel only where the photo shows it and it has not
+#: moved farther than this (px; the upper teeth, a mouth kept as open as in the photo). A moved
+#: interior point is shaded instead: the fitted mouth opening matches the photo's only to a
+#: pixel or two, so a moved point's photo pixel is often the lips or a tooth edge, and a jaw
+#: opening stretches a few rows of them into stripes.
+INTERIOR_PHOTO_MAX_MOVE_PX = 1.0
 #: Eyeballs are drawn this far behind where they are, for both depth tests (the photo's and
 #: the target's): the lids rest on the globe, and without it the globe won through thin or
 #: barely-fitting lids on 15 % of the dev photos. Far less than a lid's thickness.
@@ -137,6 +143,11 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # Skin shows only what the photo shows; the mouth interior (and, with ``eyes``, the
     # eyeballs) are shaded where it does not.
     interior = frags.mask & (material != _SKIN) & (material != _EYEBALL)
+    rows, cols = torch.meshgrid(torch.arange(size[0], device=photo.device), torch.arange(size[1], device=photo.device),
+                                indexing="ij")
+    centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5                          # [h, w, 2]
+    moved = (where[..., :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
+    seen = seen & ~(interior & moved)
     if eyes is not None and bool((frags.mask & (material == _EYEBALL) & ~seen).any()):
         hidden_eye = frags.mask & (material == _EYEBALL) & ~seen
         points = interpolate(deformation.target, frags, faces)                             # [B, h, w, 3] mm
