@@ -609,16 +609,18 @@ def _au10(rig: FaceRig, au: ActionUnit) -> np.ndarray:
     return rig.move_lips(upper, _still)
 
 
-def _corner_pull(corner_left, middle_upper=(0.0, 0.0, 0.0), middle_lower=(0.0, 0.0, 0.0)):
+def _corner_pull(corner_left, middle_upper=(0.0, 0.0, 0.0), middle_lower=(0.0, 0.0, 0.0), power: float = 2.0):
     """(upper, lower) lip motions led by the corners: the corner moves by ``corner_left``
     [3] (x mirrored on the right), the lips between blend toward the midline motions
     ``middle_*``: the lateral part as sin(pi t / 2) (odd and smooth across the midline),
-    the rest as t^2."""
+    up/down as t^power (t = |x| / corner x; a lower power carries more of the lip along), and
+    back/forth as t^2 (the lips slide over the dental arch, they cannot go into it)."""
     c = np.asarray(corner_left, dtype=np.float64)
 
     def motion(middle):
         def f(rig, ids, t):
-            out = np.outer(t ** 2, c) + np.outer(1.0 - t ** 2, middle)
+            share = np.stack([t ** 2, t ** power, t ** 2], 1)
+            out = share * c + (1.0 - share) * middle
             out[:, 0] = c[0] * np.sin(0.5 * np.pi * t) * rig.side(ids)
             return out
         return f
@@ -634,7 +636,7 @@ def _au12(rig: FaceRig, au: ActionUnit) -> np.ndarray:
     # corner up, lateral and back toward the zygoma; the upper lip follows the corners up (its
     # midline 3 mm: posed smiles raise it ~4 mm, MediaPipe landmarks against the same person's
     # neutral, of which lips parting gives ~1 mm)
-    upper, lower = _corner_pull(_along((7.0, 7.0, -5.0), au.magnitude_mm), (0, 3.0, 0), (0, 0.5, 0))
+    upper, lower = _corner_pull(_along((7.0, 7.0, -5.0), au.magnitude_mm), (0, 3.0, 0), (0, 0.5, 0), power=1.3)
     cheek = (0.0, 3.5, 2.0)  # the cheek mass above the nasolabial fold bunches up and forward
     bumps = sum(rig.bump(c, 22.0, cheek) for c in (_CHEEK_MASS_R, rig.mirror[_CHEEK_MASS_R]))
     # ... against the nasolabial fold, which deepens (a groove the renderer's re-shading shows)
