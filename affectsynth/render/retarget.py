@@ -10,7 +10,7 @@ import torch
 
 from ..deform import Deformation
 from ..model.face_model import MATERIALS, FaceModel
-from .composite import composite, feathered_mask
+from .composite import composite, feathered_mask, fill_specks
 from .eyes import EyeAppearance, eyeball_colour
 from .materials import MouthAppearance, estimate_mouth_appearance, shade_mouth, shading_ratio, vertex_normals
 from .raster import rasterize, resolve_backend
@@ -30,6 +30,8 @@ SEEN_DEPTH_TOLERANCE_PX = 1.0
 #: pixel or two, so a moved point's photo pixel is often the lips or a tooth edge, and a jaw
 #: opening stretches a few rows of them into stripes.
 INTERIOR_PHOTO_MAX_MOVE_PX = 1.0
+#: Unshown gaps up to about 2 * SPECK_PX + 1 px wide are filled before feathering.
+SPECK_PX = 2
 #: Eyeballs are drawn this far behind where they are, for both depth tests (the photo's and
 #: the target's): the lids rest on the globe, and without it the globe won through thin or
 #: barely-fitting lids on 15 % of the dev photos. Far less than a lid's thickness.
@@ -124,17 +126,21 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     window = photo[..., y0:y1, x0:x1]
     size = (y1 - y0, x1 - x0)
 
-    src_frags = rasterize(src_w, faces, size, backend)
+    triangle_material = model.triangle_materials().to(faces.device)
+    # Only skin hides things in a photo: interior parts lie behind it, and where a fitted face
+    # lets one poke through (a premolar beside a wide mouth's corner) it must not hide the skin.
+    skin_faces = faces[triangle_material == _SKIN]
+    src_frags = rasterize(src_w, skin_faces, size, backend)
     frags = rasterize(dst_w, faces, size, backend)
-    # Where each drawn surface point is in the photo, and whether the photo shows it there.
+    material = torch.where(frags.mask, triangle_material[frags.tri_id.clamp(min=0)], torch.full_like(frags.tri_id, _SKIN))
+    # Where each drawn surface point is in the photo, and whether the photo shows it there: no
+    # skin in front of it (where no skin is drawn, an opening or the outline, nothing is).
     where = interpolate(src_w, frags, faces)                                               # [B, h, w, 3]
-    shown_depth, drawn = surface_depth_at(src_frags, src_w, faces, where[..., :2].reshape(b, -1, 2))
-    seen = (drawn & (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX))
+    shown_depth, drawn = surface_depth_at(src_frags, src_w, skin_faces, where[..., :2].reshape(b, -1, 2))
+    seen = ~drawn | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)
     seen = seen.reshape(frags.mask.shape) & frags.mask
     colour = sample_image(window.expand(b, -1, -1, -1), where[..., :2])                     # [B, h, w, C]
 
-    material = torch.where(frags.mask, model.triangle_materials().to(faces.device)[frags.tri_id.clamp(min=0)],
-                           torch.full_like(frags.tri_id, _SKIN))
     # Skin the photo shows is re-shaded where the expression turned it (folds, bulges).
     target_normals = vertex_normals(dst_w, faces)
     ratio = shading_ratio(interpolate(vertex_normals(src_w, faces), frags, faces),
@@ -162,7 +168,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         shaded = shade_mouth(material, rim_z[:, None, None] - depth_mm, facing,
                              mouth if mouth is not None else estimate_mouth_appearance(photo, src, model))
         colour = torch.where((interior & ~seen)[..., None], shaded.to(colour.dtype), colour)
-    coverage = (seen | interior).to(photo.dtype)[:, None]                                  # [B, 1, h, w]
+    # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
+    # otherwise become a hole the size of the feather, the photo's old corner showing through.
+    coverage = fill_specks((seen | interior).to(photo.dtype)[:, None], SPECK_PX)        # [B, 1, h, w]
     out = window
     masks = []
     for i in range(b):  # faces of one photo are composited in turn (B is the number of faces, small)

@@ -1,0 +1,36 @@
+"""Compositing masks: feathering inside the outline, and the filling of specks before it."""
+
+from __future__ import annotations
+
+import torch
+
+from affectsynth.render.composite import feathered_mask, fill_specks
+
+
+def coverage_with_holes() -> torch.Tensor:
+    """[1, 1, 60, 60]: a covered square with a 1-px speck, a 3-px-wide slit and a 12-px hole."""
+    c = torch.zeros(1, 1, 60, 60)
+    c[..., 5:55, 5:55] = 1
+    c[..., 15, 15] = 0
+    c[..., 30:33, 10:20] = 0
+    c[..., 35:47, 35:47] = 0
+    return c
+
+
+def test_fill_specks_closes_small_gaps_only():
+    c = coverage_with_holes()
+    filled = fill_specks(c, 2)
+    assert filled[..., 15, 15] == 1 and bool((filled[..., 30:33, 10:20] == 1).all())
+    assert bool((filled[..., 37:45, 37:45] == 0).all())               # a real hole stays a hole
+    assert torch.equal(filled[..., :5, :], c[..., :5, :]) and torch.equal(fill_specks(c, 0), c)
+    assert bool((filled <= torch.ones(())).all()) and bool((filled >= c).all())  # it only adds
+
+
+def test_feathered_mask_reaches_zero_inside_the_outline_and_around_holes():
+    c = fill_specks(coverage_with_holes(), 2)
+    mask = feathered_mask(c, 3.0)
+    assert float(mask[..., 5, 30]) < 0.05 and float(mask[..., 25, 25]) > 0.95   # edge vs inside
+    assert float(mask[..., 41, 41]) < 0.05                                       # the hole stays
+    assert float(mask[..., 15, 15]) > 0.95 and float(mask[..., 31, 15]) > 0.95   # no speck grows
+    unfilled = feathered_mask(coverage_with_holes(), 3.0)
+    assert float(unfilled[..., 15, 15]) < 0.5                # without filling, a speck becomes a hole
