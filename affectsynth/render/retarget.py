@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..deform import Deformation
 from ..model.face_model import MATERIALS, FaceModel
@@ -30,6 +31,11 @@ SEEN_DEPTH_TOLERANCE_PX = 1.0
 #: pixel or two, so a moved point's photo pixel is often the lips or a tooth edge, and a jaw
 #: opening stretches a few rows of them into stripes.
 INTERIOR_PHOTO_MAX_MOVE_PX = 1.0
+#: ... and where the photo's opening around it is wide (no skin within this many px of its
+#: source position) or the target's is as narrow (skin as near). A closed mouth still has a
+#: slit of a pixel or so in the fitted model (its rest lips are 0.7 mm apart), whose photo
+#: pixels are the line where the lips meet: right in a slit, a stripe across a parted mouth.
+INTERIOR_PHOTO_CLEARANCE_PX = 2
 #: Unshown gaps up to about 2 * SPECK_PX + 1 px wide are filled before feathering.
 SPECK_PX = 2
 #: Eyeballs are drawn this far behind where they are, for both depth tests (the photo's and
@@ -153,7 +159,13 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
                                 indexing="ij")
     centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5                          # [h, w, 2]
     moved = (where[..., :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
-    seen = seen & ~(interior & moved)
+    def near(skin: torch.Tensor) -> torch.Tensor:                                     # [B, h, w] -> [B, 1, h, w]
+        r = INTERIOR_PHOTO_CLEARANCE_PX
+        return F.max_pool2d(skin[:, None].to(photo.dtype), 2 * r + 1, stride=1, padding=r)
+
+    slit_in_photo = sample_image(near(src_frags.mask), where[..., :2], mode="nearest")[..., 0] > 0
+    slit_in_target = near(frags.mask & (material == _SKIN))[:, 0] > 0
+    seen = seen & ~(interior & (moved | (slit_in_photo & ~slit_in_target)))
     if eyes is not None and bool((frags.mask & (material == _EYEBALL) & ~seen).any()):
         hidden_eye = frags.mask & (material == _EYEBALL) & ~seen
         points = interpolate(deformation.target, frags, faces)                             # [B, h, w, 3] mm
