@@ -7,6 +7,8 @@
     affectsynth render IMAGE --va-path "0,0;0.6,0.4;0.8,-0.2" [--frames 48] [-o clip.mp4|clip.gif|frames/]
                        [--fps 24] [--json meta.json] ...
     affectsynth sheet IMAGE -o sheet.png [--targets happiness va:0.5,0.7 au:12:0.8 ...] [--json meta.json] ...
+    affectsynth model import ict PATH -o model.npz   import the ICT Face Model Light of an ICT-FaceKit clone
+    affectsynth model info model.npz                  counts, expressions, landmarks, regions, provenance
 
 Exit codes: 0 ok; 1 internal error (a bug); 2 bad input (file, image, argument) or no usable
 face; 3 partial success in batch mode. Errors are one line on stderr; set AFFECTSYNTH_DEBUG=1
@@ -277,6 +279,46 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Model importers by the name ``affectsynth model import`` takes.
+MODEL_IMPORTERS = ("ict",)
+
+
+def cmd_model_import(args: argparse.Namespace) -> int:
+    from .io import check_output_path
+    from .model.importers import import_ict
+
+    output = check_output_path(args.output)
+    model = import_ict(args.path)
+    model.save(output)
+    print(f"wrote {args.output} ({model.name}: {model.num_vertices} vertices, {model.num_identity} identity modes, "
+          f"{model.num_expressions} expressions)")
+    return 0
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    from .model import FaceModel
+
+    model = FaceModel.load(args.model)
+    meta = model.meta
+    au_map = meta.get("au_map", {})
+    lines = [
+        f"{args.model}: {model.name} ({meta.get('version', 'no version')}), units {meta.get('units', '?')}",
+        f"  vertices {model.num_vertices}, triangles {model.triangles.shape[0]}, identity modes {model.num_identity}, "
+        f"expressions {model.num_expressions}, uv {'yes' if model.uv is not None else 'no'}",
+        "  expressions: " + ", ".join(f"{n}={au_map[n]}" if n in au_map else n for n in model.exp_names),
+        "  landmark schemes: " + (", ".join(f"{k} ({int(m.valid.sum())}/{len(m.valid)} points)"
+                                          for k, m in model.landmark_maps.items()) or "none"),
+        "  regions: " + (", ".join(f"{k} ({len(r)})" for k, r in model.regions.items()) or "none"),
+        "  materials (triangles): " + (", ".join(f"{k} ({len(r)})" for k, r in model.materials.items())
+                                       or "none: all skin"),
+    ]
+    for key in ("source", "licence", "provenance", "what_it_is", "what_it_is_not"):
+        if key in meta:
+            lines.append(f"  {key}: {meta[key]}")
+    print("\n".join(lines))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors as one line like every other error (it would print the usage too)."""
 
@@ -347,6 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed for the sampling of expression variants")
     _add_model_options(p, render=True)
     p.set_defaults(func=cmd_sheet)
+
+    p = sub.add_parser("model", help="import a public face model, or describe a model file")
+    model_sub = p.add_subparsers(dest="model_command", required=True)
+    q = model_sub.add_parser("import", help="import a public 3DMM into a model .npz")
+    q.add_argument("format", choices=MODEL_IMPORTERS, help="ict: a clone of ICT-FaceKit (a folder with FaceXModel/)")
+    q.add_argument("path", type=Path)
+    q.add_argument("-o", "--output", type=Path, required=True)
+    q.set_defaults(func=cmd_model_import)
+    q = model_sub.add_parser("info", help="counts, expressions, landmark schemes, regions, materials, provenance")
+    q.add_argument("model", type=Path)
+    q.set_defaults(func=cmd_model_info)
     return ap
 
 

@@ -122,7 +122,7 @@ def eyeball_centres(model: FaceModel, id_coeffs: torch.Tensor) -> tuple[torch.Te
     centres, radii = [], []
     for side in SIDES:
         meta = model.meta["eyeballs"][side]
-        ids = model.regions.get("eyeball_" + side, model.regions["eye_" + side])
+        ids = model.regions["eyeball_" + side] if "eyeball_" + side in model.regions else model.regions["eye_" + side]
         shift = torch.einsum("bk,kc->bc", id_coeffs.to(model.dtype), model.id_basis[:, ids].mean(1))
         centres.append(model.mean.new_tensor(meta["centre_mm"]) + shift)
         radii.append(float(meta["radius_mm"]))

@@ -1,0 +1,165 @@
+"""The ICT Face Model Light import (affectsynth.model.importers.ict) on the real ICT files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from affectsynth.affect.targets import model_au_keys, parse_expression
+from affectsynth.cli import main
+from affectsynth.model import FaceModel
+from affectsynth.model.importers import import_ict
+from affectsynth.model.importers.ict import ICT_UNIT_MM
+
+from .conftest import SHARED, need_shared
+
+ICT_ARCHIVE = SHARED / "models" / "ICT-FaceKit" / "FaceXModel.tar.xz"
+
+
+@pytest.fixture(scope="session")
+def ict_root(tmp_path_factory) -> Path:
+    """A folder laid out like an ICT-FaceKit clone (FaceXModel/ unpacked once per session)."""
+    archive = need_shared(ICT_ARCHIVE)
+    root = tmp_path_factory.mktemp("ict")
+    subprocess.run(["tar", "-xJf", str(archive), "-C", str(root)], check=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ict_model(ict_root) -> FaceModel:
+    start = time.perf_counter()
+    model = import_ict(ict_root)
+    print(f"\nimport_ict: {time.perf_counter() - start:.1f} s")
+    return model
+
+
+@pytest.fixture(scope="session")
+def ict_npz(ict_root, tmp_path_factory) -> Path:
+    """The model written by ``affectsynth model import ict``."""
+    path = tmp_path_factory.mktemp("ict_npz") / "ict.npz"
+    assert main(["model", "import", "ict", str(ict_root), "-o", str(path)]) == 0
+    return path
+
+
+def _obj_vertex(path: Path, index: int) -> np.ndarray:
+    """Vertex ``index`` of an OBJ, read line by line (independently of the importer's parser)."""
+    with path.open() as f:
+        vertices = (line for line in f if line.startswith("v "))
+        line = next(line for i, line in enumerate(vertices) if i == index)
+    return np.array(line.split()[1:], dtype=np.float64)
+
+
+def test_counts_parts_and_names(ict_root, ict_model):
+    m = ict_model
+    assert (m.num_vertices, m.num_identity, m.num_expressions) == (26_719, 100, 53)
+    names = json.loads((ict_root / "FaceXModel" / "vertex_indices.json").read_text())["expressions"]
+    assert m.exp_names == tuple(names)
+    # The skin (face, head and neck) comes first in ICT's own order, the interior after it.
+    assert m.skin().num_vertices == 11_248 and m.regions["skin"].tolist() == list(range(11_248))
+    for material, parts in {"mouth_socket": ["mouth_socket"], "gums": ["gums_tongue"], "teeth": ["teeth"],
+                            "eyeball": ["eyeball_L", "eyeball_R"]}.items():
+        allowed = torch.cat([m.regions[p] for p in parts] + [m.regions["skin"]])  # interior rims may be skin
+        assert torch.isin(m.triangles[m.materials[material]], allowed).all(), material
+    assert m.uv.shape == (26_719, 2) and 0 <= m.uv.min() and m.uv.max() <= 1
+    # The eyelash strips, eye films and eye sockets keep their vertices but have no triangles.
+    assert not torch.isin(m.triangles, torch.arange(24_591, 26_719)).any()
+
+
+@pytest.mark.parametrize("name", ["generic_neutral_mesh", "identity007", "mouthSmile_L"])
+def test_vertex_order_is_the_files(ict_root, ict_model, name):
+    folder = ict_root / "FaceXModel"
+    for index in (0, 1225, 11_248, 17_039, 21_451, 26_718):
+        neutral = _obj_vertex(folder / "generic_neutral_mesh.obj", index) * ICT_UNIT_MM
+        assert np.allclose(ict_model.mean[index].numpy(), neutral, atol=1e-4)
+        if name == "generic_neutral_mesh":
+            continue
+        basis = ict_model.id_basis[7] if name.startswith("identity") else \
+            ict_model.exp_basis[ict_model.exp_index(name)]
+        assert np.allclose(basis[index].numpy(), _obj_vertex(folder / f"{name}.obj", index) * ICT_UNIT_MM - neutral,
+                           atol=1e-4)
+
+
+def test_triangles_face_outward(ict_model):
+    m = ict_model
+    v, f = m.mean.double(), m.triangles
+    normals = torch.linalg.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    tip = int(m.landmark_map("ibug68").vertices[30, 0])
+    around = normals[(f == tip).any(1)].sum(0)
+    assert around[2] / around.norm() > 0.9  # the nose tip looks along +z
+    # Each surface is consistently wound: no directed edge is used twice.
+    material = m.triangle_materials()
+    for k in material.unique():
+        t = f[material == k]
+        edges = torch.cat((t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]))
+        assert len(edges.unique(dim=0)) == len(edges)
+    for side in "LR":  # every sclera triangle faces away from its eyeball's centre
+        sclera = f[torch.isin(f, m.regions["sclera_" + side]).all(1)]
+        n = torch.linalg.cross(v[sclera[:, 1]] - v[sclera[:, 0]], v[sclera[:, 2]] - v[sclera[:, 0]])
+        out = v[sclera].mean(1) - v.new_tensor(m.meta["eyeballs"][side]["centre_mm"])
+        assert ((n * out).sum(1) > 0).all()
+
+
+def test_units_sides_and_landmarks(ict_model):
+    m = ict_model
+    points = m.landmarks(m.mean[None], "ibug68")[0]
+    assert 85 < (points[36] - points[45]).norm() < 100  # outer eye corners, mm
+    assert points[36, 0] < 0 < points[45, 0] and points[48, 0] < 0 < points[54, 0]  # iBUG: 36, 48 subject's right
+    assert points[8, 1] < points[57, 1] < points[30, 1] < points[27, 1]  # chin, lower lip, nose tip, nose root
+    assert points[30, 2] > m.mean[:, 2].max() - 1.0  # the nose tip is the front of the face (mm)
+    assert m.mean[m.regions["eyeball_L"], 0].mean() > 0 > m.mean[m.regions["eyeball_R"], 0].mean()
+    for name, side in (("mouthSmile_L", 1), ("mouthSmile_R", -1), ("eyeBlink_L", 1)):
+        weight = m.exp_basis[m.exp_index(name)].norm(dim=1)  # mm
+        assert (weight * m.mean[:, 0]).sum() / weight.sum() * side > 10, name  # its side's half moves
+    assert m.meta["units"] == "mm" and "centimetres" in m.meta["unit_conversion"]
+    # Identity modes are std-scaled PCA modes: mm-sized, decreasing.
+    rms = m.id_basis[:, :11_248].square().sum(-1).mean(-1).sqrt()
+    assert 1 < rms[0] < 10 and rms[-1] < 0.2 * rms[0]
+
+
+def test_au_map_drives_named_expressions(ict_model):
+    keys = dict(zip(ict_model.exp_names, model_au_keys(ict_model)))
+    assert keys["mouthSmile_L"] == "AU12_L" and keys["browInnerUp_R"] == "AU1_R" and keys["jawForward"] is None
+    assert set(ict_model.meta["unmapped_expressions"]) == {n for n, k in keys.items() if k is None}
+    coeffs, report = parse_expression("happiness").to_model_coeffs(ict_model)
+    named = dict(zip(ict_model.exp_names, coeffs.tolist()))
+    assert named["mouthSmile_L"] > 0 and named["mouthSmile_R"] > 0 and named["cheekSquint_L"] > 0
+    assert {n for n, c in named.items() if c} <= {"mouthSmile_L", "mouthSmile_R", "cheekSquint_L", "cheekSquint_R",
+                                                   "jawOpen"}
+    assert "AU12" not in report.missing and "AU6" not in report.missing
+
+
+def test_cli_import_saves_and_loads_the_same_model(ict_model, ict_npz):
+    start = time.perf_counter()
+    loaded = FaceModel.load(ict_npz)
+    print(f"\nload {ict_npz.stat().st_size / 1e6:.1f} MB npz: {time.perf_counter() - start:.2f} s")
+    for name in ("mean", "id_basis", "exp_basis", "uv"):
+        assert torch.equal(getattr(loaded, name), getattr(ict_model, name)), name
+    assert torch.equal(loaded.triangles, ict_model.triangles) and loaded.exp_names == ict_model.exp_names
+    assert loaded.regions.keys() == ict_model.regions.keys()
+    assert all(torch.equal(loaded.regions[k], r) for k, r in ict_model.regions.items())
+    assert all(torch.equal(loaded.materials[k], r) for k, r in ict_model.materials.items())
+    assert torch.equal(loaded.landmark_map("ibug68").vertices, ict_model.landmark_map("ibug68").vertices)
+    assert loaded.meta == ict_model.meta
+
+
+def test_cli_info(ict_npz, capsys):
+    assert main(["model", "info", str(ict_npz)]) == 0
+    out = capsys.readouterr().out
+    assert "vertices 26719" in out and "identity modes 100" in out and "expressions 53" in out
+    assert "mouthSmile_L=AU12_L" in out and "ibug68 (68/68 points)" in out and "MIT" in out
+    assert len(out.splitlines()) < 25
+
+
+def test_cli_bad_path_exit_2_one_line(tmp_path, capsys):
+    out = tmp_path / "model.npz"
+    assert main(["model", "import", "ict", str(tmp_path / "missing"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not an ICT-FaceKit folder" in err
+    assert not out.exists()
+    assert main(["model", "info", str(out)]) == 2
