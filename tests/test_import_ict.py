@@ -17,7 +17,7 @@ from affectsynth.model import FaceModel
 from affectsynth.model.importers import import_ict
 from affectsynth.model.importers.ict import ICT_UNIT_MM
 
-from .conftest import SHARED, need_shared
+from .conftest import EOS_DATA, SHARED, need_shared, read_pts
 
 ICT_ARCHIVE = SHARED / "models" / "ICT-FaceKit" / "FaceXModel.tar.xz"
 
@@ -163,3 +163,15 @@ def test_cli_bad_path_exit_2_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "not an ICT-FaceKit folder" in err
     assert not out.exists()
     assert main(["model", "info", str(out)]) == 2
+
+
+def test_fit_with_dlib_landmarks_on_image_0010(ict_npz, tmp_path):
+    """The imported model fits a real photo through its 68-point map: the fitted model's 68
+    points against the 300-W ground truth (the default model's test_cli formula)."""
+    photo = need_shared(EOS_DATA / "image_0010.png")
+    out = tmp_path / "fit.json"
+    assert main(["fit", str(photo), "--model", str(ict_npz), "--detector", "dlib", "-o", str(out)]) == 0
+    pred = np.asarray(json.loads(out.read_text())["landmarks_68"])
+    gt = read_pts(EOS_DATA / "image_0010.pts")
+    nme = np.linalg.norm(pred - gt, axis=1).mean() / np.linalg.norm(gt[36] - gt[45])
+    assert nme <= 0.06, nme
