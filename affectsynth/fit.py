@@ -12,8 +12,8 @@ depth residual weighted by ``depth_weight``. w_i are iteratively re-weighted rob
 weights, so a few bad landmarks do not drag the fit, times a density factor that counts the
 landmarks as at most ``independent_landmarks`` measurements (see :class:`FitConfig`). The
 bounds on expression activations are kept with an active set: a coefficient at a bound whose
-gradient pushes it outward is frozen for that iteration. The camera is weak perspective (see :mod:`affectsynth.camera`);
-rotation updates are left-multiplied axis-angle steps.
+gradient pushes it outward is frozen for that iteration. The camera is weak perspective (see
+:mod:`affectsynth.camera`); rotation updates are left-multiplied axis-angle steps.
 
 Dividing residuals by the scale s makes the energy independent of the image resolution, so
 one set of weights serves a 100-pixel face and a 4000-pixel one.

@@ -217,7 +217,7 @@ class FaceModel:
         the other way round). A model with no interior parts is returned as it is."""
         if not self.materials:
             return self
-        skin_triangles = self.triangles[self.triangle_materials() == 0]
+        skin_triangles = self.triangles[self.triangle_materials() == MATERIALS.index("skin")]
         n = int(skin_triangles.max()) + 1
         return FaceModel(mean=self.mean[:n], id_basis=self.id_basis[:, :n], exp_basis=self.exp_basis[:, :n],
                          exp_names=self.exp_names, triangles=skin_triangles,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["feathered_mask", "fill_specks", "composite"]
+__all__ = ["dilate", "feathered_mask", "fill_specks", "composite"]
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -18,9 +18,9 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
 
 
-def _max_filter(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Square (2r + 1)^2 max-filter of [B, 1, H, W], as a row pass then a column pass: the
-    same result, O(r) not O(r^2)."""
+def dilate(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Square (2r + 1)^2 max-filter of [B, 1, H, W] (dilation of a mask; -dilate(-x) erodes),
+    as a row pass then a column pass: the same result, O(r) not O(r^2)."""
     x = F.max_pool2d(x, kernel_size=(1, 2 * r + 1), stride=1, padding=(0, r))
     return F.max_pool2d(x, kernel_size=(2 * r + 1, 1), stride=1, padding=(r, 0))
 
@@ -30,7 +30,7 @@ def fill_specks(coverage: torch.Tensor, radius_px: int) -> torch.Tensor:
     (a morphological closing: dilate, then erode). Larger uncovered regions stay as they are."""
     if radius_px <= 0:
         return coverage
-    return -_max_filter(-_max_filter(coverage, radius_px), radius_px)
+    return -dilate(-dilate(coverage, radius_px), radius_px)
 
 
 def feathered_mask(coverage: torch.Tensor, feather_px: float) -> torch.Tensor:
@@ -42,7 +42,7 @@ def feathered_mask(coverage: torch.Tensor, feather_px: float) -> torch.Tensor:
     """
     if feather_px <= 0:
         return coverage
-    eroded = -_max_filter(-coverage, max(1, int(round(feather_px))))
+    eroded = -dilate(-coverage, max(1, int(round(feather_px))))
     return _gaussian_blur(eroded, feather_px / 2)
 
 

@@ -1,4 +1,4 @@
-"""Shading of the parts of a face its photo does not show: the mouth interior.
+"""Shading the photo cannot supply: the mouth interior it does not show, and skin an expression turns.
 
 When a target parts the lips, the renderer draws the model's mouth socket, teeth, gums and
 tongue (:data:`affectsynth.model.face_model.MATERIALS`) behind them. Where the photo showed
@@ -6,7 +6,8 @@ such a surface (an open mouth in the input) its own pixels are used; elsewhere t
 comes from here: a material tone set by colours measured on the same face (lips, skin), lit
 by a simple model — Lambert toward the camera and a fall-off with depth behind the lips,
 which stands for the shadow the lips and cheeks cast into the mouth. The eyeballs are
-shaded by :mod:`affectsynth.render.eyes`.
+shaded by :mod:`affectsynth.render.eyes`. Skin the photo does show is only re-shaded where
+an expression turns it (:func:`shading_ratio`).
 
 Colours are linear in the photo's own values (no gamma handling: the tones are measured in
 the same photo).

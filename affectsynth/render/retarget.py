@@ -7,11 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..deform import Deformation
 from ..model.face_model import MATERIALS, FaceModel
-from .composite import composite, feathered_mask, fill_specks
+from .composite import composite, dilate, feathered_mask, fill_specks
 from .eyes import EyeAppearance, eyeball_colour
 from .materials import MouthAppearance, estimate_mouth_appearance, shade_mouth, shading_ratio, vertex_normals
 from .raster import rasterize, resolve_backend
@@ -159,12 +158,10 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
                                 indexing="ij")
     centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5                          # [h, w, 2]
     moved = (where[..., :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
-    def near(skin: torch.Tensor) -> torch.Tensor:                                     # [B, h, w] -> [B, 1, h, w]
-        r = INTERIOR_PHOTO_CLEARANCE_PX
-        return F.max_pool2d(skin[:, None].to(photo.dtype), 2 * r + 1, stride=1, padding=r)
-
-    slit_in_photo = sample_image(near(src_frags.mask), where[..., :2], mode="nearest")[..., 0] > 0
-    slit_in_target = near(frags.mask & (material == _SKIN))[:, 0] > 0
+    near_skin_in_photo = dilate(src_frags.mask[:, None].to(photo.dtype), INTERIOR_PHOTO_CLEARANCE_PX)
+    slit_in_photo = sample_image(near_skin_in_photo, where[..., :2], mode="nearest")[..., 0] > 0
+    skin_in_target = (frags.mask & (material == _SKIN))[:, None].to(photo.dtype)
+    slit_in_target = dilate(skin_in_target, INTERIOR_PHOTO_CLEARANCE_PX)[:, 0] > 0
     seen = seen & ~(interior & (moved | (slit_in_photo & ~slit_in_target)))
     if eyes is not None and bool((frags.mask & (material == _EYEBALL) & ~seen).any()):
         hidden_eye = frags.mask & (material == _EYEBALL) & ~seen
