@@ -8,6 +8,7 @@
                        [--fps 24] [--json meta.json] ...
     affectsynth sheet IMAGE -o sheet.png [--targets happiness va:0.5,0.7 au:12:0.8 ...] [--json meta.json] ...
     affectsynth model import ict PATH -o model.npz   import the ICT Face Model Light of an ICT-FaceKit clone
+    affectsynth model import bfm2009|bfm2017 FILE -o model.npz   the Basel Face Model (.mat / .h5)
     affectsynth model info model.npz                  counts, expressions, landmarks, regions, provenance
 
 Exit codes: 0 ok; 1 internal error (a bug); 2 bad input (file, image, argument) or no usable
@@ -279,16 +280,21 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Model importers by the name ``affectsynth model import`` takes.
-MODEL_IMPORTERS = ("ict",)
+#: Model importers by the name ``affectsynth model import`` takes: (function of
+#: affectsynth.model.importers, what PATH is).
+MODEL_IMPORTERS = {
+    "ict": ("import_ict", "a clone of ICT-FaceKit (a folder with FaceXModel/)"),
+    "bfm2009": ("import_bfm2009", "BFM 2009's 01_MorphableModel.mat"),
+    "bfm2017": ("import_bfm2017", "a BFM 2017 .h5 (model2017-1_bfm_nomouth.h5, ..._face12_nomouth.h5)"),
+}
 
 
 def cmd_model_import(args: argparse.Namespace) -> int:
     from .io import check_output_path
-    from .model.importers import import_ict
+    from .model import importers
 
-    output = check_output_path(args.output)
-    model = import_ict(args.path)
+    output = check_output_path(args.output, args.path)
+    model = getattr(importers, MODEL_IMPORTERS[args.format][0])(args.path)
     model.save(output)
     print(f"wrote {args.output} ({model.name}: {model.num_vertices} vertices, {model.num_identity} identity modes, "
           f"{model.num_expressions} expressions)")
@@ -393,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("model", help="import a public face model, or describe a model file")
     model_sub = p.add_subparsers(dest="model_command", required=True)
     q = model_sub.add_parser("import", help="import a public 3DMM into a model .npz")
-    q.add_argument("format", choices=MODEL_IMPORTERS, help="ict: a clone of ICT-FaceKit (a folder with FaceXModel/)")
+    q.add_argument("format", choices=MODEL_IMPORTERS,
+                   help="; ".join(f"{k}: {what}" for k, (_, what) in MODEL_IMPORTERS.items())
+                   + " (bfm2009 and bfm2017 are untested on the real files)")
     q.add_argument("path", type=Path)
     q.add_argument("-o", "--output", type=Path, required=True)
     q.set_defaults(func=cmd_model_import)

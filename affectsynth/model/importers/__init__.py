@@ -2,8 +2,11 @@
 :class:`~affectsynth.model.face_model.FaceModel`.
 
 * :func:`import_ict`: the ICT Face Model Light (ICT-FaceKit, MIT licence).
+* :func:`import_bfm2009`, :func:`import_bfm2017`: the Basel Face Model 2009 (.mat) and 2017
+  (.h5); untested on the real files (none were available).
 """
 
+from .bfm import import_bfm2009, import_bfm2017
 from .ict import import_ict
 
-__all__ = ["import_ict"]
+__all__ = ["import_bfm2009", "import_bfm2017", "import_ict"]
