@@ -9,6 +9,7 @@
     affectsynth sheet IMAGE -o sheet.png [--targets happiness va:0.5,0.7 au:12:0.8 ...] [--json meta.json] ...
     affectsynth model import ict PATH -o model.npz   import the ICT Face Model Light of an ICT-FaceKit clone
     affectsynth model import bfm2009|bfm2017 FILE -o model.npz   the Basel Face Model (.mat / .h5)
+    affectsynth model import flame FILE [--landmarks EMBEDDING] -o model.npz   FLAME (.pkl)
     affectsynth model info model.npz                  counts, expressions, landmarks, regions, provenance
 
 Exit codes: 0 ok; 1 internal error (a bug); 2 bad input (file, image, argument) or no usable
@@ -286,6 +287,7 @@ MODEL_IMPORTERS = {
     "ict": ("import_ict", "a clone of ICT-FaceKit (a folder with FaceXModel/)"),
     "bfm2009": ("import_bfm2009", "BFM 2009's 01_MorphableModel.mat"),
     "bfm2017": ("import_bfm2017", "a BFM 2017 .h5 (model2017-1_bfm_nomouth.h5, ..._face12_nomouth.h5)"),
+    "flame": ("import_flame", "a FLAME .pkl (generic_model.pkl, flame2023.pkl)"),
 }
 
 
@@ -293,8 +295,12 @@ def cmd_model_import(args: argparse.Namespace) -> int:
     from .io import check_output_path
     from .model import importers
 
-    output = check_output_path(args.output, args.path)
-    model = getattr(importers, MODEL_IMPORTERS[args.format][0])(args.path)
+    inputs = [args.path] + ([args.landmarks] if args.landmarks is not None else [])
+    output = check_output_path(args.output, *inputs)
+    if args.landmarks is not None and args.format != "flame":
+        raise InputError("--landmarks goes with flame")
+    importer = getattr(importers, MODEL_IMPORTERS[args.format][0])
+    model = importer(args.path, **({"landmarks": args.landmarks} if args.landmarks is not None else {}))
     model.save(output)
     print(f"wrote {args.output} ({model.name}: {model.num_vertices} vertices, {model.num_identity} identity modes, "
           f"{model.num_expressions} expressions)")
@@ -401,9 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = model_sub.add_parser("import", help="import a public 3DMM into a model .npz")
     q.add_argument("format", choices=MODEL_IMPORTERS,
                    help="; ".join(f"{k}: {what}" for k, (_, what) in MODEL_IMPORTERS.items())
-                   + " (bfm2009 and bfm2017 are untested on the real files)")
+                   + " (bfm2009, bfm2017 and flame are untested on the real files)")
     q.add_argument("path", type=Path)
     q.add_argument("-o", "--output", type=Path, required=True)
+    q.add_argument("--landmarks", type=Path, help="flame: a landmark embedding (flame_static_embedding.pkl, "
+                                                  "landmark_embedding.npy or mediapipe_landmark_embedding.npz)")
     q.set_defaults(func=cmd_model_import)
     q = model_sub.add_parser("info", help="counts, expressions, landmark schemes, regions, materials, provenance")
     q.add_argument("model", type=Path)

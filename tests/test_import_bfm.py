@@ -150,6 +150,7 @@ def test_bfm2009_bad_files(bfm2009, tmp_path, capsys):
     for name, (change, message) in cases.items():
         scipy.io.savemat(tmp_path / name, {**fields, **change})
         assert message in _cli_error(tmp_path, capsys, "bfm2009", tmp_path / name), name
+    assert "--landmarks goes with flame" in _cli_error(tmp_path, capsys, "bfm2009", path, "--landmarks", str(path))
 
 
 # ------------------------------------------------------------------------------ BFM 2017

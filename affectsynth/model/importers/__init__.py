@@ -4,9 +4,12 @@
 * :func:`import_ict`: the ICT Face Model Light (ICT-FaceKit, MIT licence).
 * :func:`import_bfm2009`, :func:`import_bfm2017`: the Basel Face Model 2009 (.mat) and 2017
   (.h5); untested on the real files (none were available).
+* :func:`import_flame`: FLAME 2020/2023 (.pkl, read without chumpy) and its landmark
+  embeddings; untested on the real files (none were available).
 """
 
 from .bfm import import_bfm2009, import_bfm2017
+from .flame import import_flame
 from .ict import import_ict
 
-__all__ = ["import_bfm2009", "import_bfm2017", "import_ict"]
+__all__ = ["import_bfm2009", "import_bfm2017", "import_flame", "import_ict"]
