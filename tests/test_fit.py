@@ -148,5 +148,6 @@ def test_dev_neutral_has_no_expression_and_smile_raises_au12(default_model, mp_d
         assert float(neutral.exp_coeffs[0, strongest]) <= 0.15, (subject.name, default_model.exp_names[strongest],
                                                                  float(neutral.exp_coeffs[0, strongest]))
         neutral_coeffs.append(neutral.exp_coeffs[0])
-        assert float(happy.exp_coeffs[0, au12].mean()) > 0.4, subject.name  # AU12 at 1 moves a corner 13 mm
+        # AU12 at 1 moves a corner 18 mm; posed smiles move it 12-19 mm, some of it explained by other AUs
+        assert float(happy.exp_coeffs[0, au12].mean()) > 0.3, subject.name
     assert float(torch.stack(neutral_coeffs).mean()) <= 0.03

@@ -40,10 +40,13 @@ def test_emfacs_table_matches_the_published_prototypes():
     for emotion, au in PUBLISHED.items():
         # the prototype, with AU25 where the lips part (FACS scores 25 whenever they do)
         first = table.variants[emotion][0]
-        lips_apart = {"AU25": 1.0} if first.source == "EMFACS+25" else {}
-        assert variant_aus(emotion)[0] == {**au, **lips_apart}, emotion
-        assert first.source == ("EMFACS+25" if emotion in ("happiness", "surprise", "fear") else "EMFACS")
+        # and, for happiness, the open-mouth smile's jaw drop (26C)
+        extra = {"EMFACS+25": {"AU25": 1.0}, "EMFACS+25+26": {"AU25": 1.0, "AU26": letter("C")}}.get(first.source, {})
+        assert variant_aus(emotion)[0] == {**au, **extra}, emotion
+        assert first.source == {"happiness": "EMFACS+25+26", "surprise": "EMFACS+25",
+                                "fear": "EMFACS+25"}.get(emotion, "EMFACS")
     assert PUBLISHED["happiness"] in variant_aus("happiness")  # the plain 6+12 stays a variant
+    assert {**PUBLISHED["happiness"], "AU25": 1.0} in variant_aus("happiness")  # and the closed-jaw smile
     assert [table.letters[c] for c in "ABCDE"] == [0.2, 0.35, 0.55, 0.8, 1.0]
     assert table.unspecified == 1.0
     assert all(v.source in table.sources for vs in table.variants.values() for v in vs)
@@ -62,7 +65,7 @@ def test_emfacs_variants_include_the_alternatives_emfacs_lists():
 
 def test_parse_expression_scales_by_intensity_and_labels():
     code = parse_expression("Happy", intensity=0.8)
-    assert code.au == {"AU6": 0.8, "AU12": 0.8, "AU25": 0.8}
+    assert code.au == pytest.approx({"AU6": 0.8, "AU12": 0.8, "AU25": 0.8, "AU26": 0.8 * letter("C")})
     assert code.category == "happiness" and code.soft_label == {"happiness": 1.0} and code.intensity == 0.8
     surprise = parse_expression("surprise", 0.5)
     assert surprise.au["AU5"] == pytest.approx(0.5 * letter("B"))
@@ -76,7 +79,8 @@ def test_compound_is_the_union_with_the_maximum_per_au_and_side():
     assert code.category is None and code.soft_label == {"happiness": 0.5, "surprise": 0.5}
     assert parse_expression("fear+surprise").au["AU5"] == 1.0  # fear's 5 beats surprise's 5B
     # contempt's right-only 12A is below happiness's bilateral 12, its right-only 14A stays
-    assert parse_expression("contempt+happiness").au == {"AU6": 1.0, "AU12": 1.0, "AU14_R": 0.2, "AU25": 1.0}
+    assert parse_expression("contempt+happiness").au == {"AU6": 1.0, "AU12": 1.0, "AU14_R": 0.2, "AU25": 1.0,
+                                                         "AU26": letter("C")}
     assert parse_expression("happiness+contempt+sadness").soft_label == pytest.approx(
         {"happiness": 1 / 3, "contempt": 1 / 3, "sadness": 1 / 3})
 
@@ -157,10 +161,11 @@ def nonzero(coeffs: torch.Tensor, model: FaceModel) -> dict[str, float]:
     return {model.exp_names[i]: round(float(coeffs[i]), 6) for i in coeffs.nonzero()[:, 0].tolist()}
 
 
-def test_happiness_drives_exactly_cheek_raiser_lip_corner_puller_and_lips_part(default_model):
+def test_happiness_drives_exactly_cheek_raiser_lip_corner_puller_lips_part_and_jaw_drop(default_model):
     coeffs, report = parse_expression("happiness", 0.7).to_model_coeffs(default_model)
     assert coeffs.shape == (default_model.num_expressions,) and coeffs.dtype == default_model.dtype
-    assert nonzero(coeffs, default_model) == {"AU6_L": 0.7, "AU6_R": 0.7, "AU12_L": 0.7, "AU12_R": 0.7, "AU25": 0.7}
+    assert nonzero(coeffs, default_model) == pytest.approx(
+        {"AU6_L": 0.7, "AU6_R": 0.7, "AU12_L": 0.7, "AU12_R": 0.7, "AU25": 0.7, "AU26": 0.7 * letter("C")})
     assert report.missing == () and report.approximated == ()
 
 

@@ -94,7 +94,7 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         "excursion from down- to up-gaze, standard clinical range)."),
     ActionUnit(
         6, "Cheek Raiser", "orbicularis oculi, pars orbitalis", True,
-        "infraorbital cheek up 3.5 mm and forward 1 mm, lower-lid margin up 2.5 mm, skin lateral "
+        "infraorbital cheek up 3.5 mm and forward 1 mm, lower-lid margin up 4 mm, skin lateral "
         "to the outer canthus drawn medially 2 mm (crow's feet), lateral brow down 1 mm",
         3.5, ((118,), (347,)), "up",
         _DESIGN + "the cheek point rises by about a quarter of the ~15 mm of infraorbital skin "
@@ -121,15 +121,16 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         _DESIGN + "about two thirds of the ~6 mm upper-lip vermilion height of the canonical mesh."),
     ActionUnit(
         12, "Lip Corner Puller", "zygomaticus major", True,
-        "lip corner 13 mm obliquely up, lateral and back (direction 7 : 7 : 5), toward the "
+        "lip corner 18 mm obliquely up, lateral and back (direction 7 : 7 : 5), toward the "
         "zygomatic origin of the muscle; lips stretched after it, carried along more than in other "
         "lip actions (profile t^1.3), the upper lip's midline up 3 mm; the cheek mass above the "
         "nasolabial fold up 3.5 and forward 2 mm; the fold itself 1.5 mm deeper",
-        13.0, ((61,), (291,)), "norm",
+        18.0, ((61,), (291,)), "norm",
         _DESIGN + "MediaPipe landmarks of 7 posed-happiness photos, Procrustes-aligned to their "
         "neutral photos in canonical-mesh millimetres, moved the corners 12-19 mm (that includes "
         "the other AUs of a posed smile); at 13 mm, 6+12+25 renders of the same people's neutral "
-        "photos move them about two thirds as far (measured the same way)."),
+        "photos moved them only about two thirds as far (measured the same way: the fit does not "
+        "carry the whole field into the image), so the field is 13 / (2/3) ~ 18-19 mm."),
     ActionUnit(
         14, "Dimpler", "buccinator", True,
         "lip corner back 3 mm, medial 1.5 mm, up 0.5 mm (tightened against the teeth), a 1.5 mm "
