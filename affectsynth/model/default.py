@@ -550,9 +550,10 @@ def _au2(rig: FaceRig, au: ActionUnit) -> np.ndarray:
 
 
 def _au4(rig: FaceRig, au: ActionUnit) -> np.ndarray:
-    # inner brow: 4 mm down and 3 mm medial (a 3-4-5 triangle scaled to the magnitude)
-    return _brows(rig, lambda a: -0.8 * au.magnitude_mm * _profile(a, (0, 14, 50), (1, 1, 0.375)),
-                  lambda a: 0.6 * au.magnitude_mm * _profile(a, (0, 14, 50), (1, 1, 1 / 3)))
+    # inner brow: 7 mm down and 2 mm medial (mostly down: posed brows barely converge in the image)
+    down, medial = np.array([7.0, 2.0]) / np.hypot(7.0, 2.0) * au.magnitude_mm
+    return _brows(rig, lambda a: -down * _profile(a, (0, 14, 50), (1, 1, 0.375)),
+                  lambda a: medial * _profile(a, (0, 14, 50), (1, 1, 1 / 3)))
 
 
 def _lids(rig: FaceRig, margins: dict[str, Callable], anchors: np.ndarray) -> np.ndarray:
@@ -613,7 +614,7 @@ def _au9(rig: FaceRig, au: ActionUnit) -> np.ndarray:
     nose, brow = rig.parts["nose"], rig.both("brow")
     # the nose skin rises fully up to 12 mm above the nose's lowest point, 0.5 mm at the root
     nose_up = 0.5 + (au.magnitude_mm - 0.5) * _profile(v[nose, 1] - v[nose, 1].min(), (0, 12, 40), (1, 1, 0))
-    lips, lip_values = rig.lip_values(lambda r, ids, t: np.outer(1.5 - t ** 2, [0, 1, 0]), _still)
+    lips, lip_values = rig.lip_values(lambda r, ids, t: np.outer(3.0 - 2.0 * t ** 2, [0, 1, 0]), _still)
     handles = np.r_[nose, brow, lips]
     values = np.r_[np.outer(nose_up, [0, 1, 0]),
                    np.outer(-_profile(np.abs(v[brow, 0]), (0, 14, 35), (2.0, 2.0, 0.0)), [0, 1, 0]),  # inner brows down
