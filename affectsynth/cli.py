@@ -8,6 +8,7 @@
                        [--fps 24] [--json meta.json] ...
     affectsynth sheet IMAGE -o sheet.png [--targets happiness va:0.5,0.7 au:12:0.8 ...] [--json meta.json] ...
     affectsynth model import ict PATH -o model.npz   import the ICT Face Model Light of an ICT-FaceKit clone
+    affectsynth model import sfm PATH -o model.npz   the Surrey Face Model (eos's share/ or sfm_shape_3448.bin)
     affectsynth model import bfm2009|bfm2017 FILE -o model.npz   the Basel Face Model (.mat / .h5)
     affectsynth model import flame FILE [--landmarks EMBEDDING] -o model.npz   FLAME (.pkl)
     affectsynth model info model.npz                  counts, expressions, landmarks, regions, provenance
@@ -285,6 +286,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 #: affectsynth.model.importers, what PATH is).
 MODEL_IMPORTERS = {
     "ict": ("import_ict", "a clone of ICT-FaceKit (a folder with FaceXModel/)"),
+    "sfm": ("import_sfm", "the Surrey Face Model: eos's share/ folder or sfm_shape_3448.bin"),
     "bfm2009": ("import_bfm2009", "BFM 2009's 01_MorphableModel.mat"),
     "bfm2017": ("import_bfm2017", "a BFM 2017 .h5 (model2017-1_bfm_nomouth.h5, ..._face12_nomouth.h5)"),
     "flame": ("import_flame", "a FLAME .pkl (generic_model.pkl, flame2023.pkl)"),
@@ -308,16 +310,21 @@ def cmd_model_import(args: argparse.Namespace) -> int:
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
+    from .affect.targets import model_emotion_keys
     from .model import FaceModel
 
     model = FaceModel.load(args.model)
     meta = model.meta
     au_map = meta.get("au_map", {})
+    emotions = model_emotion_keys(model)
     lines = [
         f"{args.model}: {model.name} ({meta.get('version', 'no version')}), units {meta.get('units', '?')}",
         f"  vertices {model.num_vertices}, triangles {model.triangles.shape[0]}, identity modes {model.num_identity}, "
         f"expressions {model.num_expressions}, uv {'yes' if model.uv is not None else 'no'}",
-        "  expressions: " + ", ".join(f"{n}={au_map[n]}" if n in au_map else n for n in model.exp_names),
+        "  expressions: " + ", ".join(f"{n}={au_map[n]}" if n in au_map else f"{n}={e}" if e not in (None, n) else n
+                                      for n, e in zip(model.exp_names, emotions)),
+        *(["  expressions are emotion-driven: each takes its emotion's share of an --expression or --va target "
+           "times the intensity; --au targets cannot drive them"] if any(emotions) else []),
         "  landmark schemes: " + (", ".join(f"{k} ({int(m.valid.sum())}/{len(m.valid)} points)"
                                           for k, m in model.landmark_maps.items()) or "none"),
         "  regions: " + (", ".join(f"{k} ({len(r)})" for k, r in model.regions.items()) or "none"),

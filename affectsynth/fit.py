@@ -412,7 +412,8 @@ class Fitter:
 
 def fit_record(fit: FitResult, index: int, model: FaceModel) -> dict:
     """A JSON-ready description of face ``index`` of a fit: pose, coefficients, errors and,
-    when the model has an iBUG-68 map, the fitted model's 68 landmarks in image pixels."""
+    when the model has an iBUG-68 map, the fitted model's 68 landmarks in image pixels (None for
+    the points the map has none for)."""
     yaw, pitch, roll = fit.angles_deg[index].tolist()
     record = {
         "model": fit.model_name,
@@ -438,5 +439,6 @@ def fit_record(fit: FitResult, index: int, model: FaceModel) -> dict:
         with torch.no_grad():
             one = fit[index]
             pts = one.image_points(model.landmarks(one.vertices(model), "ibug68"))[0, :, :2]
-        record["landmarks_68"] = pts.tolist()
+        valid = model.landmark_map("ibug68").valid.tolist()
+        record["landmarks_68"] = [point if ok else None for point, ok in zip(pts.tolist(), valid)]
     return record

@@ -170,6 +170,7 @@ def target_labels(target: ExpressionCode, model: FaceModel, coeffs: torch.Tensor
         "arousal": target.arousal, "intensity": target.intensity, "source": target.source,
         "au": target.au, "model_coeffs": dict(zip(model.exp_names, coeffs.tolist())),
         "au_missing_in_model": list(report.missing), "au_approximated": list(report.approximated),
+        "emotions_driven": list(report.emotions), "emotions_missing_in_model": list(report.emotions_missing),
     }
 
 

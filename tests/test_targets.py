@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from affectsynth.affect.targets import (AU_KEYS, ExpressionCode, au_dict, au_to_model_coeffs, au_vector,
-                                        emfacs_table, model_coeffs_to_au, parse_au, parse_expression, parse_va,
-                                        stack_model_coeffs)
+                                        emfacs_table, emotion_weights, model_coeffs_to_au, model_emotion_keys,
+                                        parse_au, parse_expression, parse_va, stack_model_coeffs)
 from affectsynth.errors import InputError, ModelFormatError
 from affectsynth.model.face_model import FaceModel
 
@@ -220,6 +220,44 @@ def test_other_models_map_their_names_through_au_map():
         au_to_model_coeffs(torch.zeros(1, len(AU_KEYS)), tiny_model(("AU12", "AU12_L")))
 
 
+EMOTION_SHAPES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")  # the Surrey Face Model's
+
+
+def test_emotion_weights_are_the_non_neutral_soft_label_times_intensity():
+    assert emotion_weights(parse_au("12:0.8")) is None
+    assert emotion_weights(parse_expression("neutral")) == {}
+    assert emotion_weights(parse_expression("fear", 0.4)) == pytest.approx({"fear": 0.4})
+    assert emotion_weights(parse_expression("happiness+surprise", 0.8)) == pytest.approx({"happiness": 0.4,
+                                                                                           "surprise": 0.4})
+    # A VA label holds its neutral share 1 - r already: each emotion gets r x its share of the rest.
+    code = ExpressionCode(au={}, soft_label={"neutral": 0.4, "happiness": 0.45, "surprise": 0.15}, intensity=0.6)
+    assert emotion_weights(code) == pytest.approx({"happiness": 0.45, "surprise": 0.15})
+
+
+def test_an_emotion_driven_model_takes_the_soft_label_and_reports_au_only_targets_missing():
+    model = tiny_model(("happy", "sadness", "tongueOut"), {"name": "emotions", "emotion_map": {"happy": "happiness"}})
+    assert model_emotion_keys(model) == ("happiness", "sadness", None)
+    coeffs, report = parse_expression("happiness", 0.7).to_model_coeffs(model)
+    assert coeffs.tolist() == pytest.approx([0.7, 0.0, 0.0])
+    assert report.emotions == ("happiness",) and report.missing == () and report.emotions_missing == ()
+    coeffs, report = parse_expression("sadness+contempt").to_model_coeffs(model)
+    assert coeffs.tolist() == pytest.approx([0.0, 0.5, 0.0]) and report.emotions_missing == ("contempt",)
+    with pytest.raises(InputError, match="no emotion shape for contempt"):
+        parse_expression("contempt").to_model_coeffs(model, strict=True)
+    coeffs, report = parse_au("12:0.8,6:0.5").to_model_coeffs(model)
+    assert coeffs.abs().sum() == 0 and report.missing == ("AU6", "AU12") and report.emotions == ()
+    with pytest.raises(ModelFormatError, match="not an emotion"):
+        model_emotion_keys(tiny_model(("smile",), {"name": "bad", "emotion_map": {"smile": "glee"}}))
+    with pytest.raises(ModelFormatError, match="both to action units and to emotions"):
+        parse_expression("happiness").to_model_coeffs(tiny_model(("AU12", "happiness")))
+
+
+def test_au_models_ignore_soft_labels(default_model):
+    assert model_emotion_keys(default_model) == (None,) * default_model.num_expressions
+    coeffs, report = parse_expression("happiness").to_model_coeffs(default_model)
+    assert report.emotions == () and coeffs.abs().sum() > 0
+
+
 def test_stacked_targets_match_single_targets(default_model):
     codes = [parse_expression("happiness", 0.3), parse_expression("fear"), parse_au("R12A+R14A"),
              parse_expression("neutral")]
@@ -229,6 +267,12 @@ def test_stacked_targets_match_single_targets(default_model):
         single, single_report = code.to_model_coeffs(default_model)
         assert torch.equal(row, single) and report == single_report
     assert coeffs[3].abs().sum() == 0
+    emotions = tiny_model(EMOTION_SHAPES)
+    coeffs, reports = stack_model_coeffs(codes, emotions)
+    assert coeffs[0].tolist() == pytest.approx([0, 0, 0, 0.3, 0, 0]) and reports[2].missing == ("AU12_R", "AU14_R")
+    for row, code, report in zip(coeffs, codes, reports):
+        single, single_report = code.to_model_coeffs(emotions)
+        assert torch.equal(row, single) and report == single_report
 
 
 def test_model_coefficients_map_back_to_the_same_aus(default_model):

@@ -27,6 +27,17 @@ otherwise ``au_map[name]``, the one table an importer writes (``model.meta["au_m
 
 :func:`model_coeffs_to_au` is the inverse direction (fitted coefficients -> AU activations).
 
+Emotion-driven models. Some models' expressions are whole emotions, not action units (the
+Surrey Face Model's six blendshapes: anger, disgust, fear, happiness, sadness, surprise). Each
+such expression is tied to one EMFACS category (:func:`model_emotion_keys`: ``emotion_map[name]``,
+``model.meta["emotion_map"]``, or the name itself when it is a category) and takes the target's
+weight of that emotion (:func:`emotion_weights`: its soft label without neutral, renormalised,
+times its intensity). A model is driven by AUs or by emotions, never both (that would show a
+target twice). :func:`stack_model_coeffs` is the one function that maps targets to either kind;
+on an emotion-driven model an AU-only target (no soft label) has all its AUs reported
+``missing``, and a soft label's emotions the model has no shape for (contempt on the SFM) are
+reported in ``emotions_missing``.
+
 Parsers (:func:`parse_expression`, :func:`parse_va`, :func:`parse_au`) raise
 :class:`~affectsynth.errors.InputError` with a one-line message on bad input. Expression
 prototypes come from the EMFACS table ``emfacs.json`` (:func:`emfacs_table`), which cites its
@@ -52,8 +63,9 @@ from ..model.face_model import FaceModel
 from .facs import FACS_MAIN_CODES
 
 __all__ = ["AU_NUMBERS", "AU_KEYS", "ExpressionCode", "MappingReport", "EmfacsVariant", "EmfacsTable",
-           "emfacs_table", "au_vector", "au_dict", "model_au_keys", "au_to_model_coeffs", "stack_model_coeffs",
-           "model_coeffs_to_au", "parse_expression", "parse_va", "parse_au", "validate_va"]
+           "emfacs_table", "au_vector", "au_dict", "model_au_keys", "model_emotion_keys", "emotion_weights",
+           "au_to_model_coeffs", "stack_model_coeffs", "model_coeffs_to_au", "parse_expression", "parse_va",
+           "parse_au", "validate_va"]
 
 #: The AU numbers targets may use (the FACS main codes), ascending.
 AU_NUMBERS: tuple[int, ...] = tuple(sorted(FACS_MAIN_CODES))
@@ -151,12 +163,13 @@ class ExpressionCode:
         return au_vector(self.au, dtype)
 
     def to_model_coeffs(self, model: FaceModel, *, au_map: Mapping[str, str] | None = None,
+                        emotion_map: Mapping[str, str] | None = None,
                         strict: bool = False) -> tuple[torch.Tensor, MappingReport]:
         """[E] expression coefficients of ``model`` (its device and dtype) and what could not be mapped.
 
-        See :func:`au_to_model_coeffs`.
+        See :func:`stack_model_coeffs`.
         """
-        coeffs, (report,) = au_to_model_coeffs(self.au_vector(torch.float64)[None], model, au_map=au_map,
+        coeffs, (report,) = stack_model_coeffs([self], model, au_map=au_map, emotion_map=emotion_map,
                                                strict=strict)
         return coeffs[0], report
 
@@ -169,15 +182,23 @@ def _check_unit(value: float, what: str) -> None:
 # ------------------------------------------------------------------------ model mapping
 @dataclass(frozen=True)
 class MappingReport:
-    """What of one target a model cannot show exactly (AU names in normal form, e.g. "AU11", "AU20_R").
+    """What of one target a model cannot show exactly (AU names in normal form, e.g. "AU11", "AU20_R"),
+    and which emotion shapes it drove.
 
     Attributes:
-        missing: requested AUs the model has no blendshape for (left out of the coefficients).
+        missing: requested AUs the model has no blendshape for (left out of the coefficients). On an
+            emotion-driven model a target with a soft label shows its AUs through the emotion
+            shapes, so none are missing; an AU-only target has all of its AUs here.
         approximated: asymmetric requests on bilateral-only model AUs (set to the mean of the sides).
+        emotions: the emotions of an emotion-driven model this target drove (weight > 0).
+        emotions_missing: emotions of the target's soft label (weight > 0) an emotion-driven model has
+            no shape for (left out of the coefficients).
     """
 
     missing: tuple[str, ...] = ()
     approximated: tuple[str, ...] = ()
+    emotions: tuple[str, ...] = ()
+    emotions_missing: tuple[str, ...] = ()
 
 
 def model_au_keys(model: FaceModel, au_map: Mapping[str, str] | None = None) -> tuple[str | None, ...]:
@@ -242,20 +263,91 @@ def au_to_model_coeffs(au: torch.Tensor, model: FaceModel, *, au_map: Mapping[st
         approximated = [f"AU{n}" for n, asym in zip(AU_NUMBERS, bilateral_only & (sides[:, 0] != sides[:, 1]))
                         if asym]
         reports.append(MappingReport(tuple(missing), tuple(approximated)))
-    if strict and (bad := next((r for r in reports if r.missing or r.approximated), None)):
-        problems = ([f"no blendshape for {', '.join(bad.missing)}"] if bad.missing else []) + \
-            ([f"only bilateral {', '.join(bad.approximated)} for a one-sided request"] if bad.approximated else [])
-        raise InputError(f"model {model.name!r} cannot show this target exactly: {'; '.join(problems)}")
+    if strict:
+        _raise_if_inexact(model, reports)
     return coeffs.to(device=model.device, dtype=model.dtype), tuple(reports)
 
 
+def _raise_if_inexact(model: FaceModel, reports: Sequence[MappingReport]) -> None:
+    """InputError (one line) for the first report with AUs or emotions missing, or AUs approximated."""
+    bad = next((r for r in reports if r.missing or r.approximated or r.emotions_missing), None)
+    if bad is None:
+        return
+    problems = ([f"no blendshape for {', '.join(bad.missing)}"] if bad.missing else []) + \
+        ([f"only bilateral {', '.join(bad.approximated)} for a one-sided request"] if bad.approximated else []) + \
+        ([f"no emotion shape for {', '.join(bad.emotions_missing)}"] if bad.emotions_missing else [])
+    raise InputError(f"model {model.name!r} cannot show this target exactly: {'; '.join(problems)}")
+
+
+def model_emotion_keys(model: FaceModel, emotion_map: Mapping[str, str] | None = None) -> tuple[str | None, ...]:
+    """The EMFACS category each expression of ``model`` shows, or None for one that shows no emotion.
+
+    ``emotion_map`` (default ``model.meta["emotion_map"]``) maps model expression names to categories;
+    a name it does not list is its own key when it is a category. Neutral is no expression shape.
+    ModelFormatError when the table names something that is not a category.
+    """
+    table = dict(model.meta.get("emotion_map", {}) if emotion_map is None else emotion_map)
+    emotions = set(emfacs_table().categories) - {"neutral"}
+    keys: list[str | None] = []
+    for name in model.exp_names:
+        key = table.get(name, name)
+        if key not in emotions:
+            if name in table:
+                raise ModelFormatError(f"model {model.name!r}: emotion_map maps {name!r} to {key!r}, which is not "
+                                       f"an emotion ({', '.join(sorted(emotions))})")
+            key = None
+        keys.append(key)
+    return tuple(keys)
+
+
+def emotion_weights(code: ExpressionCode) -> dict[str, float] | None:
+    """The weight of each emotion of a target, for emotion-driven models; None without a soft label.
+
+    The soft label's classes other than neutral, renormalised to sum to 1, times the target's
+    intensity (1 when it has none): ``happiness@0.7`` -> {happiness: 0.7}; ``happiness+surprise``
+    -> 0.5 each. A VA target's soft label already holds its neutral share 1 - r and its intensity
+    is r, so each emotion gets r x its neighbours' kernel weight, the share its AU vector has
+    (multiplying the raw label by r would count r twice). A neutral target gives {}.
+    """
+    if code.soft_label is None:
+        return None
+    shares = {name: p for name, p in code.soft_label.items() if name != "neutral" and p > 0}
+    total = sum(shares.values())
+    intensity = 1.0 if code.intensity is None else code.intensity
+    return {name: intensity * p / total for name, p in shares.items()}
+
+
 def stack_model_coeffs(codes: Sequence[ExpressionCode], model: FaceModel, *,
-                       au_map: Mapping[str, str] | None = None,
+                       au_map: Mapping[str, str] | None = None, emotion_map: Mapping[str, str] | None = None,
                        strict: bool = False) -> tuple[torch.Tensor, tuple[MappingReport, ...]]:
-    """[B, E] coefficients of ``model`` for B targets, and one report per target (:func:`au_to_model_coeffs`)."""
+    """[B, E] coefficients of ``model`` for B targets, and one report per target: the one function
+    that turns targets into a model's coefficients (the rules: module docstring).
+
+    An AU-driven model takes the targets' AU activations (:func:`au_to_model_coeffs`); an
+    emotion-driven one (:func:`model_emotion_keys`) their :func:`emotion_weights`. ``au_map`` and
+    ``emotion_map`` default to the model's own tables. ``strict``: raise InputError instead of
+    reporting what cannot be shown exactly. ModelFormatError for a model tied to both AUs and emotions.
+    """
     au = torch.stack([code.au_vector(torch.float64) for code in codes]) if codes else \
         torch.zeros(0, len(AU_KEYS), dtype=torch.float64)
-    return au_to_model_coeffs(au, model, au_map=au_map, strict=strict)
+    coeffs, reports = au_to_model_coeffs(au, model, au_map=au_map)
+    emotion_keys = model_emotion_keys(model, emotion_map)
+    if any(emotion_keys):
+        if any(model_au_keys(model, au_map)):
+            raise ModelFormatError(f"model {model.name!r} ties expressions both to action units and to emotions; "
+                                   "a model is driven by one or the other")
+        coeffs, reports = coeffs.clone(), list(reports)
+        for i, code in enumerate(codes):
+            weights = emotion_weights(code)
+            if weights is None:  # AU-only: nothing drives the emotion shapes; its AUs stay reported missing
+                continue
+            coeffs[i] = coeffs.new_tensor([weights.get(key, 0.0) for key in emotion_keys])
+            reports[i] = MappingReport(
+                emotions=tuple(dict.fromkeys(key for key in emotion_keys if weights.get(key, 0.0) > 0)),
+                emotions_missing=tuple(name for name, w in weights.items() if w > 0 and name not in emotion_keys))
+    if strict:
+        _raise_if_inexact(model, reports)
+    return coeffs, tuple(reports)
 
 
 def model_coeffs_to_au(coeffs: torch.Tensor, model: FaceModel, *,
