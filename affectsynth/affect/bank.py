@@ -8,31 +8,41 @@ Query rule (:meth:`VABank.query`). Read the circumplex as Russell (1980) does: t
 of a point is the kind of affect, its distance from the origin the intensity. For a query q
 with radius r = min(|q|, 1) and rim point u = q / |q| (u = 0 for q = 0):
 
-* the k exemplars nearest to u (Euclidean in VA; ties by bank order) get Gaussian kernel
-  weights w_i ~ K(d_i) - K(d_k+1), K(d) = exp(-d^2 / (2 h^2)), h = :data:`BANDWIDTH` (0.15 VA
-  units, a bit less than the default bank's radial step of 0.2), d_k+1 the distance of the
+* the k *kernel* exemplars nearest to u (Euclidean in VA; ties by bank order) get Gaussian kernel
+  weights w_i ~ K(d_i) - K(d_k+1), K(d) = exp(-d^2 / (2 h^2)), h = :data:`BANDWIDTH` (0.3 VA
+  units: the default bank's emotions lie 15-45 degrees apart on the rim, 0.26-0.77 VA, and h
+  = 0.3 blends neighbours smoothly; it also mixes the closest pair, anger and fear), d_k+1 the distance of the
   first exemplar left out, normalised to sum 1 (equal weights if all k + 1 are equidistant).
   Subtracting K(d_k+1) makes an exemplar's weight reach 0 as it leaves the k nearest, so the
   result is continuous in q and does not depend on how ties at the k-th place are broken.
   Where the rim is sparse the nearest exemplars lie further in (the inner ramp, the neutral
   exemplar), which fades the expression;
-* each exemplar contributes its *pattern* p_i = au_i / max(|va_i|, :data:`RADIUS_FLOOR`)
+* each contributes its *pattern* p_i = au_i / max(|va_i|, :data:`RADIUS_FLOOR`)
   clipped to [0, 1] (|va_i| capped at 1): its activations at full intensity, assuming, as the
   default bank is built, that activations grow linearly with the distance from the origin;
 * au(q) = r * sum_i w_i p_i. So (0, 0) is exactly neutral, the rim gets full intensity, and
   along a ray every activation grows linearly with r (the pattern depends on the direction only).
 
-With a ``generator`` the weights are resampled as w_i E_i / sum_j w_j E_j, E_i ~ Exp(1) i.i.d.
+Alternatives. An exemplar may be an *alternative* of a kernel exemplar (``alternative_of``): the
+same VA point and label, another AU combination for it (the default bank's EMFACS variants of
+one emotion). Alternatives take no part in the kernel, so the variants of an emotion are not
+averaged into one weaker face: without a generator each kernel exemplar shows its own pattern
+(the emotion's prototype), with one it shows the pattern of a member of its set {itself and its
+alternatives} drawn uniformly. A bank without alternatives (one built from 4D data) is all kernel.
+
+With a ``generator`` the weights are also resampled as w_i E_i / sum_j w_j E_j, E_i ~ Exp(1) i.i.d.
 (a Bayesian-bootstrap reweighting: a Dirichlet(1, ..., 1) draw tilted by the kernel weights), so a
-seed picks among the neighbouring variants; CPU results are bit-for-bit reproducible per seed.
+seed varies the blend of neighbours too; CPU results are bit-for-bit reproducible per seed.
 
 The default bank (:meth:`VABank.default`) places every EMFACS variant of
 :func:`~affectsynth.affect.targets.emfacs_table` on the circumplex (:data:`CIRCUMPLEX_DEG`),
-its variants spread over :data:`VARIANT_SPREAD_DEG` around the emotion's angle, each with an
+the prototype (its first variant) a kernel exemplar and the other variants its alternatives
+at the same points (so an emotion's own point gives what ``--expression`` gives), each with an
 intensity ramp (:data:`RAMP_RADII`, activations x radius), plus one neutral exemplar at the
-origin. It covers the arc from happiness (15 deg) anticlockwise to sadness (205 deg); the
-low-arousal arc between sadness and happiness (calm, sleepy, relaxed) has no prototype of its
-own and is served by the nearest exemplars (:meth:`VABank.coverage` shows it). Banks built from
+origin. The emotions cover the arc from happiness (15 deg) anticlockwise to sadness (205 deg);
+the low-arousal arc between sadness and happiness, which no basic emotion occupies, gets the
+non-emotional states of :data:`LOW_AROUSAL_STATES` (sleepy, relaxed) with the same ramps, so that
+arousal below the origin shows in the face rather than only fading it. Banks built from
 annotated 4D data replace it with the same code (:meth:`VABank.thin`, :meth:`VABank.save`).
 """
 
@@ -50,10 +60,10 @@ import torch
 
 from ..errors import InputError
 from ..io import load_npz, save_npz
-from .targets import AU_KEYS, ExpressionCode, au_dict, emfacs_table, validate_va
+from .targets import AU_KEYS, ExpressionCode, au_dict, emfacs_table, parse_au, validate_va
 
-__all__ = ["VABank", "target_from_va", "CIRCUMPLEX_DEG", "RAMP_RADII", "VARIANT_SPREAD_DEG", "BANDWIDTH",
-           "DEFAULT_K", "RADIUS_FLOOR", "FORMAT_VERSION"]
+__all__ = ["VABank", "target_from_va", "CIRCUMPLEX_DEG", "LOW_AROUSAL_STATES", "RAMP_RADII",
+           "BANDWIDTH", "DEFAULT_K", "RADIUS_FLOOR", "FORMAT_VERSION"]
 
 #: Version of the .npz layout written by :meth:`VABank.save`.
 FORMAT_VERSION = 1
@@ -62,16 +72,25 @@ FORMAT_VERSION = 1
 #: sadness follow where the words "happy"/"pleased", "astonished", "angry", "afraid" and "sad" lie
 #: in the circumplex of Russell (1980), "A circumplex model of affect", J. Pers. Soc. Psychol.
 #: 39(6), 1161-1178; disgust and contempt, which it does not scale, are our placements in the
-#: unpleasant, moderately aroused sector beyond "afraid".
+#: unpleasant, moderately aroused sector beyond "afraid": disgust the more unpleasant, toward
+#: "miserable", and contempt, a milder, one-sided display (its EMFACS code is at trace intensity),
+#: between it and fear (at the unpleasant pole a trace smirk would read as the mildest face).
 CIRCUMPLEX_DEG: Mapping[str, float] = MappingProxyType({
-    "happiness": 15.0, "surprise": 70.0, "anger": 100.0, "fear": 115.0, "disgust": 140.0, "contempt": 160.0,
+    "happiness": 15.0, "surprise": 70.0, "anger": 100.0, "fear": 115.0, "contempt": 140.0, "disgust": 160.0,
     "sadness": 205.0})
+#: Non-emotional low-arousal states of the default bank: name -> (angle in degrees as in
+#: :data:`CIRCUMPLEX_DEG`, FACS code at full intensity, category label). Placements as in Russell
+#: (1980): "sleepy" at the low-arousal pole, "relaxed" in the pleasant, calm quadrant. The codes are
+#: design choices: drowsiness shows as lids lowering toward closure (AU43, here C: half closed), a
+#: relaxed face as a trace smile with the lids a little lowered. Their labels are the categories a
+#: face annotator would give (AffectNet's eight): a sleepy face is "neutral", a relaxed smile "happiness".
+LOW_AROUSAL_STATES: Mapping[str, tuple[float, str, str]] = MappingProxyType({
+    "sleepy": (270.0, "43C", "neutral"), "relaxed": (330.0, "12B+43A", "happiness")})
 #: Radii of each variant's intensity ramp in the default bank (activations scaled by the radius).
 RAMP_RADII = (0.2, 0.4, 0.6, 0.8, 1.0)
-#: Total angular spread (degrees) of an emotion's variants, evenly spaced around its angle.
-VARIANT_SPREAD_DEG = 12.0
-#: Gaussian kernel bandwidth h in VA units.
-BANDWIDTH = 0.15
+#: Gaussian kernel bandwidth h in VA units (module docstring). With 0.15 a 48-frame VA path
+#: (test_pipeline) changed an AU by up to 19 % of its range between frames, at 0.3 by 4 %.
+BANDWIDTH = 0.3
 #: Neighbours per query.
 DEFAULT_K = 8
 #: Exemplars closer to the origin than this are scaled as if at this radius when turned into patterns.
@@ -87,12 +106,15 @@ class VABank:
         au: [N, A] float32 activations in [0, 1] over :data:`~affectsynth.affect.targets.AU_KEYS`.
         labels: N category names (e.g. "happiness", "neutral").
         meta: JSON-serialisable provenance.
+        alternative_of: [N] int64, the kernel exemplar each exemplar is an alternative of (its own
+            index for a kernel exemplar; module docstring); None: every exemplar is a kernel one.
     """
 
     va: torch.Tensor
     au: torch.Tensor
     labels: tuple[str, ...]
     meta: dict = field(default_factory=dict)
+    alternative_of: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.va.shape[0]
@@ -104,6 +126,20 @@ class VABank:
         if not (self.au.isfinite().all() and self.au.min() >= 0.0 and self.au.max() <= 1.0):
             raise InputError("VA bank: au activations must lie in [0, 1]")
         object.__setattr__(self, "labels", tuple(self.labels))
+        own = torch.arange(n)
+        of = own if self.alternative_of is None else torch.as_tensor(self.alternative_of, dtype=torch.int64).cpu()
+        if of.shape != (n,) or of.min() < 0 or of.max() >= n or not torch.equal(of[of], of):
+            raise InputError("VA bank: alternative_of must be [N] indices of kernel exemplars (which point to themselves)")
+        if not (torch.allclose(self.va.cpu()[of], self.va.cpu(), atol=1e-6)
+                and all(self.labels[j] == label for j, label in zip(of.tolist(), self.labels))):
+            raise InputError("VA bank: an alternative must have its kernel exemplar's va and label")
+        object.__setattr__(self, "alternative_of", of)
+        # kernel exemplars, and each one's set (itself first, then its alternatives in bank order)
+        sets: dict[int, list[int]] = {}
+        for i, j in enumerate(of.tolist()):
+            sets.setdefault(j, []).append(i)  # the kernel exemplar comes first: of[of] == of and i == j there
+        object.__setattr__(self, "_kernel", (of == own).nonzero()[:, 0])
+        object.__setattr__(self, "_sets", {j: tuple(sorted(m, key=lambda i: i != j)) for j, m in sets.items()})
 
     def __len__(self) -> int:
         return self.va.shape[0]
@@ -113,24 +149,30 @@ class VABank:
     def default() -> VABank:
         """The bank of EMFACS prototypes on the circumplex (module docstring)."""
         table = emfacs_table()
-        va, au, labels = [[0.0, 0.0]], [[0.0] * len(AU_KEYS)], ["neutral"]
-        for emotion, variants in table.variants.items():
-            if emotion == "neutral":
-                continue
-            for j, variant in enumerate(variants):
-                offset = VARIANT_SPREAD_DEG * (j / (len(variants) - 1) - 0.5) if len(variants) > 1 else 0.0
-                angle = math.radians(CIRCUMPLEX_DEG[emotion] + offset)
-                for radius in RAMP_RADII:
-                    va.append([radius * math.cos(angle), radius * math.sin(angle)])
-                    au.append([radius * a for a in variant.au])
-                    labels.append(emotion)
+        # (angle in degrees, [[A] activations at full intensity: the prototype, then alternatives], label)
+        rim = [(CIRCUMPLEX_DEG[emotion], [v.au for v in variants], emotion)
+               for emotion, variants in table.variants.items() if emotion != "neutral"]
+        rim += [(angle, [tuple(parse_au(code).au_vector(torch.float64).tolist())], label)
+                for angle, code, label in LOW_AROUSAL_STATES.values()]
+        va, au, labels, alternative_of = [[0.0, 0.0]], [[0.0] * len(AU_KEYS)], ["neutral"], [0]
+        for angle, patterns, label in rim:
+            point = [math.cos(math.radians(angle)), math.sin(math.radians(angle))]
+            for radius in RAMP_RADII:
+                kernel = len(va)
+                for activations in patterns:
+                    alternative_of.append(kernel)
+                    va.append([radius * point[0], radius * point[1]])
+                    au.append([radius * a for a in activations])
+                    labels.append(label)
         meta = {"name": "affectsynth-default-va",
                 "built_from": "EMFACS variants (affectsynth/affect/emfacs.json) at approximate circumplex "
                               "placements (affectsynth.affect.bank.CIRCUMPLEX_DEG)",
-                "circumplex_deg": dict(CIRCUMPLEX_DEG), "ramp_radii": list(RAMP_RADII),
-                "variant_spread_deg": VARIANT_SPREAD_DEG}
+                "circumplex_deg": dict(CIRCUMPLEX_DEG),
+                "low_arousal_states": {k: list(v) for k, v in LOW_AROUSAL_STATES.items()},
+                "ramp_radii": list(RAMP_RADII),
+                "variants": "alternatives of their emotion's prototype (module docstring)"}
         return VABank(torch.tensor(va, dtype=torch.float32).clamp(-1.0, 1.0),
-                      torch.tensor(au, dtype=torch.float32), tuple(labels), meta)
+                      torch.tensor(au, dtype=torch.float32), tuple(labels), meta, torch.tensor(alternative_of))
 
     # ---------------------------------------------------------------- queries
     def query(self, va: torch.Tensor | Sequence[Sequence[float]], k: int = DEFAULT_K,
@@ -140,33 +182,46 @@ class VABank:
 
         Args:
             va: [B, 2] (valence, arousal) points.
-            k: neighbours per point (at most the bank size).
-            generator: None for the deterministic kernel weights, or a CPU generator to resample them.
+            k: neighbours per point (at most the number of kernel exemplars).
+            generator: None for the deterministic kernel weights and the kernel exemplars' own patterns,
+                or a CPU generator to resample the weights and draw among alternatives.
         Returns:
-            (au [B, A] float32, weights [B, k] float32 summing to 1, neighbours [B, k] int64 bank indices).
+            (au [B, A] float32, weights [B, k] float32 summing to 1, neighbours [B, k] int64 bank indices
+            of the exemplars whose patterns were used).
         """
         va = torch.as_tensor(va, dtype=torch.float32, device=self.va.device)
         if va.ndim != 2 or va.shape[1] != 2 or not va.isfinite().all():
             raise ValueError(f"va must be a finite [B, 2] tensor, got shape {list(va.shape)}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        k = min(k, len(self))
+        kernel_ids = self._kernel.to(self.va.device)
+        k = min(k, len(kernel_ids))
         radius = va.norm(dim=1)
         rim = va / radius.clamp(min=1e-12)[:, None]  # where each query's ray meets the unit circle
-        d2 = ((rim[:, None, :] - self.va[None]) ** 2).sum(-1)  # [B, N]
+        d2 = ((rim[:, None, :] - self.va[kernel_ids][None]) ** 2).sum(-1)  # [B, M] to the kernel exemplars
         d2, order = torch.sort(d2, dim=1, stable=True)
-        neighbours = order[:, :k]
+        neighbours = kernel_ids[order[:, :k]]
         # Kernel values relative to the nearest (no underflow), minus the (k+1)-th's: see the module docstring.
         kernel = torch.exp(-(d2[:, :k + 1] - d2[:, :1]) / (2.0 * bandwidth ** 2))
-        weights = kernel[:, :k] - kernel[:, k:] if k < len(self) else kernel[:, :k]
+        weights = kernel[:, :k] - kernel[:, k:] if k < len(kernel_ids) else kernel[:, :k]
         weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))  # all tied
         if generator is not None:
             draws = torch.empty(weights.shape, dtype=weights.dtype, device=generator.device)
             weights = weights * draws.exponential_(generator=generator).to(weights.device)
+            neighbours = self._draw_alternatives(neighbours, generator)
         weights = weights / weights.sum(1, keepdim=True)
         patterns = (self.au / self.va.norm(dim=1).clamp(RADIUS_FLOOR, 1.0)[:, None]).clamp(0.0, 1.0)  # [N, A]
         au = radius.clamp(max=1.0)[:, None] * (weights[..., None] * patterns[neighbours]).sum(1)
         return au.clamp(0.0, 1.0), weights, neighbours  # the clamp only removes rounding beyond 1
+
+    def _draw_alternatives(self, neighbours: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """[B, k] kernel exemplars -> a uniformly drawn member of each one's set (itself or an alternative)."""
+        sizes = torch.tensor([[len(self._sets[i]) for i in row] for row in neighbours.tolist()], dtype=torch.float64)
+        draws = torch.empty(sizes.shape, dtype=torch.float64, device=generator.device).uniform_(generator=generator)
+        picks = (draws.cpu() * sizes).long().clamp(max=sizes.long() - 1)
+        return torch.tensor([[self._sets[i][j] for i, j in zip(row, pick)]
+                             for row, pick in zip(neighbours.tolist(), picks.tolist())],
+                            dtype=torch.int64, device=neighbours.device)
 
     # ---------------------------------------------------------------- binning
     def _cells(self, bins: int) -> torch.Tensor:
@@ -181,27 +236,32 @@ class VABank:
         return torch.bincount(self._cells(bins), minlength=bins * bins).reshape(bins, bins)
 
     def thin(self, bins: int) -> VABank:
-        """A smaller bank: per VA cell (:meth:`coverage`'s grid) and label, the one exemplar closest to
-        that group's mean AU vector (a real exemplar, so its va, au and label stay consistent).
-        Every occupied cell keeps an exemplar of every label it had; bank order is kept."""
+        """A smaller bank: per VA cell (:meth:`coverage`'s grid) and label, the one kernel exemplar
+        closest to that group's mean AU vector (a real exemplar, so its va, au and label stay
+        consistent), with its alternatives. Every occupied cell keeps an exemplar of every label it
+        had; bank order is kept."""
         cells = self._cells(bins).tolist()
         groups: dict[tuple[int, str], list[int]] = {}
-        for i, key in enumerate(zip(cells, self.labels)):
-            groups.setdefault(key, []).append(i)
-        keep = []
+        for i in self._kernel.tolist():
+            groups.setdefault((cells[i], self.labels[i]), []).append(i)
+        chosen = []
         for members in groups.values():
             au = self.au[members]
-            keep.append(members[int(((au - au.mean(0)) ** 2).sum(1).argmin())])
-        keep.sort()
+            chosen.append(members[int(((au - au.mean(0)) ** 2).sum(1).argmin())])
+        keep = sorted(i for j in chosen for i in self._sets[j])  # with their alternatives
+        index = {old: new for new, old in enumerate(keep)}
         meta = {**self.meta, "thinned": {"bins": bins, "from": len(self), "rule": "per cell and label, "
-                                         "the exemplar closest to the group's mean AU vector"}}
-        return VABank(self.va[keep], self.au[keep], tuple(self.labels[i] for i in keep), meta)
+                                         "the kernel exemplar closest to the group's mean AU vector, with its "
+                                         "alternatives"}}
+        return VABank(self.va[keep], self.au[keep], tuple(self.labels[i] for i in keep), meta,
+                      torch.tensor([index[int(self.alternative_of[i])] for i in keep]))
 
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
         """Write one ``.npz`` (float32, format version :data:`FORMAT_VERSION`), atomically."""
         save_npz(path, {"va": self.va.detach().cpu().float().numpy(), "au": self.au.detach().cpu().float().numpy(),
                         "au_keys": np.array(AU_KEYS, dtype=str), "labels": np.array(self.labels, dtype=str),
+                        "alternative_of": self.alternative_of.numpy(),
                         "meta_json": np.array(json.dumps(self.meta))}, FORMAT_VERSION)
 
     @staticmethod
@@ -216,8 +276,10 @@ class VABank:
                 raise InputError(f"{path}: unknown AU keys {', '.join(unknown)}")
             au = np.zeros((len(data["va"]), len(AU_KEYS)), np.float32)
             au[:, [column[str(key)] for key in data["au_keys"]]] = data["au"]
+            alternative_of = data.get("alternative_of")  # optional: a bank without alternatives
             return VABank(torch.from_numpy(data["va"].astype(np.float32)), torch.from_numpy(au),
-                          tuple(str(label) for label in data["labels"]), json.loads(str(data["meta_json"])))
+                          tuple(str(label) for label in data["labels"]), json.loads(str(data["meta_json"])),
+                          None if alternative_of is None else torch.from_numpy(alternative_of.astype(np.int64)))
         except KeyError as e:
             raise InputError(f"{path}: VA bank file lacks the array {e}") from None
         except (TypeError, ValueError) as e:  # shape mismatches, bad JSON, a non-numeric version
