@@ -5,9 +5,8 @@
 The photo is scikit-image's astronaut, resized to 256² and 512²; the target is the "surprise"
 prototype; models and detector are loaded once (as in a long-running process). Stages:
 detect_fit (MediaPipe + fit), deform, render_composite (two rasterisations, shading,
-feathered composite). The last line holds `key=value` figures, including `e2e_ms_512=` and
-`img_s_512=`. Note: the mouth interior and eyes are not rendered yet (issue 3), so these
-figures will grow.
+feathered composite; the mouth interior and eyeballs are part of the model's mesh). The last
+line holds `key=value` figures, including `e2e_ms_512=` and `img_s_512=`.
 """
 
 from __future__ import annotations
