@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from affectsynth.affect.bank import CIRCUMPLEX_DEG, LOW_AROUSAL_STATES, RAMP_RADII, VABank, target_from_va
+from affectsynth.affect.bank import CIRCUMPLEX_DEG, EXTRA_STATES, RAMP_RADII, VABank, target_from_va
 from affectsynth.affect.targets import AU_KEYS, emfacs_table, parse_va
 from affectsynth.errors import InputError
 
@@ -29,7 +29,7 @@ def column(name: str) -> int:
 def test_default_bank_holds_every_variant_on_its_ramp(bank):
     table = emfacs_table()
     variants = sum(len(v) for name, v in table.variants.items() if name != "neutral")
-    assert len(bank) == 1 + (variants + len(LOW_AROUSAL_STATES)) * len(RAMP_RADII)
+    assert len(bank) == 1 + (variants + len(EXTRA_STATES)) * len(RAMP_RADII)
     assert bank.labels[0] == "neutral" and bank.va[0].abs().sum() == 0 and bank.au[0].abs().sum() == 0
     assert set(bank.labels) == set(table.categories)
     # the rim exemplar of happiness's EMFACS prototype is the prototype at full intensity
@@ -50,7 +50,8 @@ def test_near_happiness_is_dominated_by_the_lip_corner_puller(bank):
     code = target_from_va(*at("happiness", 0.9), bank)
     assert code.category == "happiness"
     assert max(code.au, key=code.au.get) == "AU12" and code.au["AU12"] > 0.5
-    assert {k for k, v in code.au.items() if v > 0.01} <= {"AU6", "AU12", "AU25", "AU26"}
+    # happiness's own AUs; the neighbouring "happily surprised" (30 degrees away) lends a little brow raise
+    assert max(v for k, v in code.au.items() if k not in ("AU6", "AU12", "AU25", "AU26")) < 0.2
 
 
 def test_high_arousal_negative_point_lowers_the_brows_and_raises_the_lids(bank):
@@ -160,7 +161,7 @@ def test_thin_keeps_each_kernel_exemplar_with_all_its_alternatives(bank):
 
 def test_low_arousal_lowers_the_lids_and_stays_labelled_neutral(bank):
     sleepy = [target_from_va(0.0, -a, bank) for a in (0.25, 0.5, 1.0)]
-    assert [round(c.au.get("AU43", 0.0), 4) for c in sleepy] == pytest.approx([0.25 * 0.55, 0.5 * 0.55, 0.55], abs=0.02)
+    assert [round(c.au.get("AU43", 0.0), 4) for c in sleepy] == pytest.approx([0.25 * 0.35, 0.5 * 0.35, 0.35], abs=0.02)
     assert all(c.category == "neutral" and max(v for k, v in c.au.items() if k != "AU43") < 0.01 for c in sleepy)
     relaxed = target_from_va(math.cos(math.radians(330)), math.sin(math.radians(330)), bank)
     assert relaxed.category == "happiness" and 0.3 < relaxed.au["AU12"] < 0.4 and relaxed.au["AU43"] < 0.25

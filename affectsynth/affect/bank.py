@@ -40,9 +40,10 @@ the prototype (its first variant) a kernel exemplar and the other variants its a
 at the same points (so an emotion's own point gives what ``--expression`` gives), each with an
 intensity ramp (:data:`RAMP_RADII`, activations x radius), plus one neutral exemplar at the
 origin. The emotions cover the arc from happiness (15 deg) anticlockwise to sadness (205 deg);
-the low-arousal arc between sadness and happiness, which no basic emotion occupies, gets the
-non-emotional states of :data:`LOW_AROUSAL_STATES` (sleepy, relaxed) with the same ramps, so that
-arousal below the origin shows in the face rather than only fading it. Banks built from
+:data:`EXTRA_STATES` adds, with the same ramps, the non-emotional states of the low-arousal arc
+no basic emotion occupies (sleepy, relaxed), so that arousal below the origin shows in the face
+rather than only fading it, and the compound "happily surprised" between happiness and surprise
+(without it that sector is a weak surprise, which reads as fear: unpleasant). Banks built from
 annotated 4D data replace it with the same code (:meth:`VABank.thin`, :meth:`VABank.save`).
 """
 
@@ -62,7 +63,7 @@ from ..errors import InputError
 from ..io import load_npz, save_npz
 from .targets import AU_KEYS, ExpressionCode, au_dict, emfacs_table, parse_au, validate_va
 
-__all__ = ["VABank", "target_from_va", "CIRCUMPLEX_DEG", "LOW_AROUSAL_STATES", "RAMP_RADII",
+__all__ = ["VABank", "target_from_va", "CIRCUMPLEX_DEG", "EXTRA_STATES", "RAMP_RADII",
            "BANDWIDTH", "DEFAULT_K", "RADIUS_FLOOR", "FORMAT_VERSION"]
 
 #: Version of the .npz layout written by :meth:`VABank.save`.
@@ -78,14 +79,19 @@ FORMAT_VERSION = 1
 CIRCUMPLEX_DEG: Mapping[str, float] = MappingProxyType({
     "happiness": 15.0, "surprise": 70.0, "anger": 100.0, "fear": 115.0, "contempt": 140.0, "disgust": 160.0,
     "sadness": 205.0})
-#: Non-emotional low-arousal states of the default bank: name -> (angle in degrees as in
+#: States of the default bank beyond the basic emotions: name -> (angle in degrees as in
 #: :data:`CIRCUMPLEX_DEG`, FACS code at full intensity, category label). Placements as in Russell
-#: (1980): "sleepy" at the low-arousal pole, "relaxed" in the pleasant, calm quadrant. The codes are
-#: design choices: drowsiness shows as lids lowering toward closure (AU43, here C: half closed), a
-#: relaxed face as a trace smile with the lids a little lowered. Their labels are the categories a
-#: face annotator would give (AffectNet's eight): a sleepy face is "neutral", a relaxed smile "happiness".
-LOW_AROUSAL_STATES: Mapping[str, tuple[float, str, str]] = MappingProxyType({
-    "sleepy": (270.0, "43C", "neutral"), "relaxed": (330.0, "12B+43A", "happiness")})
+#: (1980): "sleepy" at the low-arousal pole, "relaxed" in the pleasant, calm quadrant, "happily
+#: surprised" near "excited"/"delighted". Codes: drowsiness shows as the lids lowering toward
+#: closure (AU43, here B: a third closed; at C the narrowed eyes read as a glare), a relaxed face
+#: as a trace smile with the lids a little lowered (design choices); happily surprised is the
+#: compound of Du, Tao & Martinez (2014), "Compound facial expressions of emotion", PNAS 111(15),
+#: E1454-E1462, with the AUs 1+2+12+25+26 of their table as we recall it (to be checked against
+#: the paper). Labels are the categories a face annotator would give (AffectNet's eight): a sleepy
+#: face is "neutral", a relaxed smile and a happy surprise "happiness".
+EXTRA_STATES: Mapping[str, tuple[float, str, str]] = MappingProxyType({
+    "sleepy": (270.0, "43B", "neutral"), "relaxed": (330.0, "12B+43A", "happiness"),
+    "happily surprised": (45.0, "1E+2E+12E+25E+26E", "happiness")})
 #: Radii of each variant's intensity ramp in the default bank (activations scaled by the radius).
 RAMP_RADII = (0.2, 0.4, 0.6, 0.8, 1.0)
 #: Gaussian kernel bandwidth h in VA units (module docstring). With 0.15 a 48-frame VA path
@@ -153,7 +159,7 @@ class VABank:
         rim = [(CIRCUMPLEX_DEG[emotion], [v.au for v in variants], emotion)
                for emotion, variants in table.variants.items() if emotion != "neutral"]
         rim += [(angle, [tuple(parse_au(code).au_vector(torch.float64).tolist())], label)
-                for angle, code, label in LOW_AROUSAL_STATES.values()]
+                for angle, code, label in EXTRA_STATES.values()]
         va, au, labels, alternative_of = [[0.0, 0.0]], [[0.0] * len(AU_KEYS)], ["neutral"], [0]
         for angle, patterns, label in rim:
             point = [math.cos(math.radians(angle)), math.sin(math.radians(angle))]
@@ -168,7 +174,7 @@ class VABank:
                 "built_from": "EMFACS variants (affectsynth/affect/emfacs.json) at approximate circumplex "
                               "placements (affectsynth.affect.bank.CIRCUMPLEX_DEG)",
                 "circumplex_deg": dict(CIRCUMPLEX_DEG),
-                "low_arousal_states": {k: list(v) for k, v in LOW_AROUSAL_STATES.items()},
+                "extra_states": {k: list(v) for k, v in EXTRA_STATES.items()},
                 "ramp_radii": list(RAMP_RADII),
                 "variants": "alternatives of their emotion's prototype (module docstring)"}
         return VABank(torch.tensor(va, dtype=torch.float32).clamp(-1.0, 1.0),
