@@ -112,7 +112,7 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
     ActionUnit(
         9, "Nose Wrinkler", "levator labii superioris alaeque nasi", False,
         "nasal wings and the skin on the sides of the nose up 3 mm (the nasal root 0.5 mm), inner "
-        "brows down 2 mm, upper-lip centre up 3 mm (corners 1 mm)",
+        "brows down 4 mm, lower-lid margins up 1.5 mm, upper-lip centre up 3 mm (corners 1 mm)",
         3.0, ((64,), (294,)), "up",
         _DESIGN + "about 6 % of the canonical nose length (nasion to subnasale, 54 mm)."),
     ActionUnit(

@@ -617,9 +617,12 @@ def _au9(rig: FaceRig, au: ActionUnit) -> np.ndarray:
     lips, lip_values = rig.lip_values(lambda r, ids, t: np.outer(3.0 - 2.0 * t ** 2, [0, 1, 0]), _still)
     handles = np.r_[nose, brow, lips]
     values = np.r_[np.outer(nose_up, [0, 1, 0]),
-                   np.outer(-_profile(np.abs(v[brow, 0]), (0, 14, 35), (2.0, 2.0, 0.0)), [0, 1, 0]),  # inner brows down
+                   np.outer(-_profile(np.abs(v[brow, 0]), (0, 14, 35), (4.0, 4.0, 0.0)), [0, 1, 0]),  # inner brows down
                    lip_values]
-    return rig.move(handles, values, rig.union("eye_L", "eye_R", "face_oval"))
+    # the infraorbital skin pushed up narrows the eye from below (FACS: the lower lid may rise)
+    lower_lids = _lids(rig, {"lower_margin_": lambda s: np.outer(rig.margin_profile("lower_margin_" + s),
+                                                                 [0.0, 1.5, 0.0])}, rig.both("upper_margin"))
+    return rig.move(handles, values, rig.union("eye_L", "eye_R", "face_oval")) + lower_lids
 
 
 def _au10(rig: FaceRig, au: ActionUnit) -> np.ndarray:
