@@ -17,6 +17,7 @@ from affectsynth.cli import main
 from affectsynth.errors import InputError
 from affectsynth.model import FaceModel
 from affectsynth.model.importers import import_sfm
+from affectsynth.model.importers.mp478 import AREA_REGIONS, LOOP_REGIONS
 from affectsynth.model.importers.sfm import BLENDSHAPES_FILE, LANDMARKS_FILE, SHAPE_FILE
 from affectsynth.pipeline import parse_target
 
@@ -58,7 +59,8 @@ def test_counts_names_units_and_frame(sfm_model, eos_sfm):
     _, shape, blendshapes, _ = eos_sfm
     assert (m.num_vertices, m.num_identity, m.num_expressions) == (3448, 63, 6)
     assert m.exp_names == tuple(b.name for b in blendshapes) == EMOTIONS
-    assert m.meta["units"] == "mm" and m.regions == {} and m.materials == {}
+    assert m.meta["units"] == "mm" and m.materials == {}
+    assert set(m.regions) == {*LOOP_REGIONS, *AREA_REGIONS}  # registered from the default model
     points = m.landmarks(m.mean[None], "ibug68")[0]
     assert 85 < (points[36] - points[45]).norm() < 100  # outer eye corners, mm
     assert 130 < m.mean[:, 0].max() - m.mean[:, 0].min() < 170  # face width, mm
