@@ -42,7 +42,7 @@ from ..face_model import LandmarkMap
 from ..mesh_ops import face_normals, vertex_normals
 
 __all__ = ["MediaPipeRegistration", "register_mediapipe", "closest_points_on_triangles", "IRIS_ORDER",
-           "REGION_MAX_DISTANCE_MM"]
+           "REGION_MAX_DISTANCE_MM", "LOOP_REGIONS", "AREA_REGIONS", "LIP_INNER_FACING_Y"]
 
 #: MediaPipe's iris points: 468-472 the subject's right eye, 473-477 the left; each the
 #: centre, then the rim to the image's right, up, left and down.
@@ -51,8 +51,8 @@ IRIS_ORDER = {"R": 468, "L": 473}
 #: right on a frontal face, +y up).
 IRIS_RIM_DIRECTIONS = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 #: An imported vertex takes an area region's label only within this distance of the warped
-#: default surface (mm): farther ones (the back of the head, the inside of the mouth) are not
-#: on the part of the face the default model covers.
+#: default surface (mm): farther ones (ears, scalp, neck) lie beyond the part of the face the
+#: default model covers.
 REGION_MAX_DISTANCE_MM = 4.0
 #: The default model's regions carried over: loops (ordered vertex paths) and areas.
 LOOP_REGIONS = ("lip_inner_upper", "lip_inner_lower", "eye_L", "eye_R")
@@ -69,7 +69,8 @@ class MediaPipeRegistration:
     """What :func:`register_mediapipe` derives for one imported model.
 
     Attributes:
-        landmark_map: the "mp478" map: 468 surface points (+ 10 iris points when given).
+        landmark_map: the "mp478" map, 478 points: 468 on the face surface, then the 10 iris
+            points (valid only when eyeballs were given).
         regions: name -> int64 vertex ids of the imported mesh (:data:`LOOP_REGIONS`, ordered;
             :data:`AREA_REGIONS`, sorted).
         meta: JSON-serialisable method and residuals (mm).
