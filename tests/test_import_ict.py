@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from affectsynth.affect.targets import model_au_keys, parse_expression
 from affectsynth.cli import main
 from affectsynth.model import FaceModel
 from affectsynth.model.importers import import_ict
-from affectsynth.model.importers.ict import ICT_UNIT_MM
+from affectsynth.model.importers.ict import ICT_UNIT_MM, PARTS
+from affectsynth.render.eyes import IRIS_LANDMARKS, IRIS_RADIUS_MM
 
 from .conftest import EOS_DATA, SHARED, need_shared, read_pts
+from .mp478_checks import check_registered_mp478
 
 ICT_ARCHIVE = SHARED / "models" / "ICT-FaceKit" / "FaceXModel.tar.xz"
 
@@ -165,13 +168,66 @@ def test_cli_bad_path_exit_2_one_line(tmp_path, capsys):
     assert main(["model", "info", str(out)]) == 2
 
 
-def test_fit_with_dlib_landmarks_on_image_0010(ict_npz, tmp_path):
-    """The imported model fits a real photo through its 68-point map: the fitted model's 68
-    points against the 300-W ground truth (the default model's test_cli formula)."""
+def test_mp478_map_is_registered(ict_model, default_model):
+    m = ict_model
+    face = torch.arange(PARTS["face"][1] + 1)
+    points = check_registered_mp478(m, default_model, face, with_iris=True)
+    # The iris points lie on the eyeballs: the centre at the front, the rim about an iris radius
+    # around it, in MediaPipe's order (image right, up, left, down).
+    for side, first in zip("LR", IRIS_LANDMARKS):
+        ids = m.landmark_map("mp478").vertices[first:first + 5]
+        assert torch.isin(ids, m.regions["eyeball_" + side]).all()
+        centre, rim = points[first], points[first + 1:first + 5]
+        assert centre[2] > m.meta["eyeballs"][side]["centre_mm"][2] + 0.8 * m.meta["eyeballs"][side]["radius_mm"]
+        radius = (rim[:, :2] - centre[:2]).norm(dim=1)
+        assert (radius > 0.7 * IRIS_RADIUS_MM).all() and (radius < 1.05 * IRIS_RADIUS_MM).all(), radius
+        assert rim[0, 0] > rim[2, 0] and rim[1, 1] > rim[3, 1]
+    # Each lip's inner-edge points lie on that lip: a jaw drop carries the lower ones far down,
+    # the upper ones little (on the closed mouth the nearest surface is often the other lip).
+    drop = -m.landmarks(m.exp_basis[m.exp_index("jawOpen")][None].double(), "mp478")[0, :, 1]
+    upper, lower = (torch.tensor([i for i in default_model.regions[name].tolist()[1:-1] if i < 468])
+                    for name in ("lip_inner_upper", "lip_inner_lower"))
+    assert drop[lower].min() > 2 * drop[upper].max(), (drop[upper], drop[lower])
+    rim_drop = -m.exp_basis[m.exp_index("jawOpen")][:, 1]
+    assert rim_drop[m.regions["lip_inner_lower"][1:-1]].min() > 2 * rim_drop[m.regions["lip_inner_upper"][1:-1]].max()
+
+
+@pytest.mark.parametrize("detector", ["dlib", "mediapipe"])
+def test_fit_on_image_0010(ict_npz, tmp_path, detector):
+    """The imported model fits a real photo through its 68-point map (dlib) and its registered
+    478-point map (MediaPipe): the fitted model's 68 points against the 300-W ground truth (the
+    default model's test_cli formula)."""
     photo = need_shared(EOS_DATA / "image_0010.png")
     out = tmp_path / "fit.json"
-    assert main(["fit", str(photo), "--model", str(ict_npz), "--detector", "dlib", "-o", str(out)]) == 0
-    pred = np.asarray(json.loads(out.read_text())["landmarks_68"])
+    assert main(["fit", str(photo), "--model", str(ict_npz), "--detector", detector, "-o", str(out)]) == 0
+    record = json.loads(out.read_text())
+    pred = np.asarray(record["landmarks_68"])
     gt = read_pts(EOS_DATA / "image_0010.pts")
     nme = np.linalg.norm(pred - gt, axis=1).mean() / np.linalg.norm(gt[36] - gt[45])
-    assert nme <= 0.06, nme
+    print(f"\n{detector}: NME {nme:.4f}")
+    assert nme <= 0.06 and record["reliable"] and record["scheme"] == ("mp478" if detector == "mediapipe" else "ibug68")
+
+
+def test_render_changes_the_face_only(ict_npz, astronaut, tmp_path):
+    """Rendering with ICT (its mouth interior and eyeballs included) re-expresses the face and
+    leaves the photo's far pixels byte for byte."""
+    photo = tmp_path / "face.png"
+    Image.fromarray(astronaut).save(photo)
+    fit_json, out = tmp_path / "fit.json", tmp_path / "surprise.png"
+    assert main(["fit", str(photo), "--model", str(ict_npz), "-o", str(fit_json)]) == 0
+    assert main(["render", str(photo), "--model", str(ict_npz), "--expression", "surprise", "-o", str(out)]) == 0
+    image = np.asarray(Image.open(out))
+    assert image.shape == astronaut.shape
+    changed = (image != astronaut).any(-1)
+    points = np.asarray(json.loads(fit_json.read_text())["landmarks_68"])
+    lo, hi = points.min(0), points.max(0)
+    # ICT renders the whole head's skin, so "far" is a face size beyond the 68 points' box.
+    far = np.ones_like(changed)
+    (x0, y0), (x1, y1) = (lo - (hi - lo)).astype(int).clip(0), (hi + (hi - lo)).astype(int)
+    far[y0:y1, x0:x1] = False
+    assert not changed[far].any() and far.mean() > 0.3
+    mouth = points[48:60]
+    (mx0, my0), (mx1, my1) = mouth.min(0).astype(int), mouth.max(0).astype(int)
+    assert changed[my0:my1, mx0:mx1].mean() > 0.5  # the mouth opened
+    # ... onto the drawn mouth interior: darker than the photo's smile (teeth) there
+    assert image[my0:my1, mx0:mx1].mean() < astronaut[my0:my1, mx0:mx1].mean() - 10

@@ -17,10 +17,12 @@ from affectsynth.cli import main
 from affectsynth.errors import InputError
 from affectsynth.model import FaceModel
 from affectsynth.model.importers import import_sfm
+from affectsynth.model.importers.mp478 import AREA_REGIONS, LOOP_REGIONS
 from affectsynth.model.importers.sfm import BLENDSHAPES_FILE, LANDMARKS_FILE, SHAPE_FILE
 from affectsynth.pipeline import parse_target
 
 from .conftest import EOS_DATA, SHARED, need_shared, read_pts
+from .mp478_checks import check_registered_mp478
 
 EOS_SHARE = SHARED / "models" / "eos-sfm" / "share"
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
@@ -58,7 +60,8 @@ def test_counts_names_units_and_frame(sfm_model, eos_sfm):
     _, shape, blendshapes, _ = eos_sfm
     assert (m.num_vertices, m.num_identity, m.num_expressions) == (3448, 63, 6)
     assert m.exp_names == tuple(b.name for b in blendshapes) == EMOTIONS
-    assert m.meta["units"] == "mm" and m.regions == {} and m.materials == {}
+    assert m.meta["units"] == "mm" and m.materials == {}
+    assert set(m.regions) == {*LOOP_REGIONS, *AREA_REGIONS}  # registered from the default model
     points = m.landmarks(m.mean[None], "ibug68")[0]
     assert 85 < (points[36] - points[45]).norm() < 100  # outer eye corners, mm
     assert 130 < m.mean[:, 0].max() - m.mean[:, 0].min() < 170  # face width, mm
@@ -178,18 +181,25 @@ def test_bad_inputs_exit_2_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "ends inside the shape basis" in err and not out.exists()
 
 
-def test_fit_with_dlib_landmarks_on_image_0010(sfm_npz, tmp_path):
-    """The imported model fits a real photo through its 68-point map: the fitted model's points
-    against the 300-W ground truth over the 50 points it maps, normalised by the annotated
-    outer-eye-corner distance (the formula of test_cli and test_import_ict)."""
+def test_mp478_map_is_registered(sfm_model, default_model):
+    """The SFM has no eyeballs: its iris points are invalid (the fitter does not use them)."""
+    check_registered_mp478(sfm_model, default_model, torch.arange(sfm_model.num_vertices), with_iris=False)
+
+
+@pytest.mark.parametrize("detector", ["dlib", "mediapipe"])
+def test_fit_on_image_0010(sfm_npz, tmp_path, detector):
+    """The imported model fits a real photo through its 68-point map (dlib) and its registered
+    478-point map (MediaPipe): the fitted model's points against the 300-W ground truth over
+    the 50 points it maps, normalised by the annotated outer-eye-corner distance (the formula of
+    test_cli and test_import_ict)."""
     photo = need_shared(EOS_DATA / "image_0010.png")
     out = tmp_path / "fit.json"
-    assert main(["fit", str(photo), "--model", str(sfm_npz), "--detector", "dlib", "-o", str(out)]) == 0
+    assert main(["fit", str(photo), "--model", str(sfm_npz), "--detector", detector, "-o", str(out)]) == 0
     points = json.loads(out.read_text())["landmarks_68"]
     mapped = np.array([p is not None for p in points])
     assert mapped.tolist() == FaceModel.load(sfm_npz).landmark_map("ibug68").valid.tolist()
     pred = np.array([p for p in points if p is not None])
     gt = read_pts(EOS_DATA / "image_0010.pts")
     nme = np.linalg.norm(pred - gt[mapped], axis=1).mean() / np.linalg.norm(gt[36] - gt[45])
-    print(f"\nNME {nme:.4f} over {mapped.sum()}/68 points")
+    print(f"\n{detector}: NME {nme:.4f} over {mapped.sum()}/68 points")
     assert nme <= 0.08, nme

@@ -4,6 +4,8 @@
 * :func:`import_ict`: the ICT Face Model Light (ICT-FaceKit, MIT licence).
 * :func:`import_sfm`: the Surrey Face Model as the eos library ships it (``share/``: shape PCA
   model and 6 emotion blendshapes; free for non-commercial research), read without eos.
+* Both get MediaPipe's 478-point map and the lip and lid regions by registering the default
+  model onto their mean (:mod:`.mp478`).
 * :func:`import_bfm2009`, :func:`import_bfm2017`: the Basel Face Model 2009 (.mat) and 2017
   (.h5); untested on the real files (none were available).
 * :func:`import_flame`: FLAME 2020/2023 (.pkl, read without chumpy) and its landmark

@@ -13,6 +13,10 @@ ICT coordinates are centimetres (outer eye corners 8.9 apart), +y up, the face l
 and +x is the subject's left (ICT's "left" parts and ``_L`` shapes lie at +x), so only the unit
 changes. ICT's own scripts sample identity weights from N(0, 1) and add
 ``w_k (identity_k - neutral)``, so the modes are already scaled by their standard deviation.
+
+MediaPipe's 478-point map and the regions the renderer reads (the lips, the lips' inner edges,
+the lid openings) are registered from the default model onto ICT's face part
+(:mod:`.mp478`); the iris points lie on ICT's eyeballs.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 
 from ...errors import InputError
 from ..face_model import FaceModel, LandmarkMap
+from .mp478 import register_mediapipe
 
 __all__ = ["import_ict", "ICT_UNIT_MM", "ICT_AU_MAP"]
 
@@ -193,15 +198,21 @@ def import_ict(root: Path) -> FaceModel:
     regions["skin"] = np.arange(PARTS["head_neck"][1] + 1)
     regions["fitting"] = np.asarray(indices["idx_to_fitting_verts"])
     regions["rigid"] = np.asarray(indices["idx_to_rigid_verts"])
-    landmarks = np.asarray(indices["idx_to_landmark_verts"])
+    ibug68 = LandmarkMap.from_vertex_ids(np.asarray(indices["idx_to_landmark_verts"]))
 
-    eyeballs = {}
+    eyeballs, iris_globes = {}, {}
     for s in "LR":
         centre, radius = _sphere(neutral[regions["sclera_" + s]])
-        iris = neutral[regions["iris_" + s]]
-        apex = iris[np.argmax((iris - centre) @ np.array([0.0, 0.0, 1.0]))]
+        iris = regions["iris_" + s]
+        apex = int(iris[np.argmax((neutral[iris] - centre) @ np.array([0.0, 0.0, 1.0]))])
+        # ICT's "iris" part is an inner globe (12-15.8 mm from the centre) whose front is the
+        # iris, its front pole the apex; the "sclera" part is a shell around it (to 16.7 mm).
+        eyeball_triangles = triangles[triangle_part == "eyeball_" + s]
+        iris_globes[s] = (eyeball_triangles[np.isin(eyeball_triangles, iris).all(1)], apex)
         eyeballs[s] = {"centre_mm": [round(float(c), 4) for c in centre], "radius_mm": round(radius, 4),
-                       "corneal_apex_mm": [round(float(c), 4) for c in apex]}
+                       "corneal_apex_mm": [round(float(c), 4) for c in neutral[apex]]}
+    mediapipe = register_mediapipe(neutral, triangles[triangle_part == "face"], ibug68, iris_globes)
+    regions.update(mediapipe.regions)
     meta = {
         "name": "ict-facekit-light",
         "version": "ICT Face Model Light (FaceXModel), imported by affectsynth.model.importers.ict",
@@ -220,7 +231,7 @@ def import_ict(root: Path) -> FaceModel:
                       "mouth socket, gums and tongue, teeth and eyeballs",
         "what_it_is_not": "a FACS model: its expressions are ARKit shapes, tied to action units by ICT's "
                           "'closest relation' table (au_map), not measured at FACS intensities; it has no albedo "
-                          "and no MediaPipe 478-point landmark map yet",
+                          "and its MediaPipe 478-point map is registered from the default model, not measured on photos",
         "au_map": ICT_AU_MAP,
         "au_map_note": "from ICT's README table; jawOpen -> AU26 (ICT: AU27), since ARKit jawOpen is the jaw drop",
         "unmapped_expressions": {name: ICT_UNMAPPED[name] for name in exp_names if name not in ICT_AU_MAP},
@@ -228,6 +239,7 @@ def import_ict(root: Path) -> FaceModel:
         "materials_note": "gums and tongue are one surface in ICT; all of it is material 'gums'",
         "eyeballs": eyeballs,
         "landmarks_ibug68": "vertex_indices.json idx_to_landmark_verts (ICT: Multi-PIE 68 points), one vertex each",
+        "landmarks_mp478": mediapipe.meta,
     }
     return FaceModel(
         mean=torch.from_numpy(neutral).float(),
@@ -236,7 +248,7 @@ def import_ict(root: Path) -> FaceModel:
         exp_names=exp_names,
         triangles=torch.from_numpy(triangles),
         uv=torch.from_numpy(uv).float(),
-        landmark_maps={"ibug68": LandmarkMap.from_vertex_ids(landmarks)},
+        landmark_maps={"ibug68": ibug68, "mp478": mediapipe.landmark_map},
         regions={k: torch.as_tensor(v, dtype=torch.int64) for k, v in regions.items()},
         materials={k: torch.from_numpy(v) for k, v in materials.items()},
         meta=meta,

@@ -33,8 +33,10 @@ counter-clockwise from outside, so none are swapped (``meta["checks"]`` records 
 The six blendshapes are named by emotion (anger, disgust, fear, happiness, sadness, surprise),
 not by action unit: ``meta["emotion_map"]`` ties each to its EMFACS category, and a target's
 soft label drives them (:func:`affectsynth.affect.targets.stack_model_coeffs`); AU-only
-targets cannot. Not imported: the contour vertices, the 845-vertex reference mesh and its
-symmetry list (a lower-resolution level, not this model's vertices), the empty colour model.
+targets cannot. MediaPipe's 478-point map (its 10 iris points invalid: the SFM has no eyeballs)
+and the lip and lid regions are registered from the default model (:mod:`.mp478`). Not
+imported: the contour vertices, the 845-vertex reference mesh and its symmetry list (a
+lower-resolution level, not this model's vertices), the empty colour model.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from ...affect.targets import emfacs_table
 from ...errors import InputError
 from ..face_model import FaceModel, LandmarkMap
 from ._common import check_orthonormal, facing, outward_triangles
+from .mp478 import register_mediapipe
 
 __all__ = ["import_sfm", "SFM_UNIT_MM", "SHAPE_FILE", "BLENDSHAPES_FILE", "LANDMARKS_FILE"]
 
@@ -215,7 +218,8 @@ def import_sfm(path: str | Path) -> FaceModel:
 
     The model: mean [3448, 3] mm, 63 identity modes (orthonormal basis x sqrt(eigenvalue), so
     coefficients are N(0, 1) as eos's own), the 6 emotion blendshapes, 6,736 triangles wound
-    outward, uv, and the 68-point iBUG map (50 points mapped, the others marked invalid).
+    outward, uv, the 68-point iBUG map (50 points mapped, the others marked invalid), and the
+    registered MediaPipe map and regions (:func:`~.mp478.register_mediapipe`).
     InputError (one line) when a file is missing or is not what eos writes.
     """
     path = Path(path)
@@ -240,6 +244,8 @@ def import_sfm(path: str | Path) -> FaceModel:
     triangles, flipped = outward_triangles(mean, file_triangles)
     uv = np.stack((file_uv[:, 0], 1.0 - file_uv[:, 1]), 1)
     mapped = np.flatnonzero(ibug >= 0)
+    ibug68 = LandmarkMap.from_vertex_ids(ibug)
+    mediapipe = register_mediapipe(mean, triangles, ibug68)
     meta = {
         "name": f"sfm-shape-{n}",
         "version": f"the Surrey Face Model, shape-only, {n} vertices ({shape_path.name}, eos share/), imported by "
@@ -263,11 +269,13 @@ def import_sfm(path: str | Path) -> FaceModel:
                       "a face mask without mouth interior or eyeballs",
         "what_it_is_not": "a FACS model: its expressions are whole emotions, driven by a target's soft label "
                           "(--expression, --va), so --au targets cannot drive them; it has no albedo (the "
-                          "shape-only SFM), no MediaPipe 478-point map and no jaw contour landmarks",
+                          "shape-only SFM), no eyeballs or mouth interior (so no iris points), no jaw contour landmarks; its "
+                          "MediaPipe 478-point map is registered from the default model, not measured on photos",
         "emotion_map": emotions,
         "landmarks_ibug68": f"{len(mapped)}/{IBUG_POINTS} iBUG points mapped ({LANDMARKS_FILE}); unmapped (valid "
                             f"False, ignored by the fitter): 1-based "
                             + ", ".join(str(i + 1) for i in np.flatnonzero(ibug < 0)),
+        "landmarks_mp478": mediapipe.meta,
         "dropped": "sfm_model_contours.json (eos's pose-dependent jaw contour), sfm_reference.obj and "
                    "sfm_reference_symmetry.txt (the 845-vertex reference level), the empty colour model",
         "checks": {"basis_column_norms": [round(x, 6) for x in norms], "triangles_flipped": flipped,
@@ -280,6 +288,7 @@ def import_sfm(path: str | Path) -> FaceModel:
         exp_names=exp_names,
         triangles=torch.from_numpy(triangles),
         uv=torch.from_numpy(uv).float(),
-        landmark_maps={"ibug68": LandmarkMap.from_vertex_ids(ibug)},
+        landmark_maps={"ibug68": ibug68, "mp478": mediapipe.landmark_map},
+        regions={k: torch.from_numpy(v) for k, v in mediapipe.regions.items()},
         meta=meta,
     )
