@@ -2,6 +2,7 @@
 
     python scripts/eval_judge.py --judge JUDGE_DIR [--faces ../shared/faces/dev] [--out out/eval] [--jobs N]
                                  [--only expressions va neutral] [--subjects tw_07,tw_16] [--skip-render]
+                                 [--model model.npz]
 
 JUDGE_DIR is a writable copy of ../shared/tools/judge on which its ``bash setup.sh`` has run (shared/
 is read-only, and the judge builds its own venv there): ``JUDGE_DIR/.venv/bin/python JUDGE_DIR/judge.py``.
@@ -123,9 +124,10 @@ def photo_pixels(photo: str) -> int:
 _WORKER: dict = {}
 
 
-def init_worker(threads: int) -> None:
-    """Load the model and one Synthesizer for this process (``threads`` for torch and numba), and render
-    the bundled example photo once, so that JIT compilation and graph start-up stay out of the timings."""
+def init_worker(threads: int, model_path: str | None = None) -> None:
+    """Load the model (``model_path``, or the default) and one Synthesizer for this process (``threads``
+    for torch and numba), and render the bundled example photo once, so that JIT compilation and graph
+    start-up stay out of the timings."""
     began = time.perf_counter()
     import numba
     import torch
@@ -133,12 +135,12 @@ def init_worker(threads: int) -> None:
 
     from affectsynth.affect.bank import VABank
     from affectsynth.affect.targets import parse_expression
-    from affectsynth.model import load_default_model
+    from affectsynth.model import FaceModel, load_default_model
     from affectsynth.pipeline import Synthesizer
 
     torch.set_num_threads(threads)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    synthesizer = Synthesizer(load_default_model())
+    synthesizer = Synthesizer(load_default_model() if model_path is None else FaceModel.load(model_path))
     synthesizer(cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA), parse_expression("surprise"))
     _WORKER.update(synthesizer=synthesizer, bank=VABank.default(), photo=(None, None))
     log(f"[render] worker {os.getpid()} ready in {time.perf_counter() - began:.1f} s (imports, model, "
@@ -202,7 +204,7 @@ def psnr(a: np.ndarray, b: np.ndarray, box: list[int]) -> float:
     return math.inf if mse == 0.0 else 10.0 * math.log10(255.0 ** 2 / mse)
 
 
-def render_all(tasks: list[dict], jobs: int, seed: int) -> list[dict]:
+def render_all(tasks: list[dict], jobs: int, seed: int, model_path: str | None = None) -> list[dict]:
     """Render every task in ``jobs`` worker processes (in this one when jobs == 1), largest photos first."""
     pixels = {photo: photo_pixels(photo) for photo in {t["photo"] for t in tasks}}
     # Longest tasks first balances the workers; photo order keeps one worker's tasks on one photo.
@@ -210,12 +212,12 @@ def render_all(tasks: list[dict], jobs: int, seed: int) -> list[dict]:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     records = []
     if jobs == 1:
-        init_worker(threads)
+        init_worker(threads, model_path)
         for i, task in enumerate(tasks):
             records.append(_progress(render_task(task, seed), i, len(tasks)))
         return records
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=init_worker,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads, model_path)) as pool:
         futures = [pool.submit(render_task, task, seed) for task in tasks]
         for i, future in enumerate(as_completed(futures)):
             records.append(_progress(future.result(), i, len(tasks)))
@@ -558,6 +560,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--subjects", help="comma-separated subject folders (default: every one with a neutral photo)")
     ap.add_argument("--skip-render", action="store_true", help="re-score the renders recorded in <out>/renders.json")
     ap.add_argument("--seed", type=int, default=0, help="seed of the VA targets (as `render --seed`)")
+    ap.add_argument("--model", type=Path, help="a converted model (.npz, `affectsynth model import`); default: "
+                                               "the embedded default model")
     ap.add_argument("--judge", type=Path, required=True,
                     help="a copy of ../shared/tools/judge after its `bash setup.sh` (see above)")
     args = ap.parse_args(argv)
@@ -584,7 +588,7 @@ def main(argv: list[str] | None = None) -> None:
         began = time.perf_counter()
         tasks = plan_renders(subjects, args.only, out)
         log(f"[render] {len(tasks)} renders of {len(subjects)} faces in {args.jobs} process(es)")
-        records = render_all(tasks, args.jobs, args.seed)
+        records = render_all(tasks, args.jobs, args.seed, None if args.model is None else str(args.model))
         render_s = time.perf_counter() - began
         write_references(subjects, out)
         records_file.write_text(json.dumps(merge_records(old, records), indent=1))
