@@ -25,8 +25,9 @@ import torch
 
 from ..errors import InputError
 from ..io import load_npz, save_npz
-from . import bank as bank_module
+from .bank import FORMAT_VERSION as BANK_FORMAT_VERSION
 from .bank import VABank
+from .sequences import canonical_category
 from .targets import AU_KEYS, ExpressionCode, au_dict, emfacs_table
 
 __all__ = ["AffectModel", "FORMAT_VERSION"]
@@ -77,8 +78,6 @@ class AffectModel:
         accepted) or a compound ``"happiness+surprise"`` (the maximum per AU, as for the EMFACS
         prototypes), activations x ``intensity``. ``neutral`` is no expression. InputError for a class
         the model has no prototype of."""
-        from .sequences import canonical_category
-
         if not 0.0 <= float(intensity) <= 1.0:
             raise InputError(f"intensity {intensity} is not a number in [0, 1]")
         names = [canonical_category(part) for part in str(text).split("+")]
@@ -97,6 +96,21 @@ class AffectModel:
                               intensity=float(intensity),
                               source=f"expression {'+'.join(names)}@{float(intensity):g} from the affect model "
                                      f"{self.provenance.get('name', '')}".rstrip())
+
+    def coverage_summary(self, rim_radius: float = 0.2) -> str:
+        """One line: how many cells of the coverage grid are occupied, and which of the eight 45-degree
+        sectors of the VA disc (anticlockwise from +valence; cells by their centres, at radius >=
+        ``rim_radius``) have exemplars and which have none."""
+        bins = self.coverage.shape[0]
+        centres = (np.arange(bins) + 0.5) * (2.0 / max(bins, 1)) - 1.0
+        valence, arousal = np.meshgrid(centres, centres, indexing="ij")
+        sector = (np.degrees(np.arctan2(arousal, valence)) % 360 // 45).astype(int)
+        outside = np.hypot(valence, arousal) >= rim_radius
+        names = [f"{45 * s}-{45 * (s + 1)} deg" for s in range(8)]
+        counts = [int(self.coverage[outside & (sector == s)].sum()) for s in range(8)]
+        return (f"{int((self.coverage > 0).sum())}/{bins * bins} cells occupied; sectors with data: "
+                + (", ".join(n for n, c in zip(names, counts) if c) or "none")
+                + "; without: " + (", ".join(n for n, c in zip(names, counts) if not c) or "none"))
 
     def require_bank(self) -> VABank:
         if self.bank is None:
@@ -119,12 +133,12 @@ class AffectModel:
             "affect/coverage": np.asarray(self.coverage, np.int64),
             "affect/provenance_json": np.array(json.dumps(self.provenance, sort_keys=True)),
         })
-        save_npz(path, arrays, bank_module.FORMAT_VERSION)
+        save_npz(path, arrays, BANK_FORMAT_VERSION)
 
     @staticmethod
     def load(path: str | os.PathLike) -> AffectModel:
         """Read a file written by :meth:`save`; InputError (one line) for anything else."""
-        data = load_npz(path, "affect model", bank_module.FORMAT_VERSION)
+        data = load_npz(path, "affect model", BANK_FORMAT_VERSION)
         try:
             version = int(data["affect/format_version"])
             if version != FORMAT_VERSION:
