@@ -75,8 +75,10 @@ def _rotations(angles: np.ndarray) -> np.ndarray:
 
 def make_synthetic_4d(model: FaceModel, out: Path, *, identities: int = 3, frames: int = 20, seed: int = 0,
                       emotions: tuple[str, ...] = EMOTIONS, max_rotation_deg: float = 8.0,
-                      max_translation_mm: float = 5.0, noise_mm: float = 0.05) -> SyntheticTruth:
-    """Write the sequences (module docstring) and return what generated them."""
+                      max_translation_mm: float = 5.0, noise_mm: float = 0.05,
+                      max_sequences: int | None = None) -> SyntheticTruth:
+    """Write the sequences (module docstring), at most ``max_sequences`` of them (identities x
+    emotions in that order), and return what generated them."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     mean = model.mean.double().numpy()
@@ -91,6 +93,8 @@ def make_synthetic_4d(model: FaceModel, out: Path, *, identities: int = 3, frame
             person = f"p{person_index:03d}"
             neutral = mean + (rng.standard_normal(model.num_identity) @ id_basis).reshape(-1, 3)
             for emotion in emotions:
+                if max_sequences is not None and len(truth.apex) >= max_sequences:
+                    break
                 name = f"{person}_{emotion}"
                 apex = int(rng.integers(frames // 3, frames - frames // 3))
                 intensity = float(rng.uniform(0.7, 1.0))

@@ -212,7 +212,6 @@ class _FitContext:
 
     @staticmethod
     def create(base: Path, vertex_map: Path | None, unit_mm: float) -> _FitContext:
-        torch.set_num_threads(1)  # workers are the parallelism; numpy does the heavy lifting
         model = FaceModel.load(base)
         return _FitContext(model, ExpressionFitter(model), stable_vertices(model),
                            None if vertex_map is None else read_vertex_map(vertex_map, model.num_vertices), unit_mm)
@@ -253,6 +252,7 @@ _WORKER_CONTEXT: _FitContext | None = None
 
 def _init_worker(base: Path, vertex_map: Path | None, unit_mm: float) -> None:
     global _WORKER_CONTEXT
+    torch.set_num_threads(1)  # the processes are the parallelism
     _WORKER_CONTEXT = _FitContext.create(base, vertex_map, unit_mm)
 
 
