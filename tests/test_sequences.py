@@ -12,6 +12,7 @@ import torch
 from affectsynth.affect.build import BuildOptions, build_affect
 from affectsynth.affect.sequences import (SequenceLabels, discover_sequences, load_sequence, match_frames,
                                           read_labels, read_mesh_vertices)
+from affectsynth.affect.targets import AU_KEYS
 from affectsynth.errors import InputError
 from affectsynth.model import FaceModel
 
@@ -143,3 +144,41 @@ def test_labels(tmp_path):
         path.write_text(body)
         with pytest.raises(InputError, match=message):
             read_labels(path)
+
+
+def test_render_uses_the_affect_model(tiny, tmp_path, astronaut):
+    """``render --affect``: --expression shows the learnt prototype, --va queries the learnt bank."""
+    import json
+
+    from PIL import Image
+
+    from affectsynth.affect.affect_model import AffectModel
+    from affectsynth.cli import main
+
+    path, model = tiny
+    rows = ["sequence,frame,category,valence,arousal"]
+    for emotion, angle in (("happiness", 0.3), ("anger", 1.8)):
+        frames = _frames(model, emotion)
+        (tmp_path / "seqs" / emotion).mkdir(parents=True)
+        np.save(tmp_path / "seqs" / emotion / "frames.npy", frames)
+        curve = np.linalg.norm(frames - frames[0], axis=(1, 2))
+        curve /= curve.max()
+        rows += [f"{emotion},{i},{emotion},{r * np.cos(angle):.4f},{r * np.sin(angle):.4f}" for i, r in enumerate(curve)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    output = tmp_path / "affect.npz"
+    assert main(["model", "build-affect", "--meshes", str(tmp_path / "seqs"), "--labels", str(tmp_path / "labels.csv"),
+                 "--base", str(path), "-o", str(output)]) == 0
+    affect = AffectModel.load(output)
+    photo = tmp_path / "face.png"
+    Image.fromarray(astronaut).save(photo)
+    assert main(["render", str(photo), "--expression", "happiness", "--affect", str(output), "-o",
+                 str(tmp_path / "happy.png"), "--json", str(tmp_path / "happy.json")]) == 0
+    labels = json.loads((tmp_path / "happy.json").read_text())["faces"][0]["labels"]
+    assert labels["au"]["AU12"] == pytest.approx(0.8, abs=5e-3) and labels["au"]["AU26"] == pytest.approx(0.3, abs=5e-3)
+    assert labels["model_coeffs"]["AU12_L"] == pytest.approx(labels["au"]["AU12"], abs=1e-6)
+    assert main(["render", str(photo), "--va", "0.9,0.2", "--affect", str(output), "-o", str(tmp_path / "va.png"),
+                 "--json", str(tmp_path / "va.json")]) == 0
+    labels = json.loads((tmp_path / "va.json").read_text())["faces"][0]["labels"]
+    expected = affect.bank.query([[0.9, 0.2]])[0][0]
+    assert labels["au"]["AU12"] == pytest.approx(float(expected[AU_KEYS.index("AU12_L")]), abs=1e-6)
+    assert labels["category"] == "happiness"

@@ -231,9 +231,8 @@ def fit_sequence(source: SequenceSource, labels: SequenceLabels | None, context:
     coeffs, residual = context.fitter.fit(aligned - aligned[0])
     apex = int(np.linalg.norm(coeffs - coeffs[0], axis=1).argmax())
     category = labels.sequence_category() or source.layout_category
-    va_frames = {i: label for i, label in frame_labels.items() if label.va is not None}
-    va = {i: label.va for i, label in va_frames.items()}
-    if labels.va is not None:
+    va = {i: label.va for i, label in frame_labels.items() if label.va is not None}
+    if labels.va is not None:  # a sequence's valence-arousal describes its peak
         va.setdefault(apex, labels.va)
     order = sorted(va)
     exemplar_au = model_coeffs_to_au(torch.from_numpy(coeffs[order]), context.model).numpy() if order else \
@@ -407,6 +406,8 @@ def build_affect(meshes: Path, labels_path: Path | None, base: Path, options: Bu
     report_line = report_line or (lambda line: print(f"affectsynth: {line}", file=sys.stderr))
     start = time.perf_counter()
     model = FaceModel.load(base)
+    if options.vertex_map is not None:
+        read_vertex_map(options.vertex_map, model.num_vertices)  # a bad map is an input error here, not in a worker
     sources = discover_sequences(Path(meshes), options.layout)
     labels = read_labels(labels_path) if labels_path is not None else {}
     report = BuildReport(sequences_found=len(sources))
