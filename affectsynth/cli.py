@@ -3,7 +3,7 @@
     affectsynth example OUT.png                 write the bundled example photo
     affectsynth fit IMAGE -o fit.json [--overlay overlay.png] [--model model.npz] [--all-faces] [--device D]
     affectsynth render IMAGE (--expression NAME [--intensity I] | --va V,A | --au 12:0.8,6:0.6)
-                       [-o OUT.png] [--json meta.json] [--seed N] [--model model.npz] [--all-faces] [--device D]
+                       [-o OUT.png] [--json meta.json] [--seed N] [--affect affect.npz] [--model model.npz] ...
     affectsynth render IMAGE --va-path "0,0;0.6,0.4;0.8,-0.2" [--frames 48] [-o clip.mp4|clip.gif|frames/]
                        [--fps 24] [--json meta.json] ...
     affectsynth sheet IMAGE -o sheet.png [--targets happiness va:0.5,0.7 au:12:0.8 ...] [--json meta.json] ...
@@ -12,6 +12,8 @@
     affectsynth model import bfm2009|bfm2017 FILE -o model.npz   the Basel Face Model (.mat / .h5)
     affectsynth model import flame FILE [--landmarks EMBEDDING] -o model.npz   FLAME (.pkl)
     affectsynth model info model.npz                  counts, expressions, landmarks, regions, provenance
+    affectsynth model build-affect --meshes DIR [--labels labels.csv] --base model.npz -o affect.npz
+                       [--layout flat|4dfab|bu4dfe|coma] [--unit-mm S] [--vertex-map FILE] [--bins N] [--jobs N]
 
 Exit codes: 0 ok; 1 internal error (a bug); 2 bad input (file, image, argument) or no usable
 face; 3 partial success in batch mode. Errors are one line on stderr; set AFFECTSYNTH_DEBUG=1
@@ -104,21 +106,34 @@ def _generator(seed: int | None):
     return None if seed is None else torch.Generator().manual_seed(seed)
 
 
+def _affect_model(args: argparse.Namespace):
+    """The ``--affect`` model, or None."""
+    from .affect.affect_model import AffectModel
+
+    return None if args.affect is None else AffectModel.load(args.affect)
+
+
 def _target(args: argparse.Namespace):
     """The ExpressionCode asked for on the command line, and a file-name tag for it."""
     from .affect.bank import VABank, target_from_va
     from .affect.targets import parse_au, parse_expression, parse_va
 
     generator = _generator(args.seed)
+    affect = _affect_model(args)
     if args.expression is not None:
         intensity = 1.0 if args.intensity is None else args.intensity
-        code = parse_expression(args.expression, intensity, generator=generator)
-        tag = "+".join(sorted(code.soft_label)) + ("" if intensity == 1.0 else f"_{intensity:.2f}")
+        code = parse_expression(args.expression, intensity, generator=generator) if affect is None else \
+            affect.expression(args.expression, intensity)
+        tag = "+".join(sorted(code.soft_label or [code.category or "expression"])) + \
+            ("" if intensity == 1.0 else f"_{intensity:.2f}")
     elif args.va is not None:
         valence, arousal = parse_va(args.va)
-        code = target_from_va(valence, arousal, VABank.default(), generator=generator)
+        bank = VABank.default() if affect is None else affect.require_bank()
+        code = target_from_va(valence, arousal, bank, generator=generator)
         tag = f"va{valence:+.2f}{arousal:+.2f}"
     else:
+        if affect is not None:
+            raise InputError("--affect goes with --expression, --va or --va-path, not --au")
         code = parse_au(args.au)
         tag = "au" + "_".join(f"{k.removeprefix('AU')}-{v:.2f}" for k, v in sorted(code.au.items()))
     return code, tag
@@ -191,7 +206,8 @@ def _render_va_path(args: argparse.Namespace) -> int:
     if not 2 <= frames <= MAX_FRAMES:
         raise InputError(f"--frames {frames}: a VA path has 2 to {MAX_FRAMES} frames")
     points = [parse_va(point) for point in args.va_path.split(";")]  # the errors of --va, per point
-    targets = va_path_targets(points, frames)
+    affect = _affect_model(args)
+    targets = va_path_targets(points, frames, None if affect is None else affect.require_bank())
     output_text = args.output or str(args.image.with_name(f"{args.image.stem}_vapath.mp4"))
     output, kind = check_frames_output(output_text, args.image)
     if kind == "dir" and args.fps is not None:
@@ -309,6 +325,35 @@ def cmd_model_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_build_affect(args: argparse.Namespace) -> int:
+    from .affect.build import BuildOptions, build_affect
+    from .io import check_output_path
+
+    output = check_output_path(args.output, *[p for p in (args.labels, args.base, args.vertex_map) if p is not None])
+    if args.jobs < 1 or args.bins < 1:
+        raise InputError("--jobs and --bins must be at least 1")
+    if args.unit_mm is not None and not args.unit_mm > 0:
+        raise InputError(f"--unit-mm {args.unit_mm}: give the millimetres per mesh unit, a positive number")
+    options = BuildOptions(layout=args.layout, unit_mm=args.unit_mm, vertex_map=args.vertex_map, bins=args.bins,
+                           jobs=args.jobs)
+    affect, report = build_affect(args.meshes, args.labels, args.base, options)
+    affect.save(output)
+    residual = affect.provenance["residual"]
+    bank = affect.bank
+    print(f"wrote {args.output}: {report.sequences_built}/{report.sequences_found} sequences "
+          f"({len(report.failures)} skipped), {report.frames} frames in {report.seconds:.1f} s "
+          f"({report.frames_per_second:.0f} frames/s); residual mean {residual['mean_mm']:.3f} mm, "
+          f"p95 {residual['p95_mm']:.3f} mm")
+    print("  class prototypes: " + (", ".join(f"{c} ({n} people)" for c, n in zip(affect.classes, affect.prototype_people))
+                                    or "none (no categorical labels)"))
+    if bank is None:
+        print("  VA bank: none (no valence-arousal labels)")
+    else:
+        print(f"  VA bank: {len(bank)} exemplars kept of {affect.provenance['va_exemplars_seen']}; coverage: "
+              + affect.coverage_summary())
+    return 0
+
+
 def cmd_model_info(args: argparse.Namespace) -> int:
     from .affect.targets import model_emotion_keys
     from .model import FaceModel
@@ -394,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                         ".gif or directory/ of PNG frames (default: IMAGE_vapath.mp4)")
     p.add_argument("--json", type=Path, help="also write the labels (per frame with --va-path) and fit metadata")
     p.add_argument("--seed", type=int, help="seed for the sampling of expression variants")
+    p.add_argument("--affect", type=Path, help="an affect model from 'model build-affect': its VA bank for --va and "
+                                               "--va-path, its class prototypes for --expression")
     _add_model_options(p, render=True)
     p.set_defaults(func=cmd_render)
 
@@ -423,6 +470,22 @@ def build_parser() -> argparse.ArgumentParser:
     q = model_sub.add_parser("info", help="counts, expressions, landmark schemes, regions, materials, provenance")
     q.add_argument("model", type=Path)
     q.set_defaults(func=cmd_model_info)
+    q = model_sub.add_parser("build-affect", help="build the expression and affect model (class prototypes, VA bank) "
+                                                  "from 4D expression meshes in the base model's topology")
+    q.add_argument("--meshes", type=Path, required=True, help="a folder of sequence folders (see --layout)")
+    q.add_argument("--labels", type=Path, help="labels.csv: sequence, frame, category, valence, arousal, person "
+                                               "(optional for the dataset layouts, whose folders name the expression)")
+    q.add_argument("--base", type=Path, required=True, help="the base model .npz whose blendshapes are fitted")
+    q.add_argument("-o", "--output", type=Path, required=True, help="affect.npz")
+    q.add_argument("--layout", choices=("flat", "4dfab", "bu4dfe", "coma"), default="flat",
+                   help="flat: DIR/<sequence>/; 4dfab: DIR/<subject>/<session>/<expression>/; bu4dfe and coma: "
+                        "DIR/<subject>/<expression>/ (the dataset readers are untested on real data)")
+    q.add_argument("--unit-mm", type=float, help="millimetres per mesh unit (default 1; coma: 1000)")
+    q.add_argument("--vertex-map", type=Path, help="for meshes in another topology: per base vertex, the index of "
+                                                   "a source vertex (text or .npy); raw scans are not supported")
+    q.add_argument("--bins", type=int, default=20, help="VA grid cells per axis for thinning and coverage (default 20)")
+    q.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    q.set_defaults(func=cmd_model_build_affect)
     return ap
 
 

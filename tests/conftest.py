@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DEV_FACES = SHARED / "faces" / "dev"
 EOS_DATA = SHARED / "models" / "eos-sfm" / "examples" / "data"
+ICT_ARCHIVE = SHARED / "models" / "ICT-FaceKit" / "FaceXModel.tar.xz"
 
 
 def need_shared(path: Path) -> Path:
@@ -53,3 +56,23 @@ def mp_detector():
     det = create_detector("mediapipe")
     yield det
     det.close()
+
+
+@pytest.fixture(scope="session")
+def ict_root(tmp_path_factory) -> Path:
+    """A folder laid out like an ICT-FaceKit clone (FaceXModel/ unpacked once per session)."""
+    archive = need_shared(ICT_ARCHIVE)
+    root = tmp_path_factory.mktemp("ict")
+    subprocess.run(["tar", "-xJf", str(archive), "-C", str(root)], check=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ict_model(ict_root):
+    """The ICT Face Model Light imported from ``ict_root`` (once per session: ~10-40 s)."""
+    from affectsynth.model.importers import import_ict
+
+    start = time.perf_counter()
+    model = import_ict(ict_root)
+    print(f"\nimport_ict: {time.perf_counter() - start:.1f} s")
+    return model

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,31 +14,11 @@ from PIL import Image
 from affectsynth.affect.targets import model_au_keys, parse_expression
 from affectsynth.cli import main
 from affectsynth.model import FaceModel
-from affectsynth.model.importers import import_ict
 from affectsynth.model.importers.ict import ICT_UNIT_MM, PARTS
 from affectsynth.render.eyes import IRIS_LANDMARKS, IRIS_RADIUS_MM
 
-from .conftest import EOS_DATA, SHARED, need_shared, read_pts
+from .conftest import EOS_DATA, need_shared, read_pts
 from .mp478_checks import check_registered_mp478
-
-ICT_ARCHIVE = SHARED / "models" / "ICT-FaceKit" / "FaceXModel.tar.xz"
-
-
-@pytest.fixture(scope="session")
-def ict_root(tmp_path_factory) -> Path:
-    """A folder laid out like an ICT-FaceKit clone (FaceXModel/ unpacked once per session)."""
-    archive = need_shared(ICT_ARCHIVE)
-    root = tmp_path_factory.mktemp("ict")
-    subprocess.run(["tar", "-xJf", str(archive), "-C", str(root)], check=True)
-    return root
-
-
-@pytest.fixture(scope="session")
-def ict_model(ict_root) -> FaceModel:
-    start = time.perf_counter()
-    model = import_ict(ict_root)
-    print(f"\nimport_ict: {time.perf_counter() - start:.1f} s")
-    return model
 
 
 @pytest.fixture(scope="session")

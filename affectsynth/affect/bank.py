@@ -265,16 +265,25 @@ class VABank:
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
         """Write one ``.npz`` (float32, format version :data:`FORMAT_VERSION`), atomically."""
-        save_npz(path, {"va": self.va.detach().cpu().float().numpy(), "au": self.au.detach().cpu().float().numpy(),
-                        "au_keys": np.array(AU_KEYS, dtype=str), "labels": np.array(self.labels, dtype=str),
-                        "alternative_of": self.alternative_of.numpy(),
-                        "meta_json": np.array(json.dumps(self.meta))}, FORMAT_VERSION)
+        save_npz(path, self.arrays(), FORMAT_VERSION)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays :meth:`save` writes (other files, such as an affect model, embed them so that
+        :meth:`load` reads the bank from them too)."""
+        return {"va": self.va.detach().cpu().float().numpy(), "au": self.au.detach().cpu().float().numpy(),
+                "au_keys": np.array(AU_KEYS, dtype=str), "labels": np.array(self.labels, dtype=str),
+                "alternative_of": self.alternative_of.numpy(), "meta_json": np.array(json.dumps(self.meta))}
 
     @staticmethod
     def load(path: str | os.PathLike) -> VABank:
-        """Read a bank written by :meth:`save`; AU columns are matched by name, so a file written with
-        fewer AU keys loads with the others at 0. InputError (one line) for anything else."""
-        data = load_npz(path, "VA bank", FORMAT_VERSION)
+        """Read a bank written by :meth:`save` (or embedded by :meth:`arrays`); AU columns are matched by
+        name, so a file written with fewer AU keys loads with the others at 0. InputError (one line) for
+        anything else."""
+        return VABank.from_arrays(load_npz(path, "VA bank", FORMAT_VERSION), path)
+
+    @staticmethod
+    def from_arrays(data: Mapping[str, np.ndarray], path: str | os.PathLike) -> VABank:
+        """The bank from the arrays of :meth:`arrays` (read from ``path``, named in errors)."""
         try:
             column = {key: i for i, key in enumerate(AU_KEYS)}
             unknown = [str(key) for key in data["au_keys"] if key not in column]
