@@ -90,6 +90,14 @@ def test_dataset_layouts_build_without_labels(tiny, tmp_path, layout):
     for emotion, generating in TRUE.items():
         np.testing.assert_allclose(affect.prototype_coeffs[affect.classes.index(emotion)], generating, atol=2e-3)
     assert affect.provenance["residual"]["max_mm"] < 1e-2 and affect.bank is None
+    # the command line offers the same layout and gives the same model
+    from affectsynth.affect.affect_model import AffectModel
+    from affectsynth.cli import main
+
+    output = tmp_path.parent / f"{layout}_affect.npz"
+    assert main(["model", "build-affect", "--meshes", str(tmp_path), "--base", str(path), "-o", str(output),
+                 "--layout", layout]) == 0
+    np.testing.assert_array_equal(AffectModel.load(output).prototype_coeffs, affect.prototype_coeffs)
 
 
 def test_vertex_map_and_unregistered_scans(tiny, tmp_path):
