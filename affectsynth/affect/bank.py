@@ -49,6 +49,7 @@ annotated 4D data replace it with the same code (:meth:`VABank.thin`, :meth:`VAB
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -63,7 +64,7 @@ from ..errors import InputError
 from ..io import load_npz, save_npz
 from .targets import AU_KEYS, ExpressionCode, au_dict, emfacs_table, parse_au, validate_va
 
-__all__ = ["VABank", "target_from_va", "CIRCUMPLEX_DEG", "EXTRA_STATES", "RAMP_RADII",
+__all__ = ["VABank", "default_bank", "target_from_va", "CIRCUMPLEX_DEG", "EXTRA_STATES", "RAMP_RADII",
            "BANDWIDTH", "DEFAULT_K", "RADIUS_FLOOR", "FORMAT_VERSION"]
 
 #: Version of the .npz layout written by :meth:`VABank.save`.
@@ -299,6 +300,13 @@ class VABank:
             raise InputError(f"{path}: VA bank file lacks the array {e}") from None
         except (TypeError, ValueError) as e:  # shape mismatches, bad JSON, a non-numeric version
             raise InputError(f"{path}: malformed VA bank file ({' '.join(str(e).split())})") from None
+
+
+@functools.cache
+def default_bank() -> VABank:
+    """:meth:`VABank.default`, built once per process (a pure function of the packaged EMFACS table;
+    treat it as read-only)."""
+    return VABank.default()
 
 
 def target_from_va(valence: float, arousal: float, bank: VABank, *, k: int = DEFAULT_K,

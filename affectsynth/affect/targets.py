@@ -447,6 +447,12 @@ def parse_expression(text: str, intensity: float = 1.0, *,
                           source=f"expression {'+'.join(parts)}@{intensity:g}")
 
 
+def canonical_emotion(text: str) -> str:
+    """An emotion's canonical name from its name or an alias, any case ("Happy" -> "happiness");
+    InputError for a name the EMFACS table does not know."""
+    return _emotion_name(text, emfacs_table())
+
+
 def _emotion_name(part: str, table: EmfacsTable) -> str:
     name = " ".join(part.split()).lower()
     name = table.aliases.get(name, name)
