@@ -639,11 +639,8 @@ class BatchSummary:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
 
 
-def run_batch(options: BatchOptions, on_row: Callable[[dict[str, str]], None] | None = None) -> BatchSummary:
-    """Run (or resume) a batch job; InputError for bad options, inputs or SPEC, before any rendering.
-
-    ``on_row`` is called with each manifest row as it is written.
-    """
+def run_batch(options: BatchOptions) -> BatchSummary:
+    """Run (or resume) a batch job; InputError for bad options, inputs or SPEC, before anything is written."""
     from .cache import model_fingerprint
     from .detect import DETECTORS
     from .model import FaceModel, load_default_model
@@ -686,8 +683,6 @@ def run_batch(options: BatchOptions, on_row: Callable[[dict[str, str]], None] | 
                     else:
                         summary.failed += 1
                         summary.reasons[row["reason"]] = summary.reasons.get(row["reason"], 0) + 1
-                    if on_row is not None:
-                        on_row(row)
                 bar.update(len(rows))
             bar.close()
             manifest.compact([item.key for item in items])
