@@ -40,7 +40,6 @@ import io
 import json
 import math
 import multiprocessing
-import os
 import sys
 import tarfile
 import time
@@ -326,7 +325,13 @@ def _balance_targets(sources: list[Source], seed: int) -> dict[str, list[Target]
     largest class alone has enough sources for any deficit, so none renders a class twice)."""
     from .affect.targets import parse_expression
 
-    labelled = [(s, parse_expression(s.label).category) for s in sources if s.label is not None]
+    labelled = []
+    for source in sources:
+        if source.label is not None:
+            try:
+                labelled.append((source, parse_expression(source.label).category))
+            except InputError as e:
+                raise InputError(f"balance=label: {source.name}: {e}") from None
     if not labelled:
         raise InputError("balance=label needs a CSV input with a label column")
     if any(category is None for _, category in labelled):
