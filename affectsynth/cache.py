@@ -17,6 +17,10 @@ next :meth:`FitCache.put` replaces it. Several processes may share one cache fol
 of one key write the same content, and the rename makes one of them win whole.
 
 Bump :data:`CACHE_VERSION` when fitting or the entry layout changes: old entries then miss.
+
+    cache = FitCache.for_fitter("fits/", synthesizer.face_fitter)      # the model is hashed here, once
+    fitted = cache.fit(image, synthesizer.face_fitter, name="a.jpg")   # detects and fits only on a miss
+    results = synthesizer.render_many(image, targets, fitted=fitted)
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ def write_inputs(folder: Path, astronaut: np.ndarray, faces: int, broken: bool =
         Image.fromarray(image).save(folder / f"face_{i:02d}.png")
     if broken:
         Image.fromarray(np.full((128, 128, 3), 128, np.uint8)).save(folder / "grey.png")  # no face
+        Image.fromarray(astronaut[:, :242]).save(folder / "half.png")  # a fit flagged unreliable: face cut off
         encoded = io.BytesIO()
         Image.fromarray(astronaut).save(encoded, format="JPEG")
         (folder / "broken.jpg").write_bytes(encoded.getvalue()[:20000])  # truncated
@@ -193,13 +194,16 @@ def test_batch_renders_reports_failures_and_resumes(astronaut, tmp_path, capsys)
     args = ["batch", str(tmp_path / "in"), "-o", str(out), "--targets", "expressions=happiness,surprise;va-random=2",
             "--no-progress"]
     assert cli.main(args) == 3  # some items failed
-    assert "16 items: 0 already done, 8 rendered, 8 failed" in capsys.readouterr().out
-    rows = check_complete(out, 16)
+    assert "20 items: 0 already done, 8 rendered, 12 failed" in capsys.readouterr().out
+    rows = check_complete(out, 20)
     by_source = {}
     for row in rows:
         by_source.setdefault(row["source"], []).append(row)
     assert {r["reason"] for r in by_source["grey.png"]} == {"grey.png: no face found"}
     assert all("corrupt or truncated" in r["reason"] and r["status"] == "failed" for r in by_source["broken.jpg"])
+    assert all(r["reason"].startswith("unreliable fit: face partly outside the image") and r["reliable"] == "False"
+               and not r["output"] for r in by_source["half.png"])
+    assert not (out / "half").exists() and not (out / "grey").exists()
     for name in ("face_00.png", "face_01.png"):
         source = load_image(tmp_path / "in" / name)
         for row in by_source[name]:
@@ -215,9 +219,9 @@ def test_batch_renders_reports_failures_and_resumes(astronaut, tmp_path, capsys)
 
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     summary = run_batch(BatchOptions(input=tmp_path / "in", output=out, targets=args[5], progress=False))
-    assert (summary.skipped, summary.ok, summary.failed) == (8, 0, 8)  # failures are retried, done work is not
+    assert (summary.skipped, summary.ok, summary.failed) == (8, 0, 12)  # failures are retried, done work is not
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == mtimes
-    assert without_timings(check_complete(out, 16)) == without_timings(rows)
+    assert without_timings(check_complete(out, 20)) == without_timings(rows)
 
 
 #: Workers and executors are compared on this job: two faces and a photo without one.
@@ -308,11 +312,16 @@ def test_csv_balance_and_webdataset_shards(astronaut, tmp_path):
 
 
 def test_ray_executor_gives_the_local_results(reference_run, tmp_path):
+    """Ray actors, reading the fits the reference run cached (--fit-cache shared): the same rows and bytes."""
     pytest.importorskip("ray")
+    shared_cache = reference_run[1] / ".fitcache"
+    entries = sorted(shared_cache.rglob("*.npz"))
+    assert len(entries) == 3  # two faces and one "no face"
     summary = run_batch(BatchOptions(input=reference_run[0], output=tmp_path / "out", targets=COMPARED_TARGETS,
-                                     seed=5, workers=2, executor="ray", progress=False))
+                                     seed=5, workers=2, executor="ray", fit_cache=shared_cache, progress=False))
     assert (summary.ok, summary.failed) == (4, 2)
     assert_same_results(reference_run, tmp_path / "out")
+    assert sorted(shared_cache.rglob("*.npz")) == entries and not (tmp_path / "out" / ".fitcache").exists()
 
 
 def test_dev_photos_balanced_by_their_labels(tmp_path):
