@@ -20,8 +20,9 @@ The stages, each a function of its own:
   :class:`~affectsynth.cache.FitCache`) serve all its targets; outputs are written atomically to
   ``OUT/<source stem>/<target>.png``. A failure (unreadable file, no face, several faces, an
   unreliable fit, a render error) becomes a row with the reason and never stops the run.
-* **Executors**: in this process (``workers=1``), a pool of spawned processes, or Ray actors
-  (``executor="ray"``); workers return rows and only this process writes the manifest.
+* **Executors**: in this process (``workers=1``), a pool of spawned processes (a worker that dies
+  costs only the source it was rendering), or Ray actors (``executor="ray"``); workers return rows
+  and only this process writes the manifest.
 * **Manifest** (:class:`Manifest`): ``OUT/manifest.csv``, one row per item (:data:`MANIFEST_COLUMNS`),
   appended and flushed as results come; rewritten in plan order at the end of a run. A rerun
   skips items with an ``ok`` row whose file exists, repairs a torn last line, and retries failures.
@@ -32,7 +33,9 @@ The stages, each a function of its own:
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import concurrent.futures.process
 import csv
 import fcntl
 import hashlib
@@ -52,8 +55,8 @@ import torch
 from .errors import InputError
 
 __all__ = ["BatchOptions", "BatchSummary", "Source", "Target", "Item", "SourceJob", "TargetSpec", "Manifest",
-           "SourceRenderer", "MANIFEST_COLUMNS", "TIMING_COLUMNS", "IMAGE_SUFFIXES", "read_sources", "parse_spec",
-           "plan_items", "item_seed", "run_batch", "write_shards"]
+           "SourceRenderer", "RenderSettings", "MANIFEST_COLUMNS", "TIMING_COLUMNS", "IMAGE_SUFFIXES", "read_sources",
+           "parse_spec", "plan_items", "item_seed", "manifest_row", "failed_rows", "run_batch", "write_shards"]
 
 #: The files a folder input takes (case-insensitive), those :func:`affectsynth.io.load_image` reads.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -354,7 +357,8 @@ def _balance_targets(sources: list[Source], seed: int) -> dict[str, list[Target]
 @dataclass(frozen=True)
 class RenderSettings:
     """What a worker needs to build its renderer: the output folder, model (None: the default),
-    detector, rasteriser, the fit cache folder and the model's fingerprint (computed once, here)."""
+    detector, rasteriser, the fit cache folder, and the model's fingerprint and name (computed once,
+    by the process that runs the batch)."""
 
     output: Path
     model_path: Path | None
@@ -362,6 +366,7 @@ class RenderSettings:
     backend: str
     fit_cache: Path
     model_id: str
+    model_name: str
 
 
 class SourceRenderer:
@@ -389,11 +394,11 @@ class SourceRenderer:
             image = load_image(job.source.path)
             fitted = self.cache.fit(image, self.synthesizer.face_fitter, name=job.source.name)
         except InputError as e:
-            return [self._row(item, reason=_one_line(e)) for item in job.items]
+            return failed_rows(job.items, self.settings, _one_line(e))
         fit_columns = {"nme": f"{float(fitted.fit.nme.max()):.6f}", "reliable": str(bool(fitted.fit.reliable.all()))}
         if not bool(fitted.fit.reliable.all()):
             reason = "unreliable fit: " + "; ".join(r for reasons in fitted.fit.reasons for r in reasons)
-            return [self._row(item, reason=reason, **fit_columns) for item in job.items]
+            return failed_rows(job.items, self.settings, reason, **fit_columns)
         targets = [parse_target(item.target.spec, torch.Generator().manual_seed(item.seed)) for item in job.items]
         results = self.synthesizer.render_many(image, targets, name=job.source.name, fitted=fitted)
         detect_fit_ms = f"{1000 * (time.perf_counter() - start):.1f}"
@@ -404,10 +409,10 @@ class SourceRenderer:
                 self._save(item, result.image)
             except Exception as e:  # a failed item never stops the run; the lazy renders cannot go on after it
                 reason = _one_line(e) if isinstance(e, InputError) else f"internal error: {type(e).__name__}: {e}"
-                return rows + [self._row(later, reason=reason, **fit_columns) for later in job.items[index:]]
+                return rows + failed_rows(job.items[index:], self.settings, reason, **fit_columns)
             labels = result.labels[0]
-            rows.append(self._row(
-                item, status="ok", output=item.output, rasterizer=result.rasterizer, **fit_columns,
+            rows.append(manifest_row(
+                item, self.settings, status="ok", output=item.output, rasterizer=result.rasterizer, **fit_columns,
                 **_label_columns(labels), detect_fit_ms=detect_fit_ms,
                 render_ms=f"{result.timings_ms['deform'] + result.timings_ms['render_composite']:.1f}"))
         return rows
@@ -417,17 +422,23 @@ class SourceRenderer:
 
         save_image(self.settings.output / item.output, image)
 
-    def _row(self, item: Item, status: str = "failed", **columns: str) -> dict[str, str]:
-        source = item.source
-        row = dict.fromkeys(MANIFEST_COLUMNS, "")
-        row.update(source=source.name, target=item.target.name, spec=item.target.spec, status=status,
-                   model=self.synthesizer.model.name, detector=self.settings.detector, seed=str(item.seed),
-                   source_label=source.label or "", source_valence=_text(source.valence),
-                   source_arousal=_text(source.arousal), subject=source.subject or "", **columns)
-        return row
-
     def close(self) -> None:
         self.synthesizer.close()
+
+
+def manifest_row(item: Item, settings: RenderSettings, status: str, **columns: str) -> dict[str, str]:
+    """The manifest row of ``item``: what the plan and settings say, and ``columns``."""
+    source = item.source
+    row = dict.fromkeys(MANIFEST_COLUMNS, "")
+    row.update(source=source.name, target=item.target.name, spec=item.target.spec, status=status,
+               model=settings.model_name, detector=settings.detector, seed=str(item.seed),
+               source_label=source.label or "", source_valence=_text(source.valence),
+               source_arousal=_text(source.arousal), subject=source.subject or "", **columns)
+    return row
+
+
+def failed_rows(items: Iterable[Item], settings: RenderSettings, reason: str, **columns: str) -> list[dict[str, str]]:
+    return [manifest_row(item, settings, status="failed", reason=reason, **columns) for item in items]
 
 
 def _label_columns(labels: dict) -> dict[str, str]:
@@ -454,20 +465,41 @@ def _local_results(jobs: list[SourceJob], settings: RenderSettings, workers: int
         finally:
             renderer.close()
         return
+    queue = collections.deque(jobs)
+    while queue:
+        in_flight: dict[concurrent.futures.Future, SourceJob] = {}
+        try:
+            with _worker_pool(settings, workers) as pool:
+                while queue or in_flight:
+                    while queue and len(in_flight) < _IN_FLIGHT_PER_WORKER * workers:
+                        job = queue.popleft()
+                        in_flight[pool.submit(_render_in_worker, job)] = job
+                    finished, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in finished:
+                        rows = future.result()
+                        del in_flight[future]
+                        yield rows
+        except concurrent.futures.process.BrokenProcessPool:
+            # A worker died (a native crash, or killed): which of the jobs in flight did it is unknown,
+            # so each is tried alone; the one that kills its worker again gets failed rows.
+            for job in in_flight.values():
+                yield _render_alone(job, settings)
+
+
+def _worker_pool(settings: RenderSettings, workers: int) -> concurrent.futures.ProcessPoolExecutor:
     # spawn: torch, numba and MediaPipe hold threads and native state that fork would copy half-made.
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=_init_worker, initargs=(settings,)) as pool:
-        queue, pending = iter(jobs), set()
-        while True:
-            for job in queue:
-                pending.add(pool.submit(_render_in_worker, job))
-                if len(pending) >= _IN_FLIGHT_PER_WORKER * workers:
-                    break
-            if not pending:
-                return
-            finished, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
+    return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_init_worker, initargs=(settings,))
+
+
+def _render_alone(job: SourceJob, settings: RenderSettings) -> list[dict]:
+    """``job`` in a worker process of its own: its rows, or failed rows if the process dies."""
+    try:
+        with _worker_pool(settings, 1) as pool:
+            return pool.submit(_render_in_worker, job).result()
+    except concurrent.futures.process.BrokenProcessPool:
+        return failed_rows(job.items, settings, "the worker process died rendering this source (a native crash "
+                                                "or out of memory)")
 
 
 #: The renderer of a pool worker process (built once by its initializer; each process has its own).
@@ -667,7 +699,7 @@ def run_batch(options: BatchOptions) -> BatchSummary:
                          f"{', '.join(available_backends(model.device)) or 'none'}; known: {', '.join(BACKENDS)})")
     output = options.output
     settings = RenderSettings(output=output.resolve(), model_path=options.model, detector=options.detector,
-                              backend=options.backend, model_id=model_fingerprint(model),
+                              backend=options.backend, model_id=model_fingerprint(model), model_name=model.name,
                               fit_cache=(options.fit_cache or output / ".fitcache").resolve())
     del model
     summary = BatchSummary(planned=len(items))

@@ -256,6 +256,31 @@ def test_two_workers_give_the_same_manifest_and_bytes_as_one(reference_run, tmp_
     assert_same_results(reference_run, tmp_path / "out")
 
 
+def test_a_worker_that_dies_fails_its_source_only(astronaut, tmp_path, monkeypatch):
+    """A worker process killed while reading crash.png (a stand-in for a native crash, injected into the
+    spawned workers through a sitecustomize module): that source's rows fail, the other source renders."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal\n"
+        "import affectsynth.io\n"
+        "load_image = affectsynth.io.load_image\n"
+        "def crashing(path, **kwargs):\n"
+        "    if os.path.basename(path) == 'crash.png':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return load_image(path, **kwargs)\n"
+        "affectsynth.io.load_image = crashing\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(hook), str(REPO))))
+    write_inputs(tmp_path / "in", astronaut, 1)
+    Image.fromarray(astronaut).save(tmp_path / "in" / "crash.png")
+    summary = run_batch(BatchOptions(input=tmp_path / "in", output=tmp_path / "out", targets="expressions=happiness",
+                                     workers=2, progress=False))
+    assert (summary.ok, summary.failed) == (1, 1)
+    rows = {r["source"]: r for r in check_complete(tmp_path / "out", 2)}
+    assert rows["face_00.png"]["status"] == "ok"
+    assert rows["crash.png"]["reason"].startswith("the worker process died rendering this source")
+
+
 #: 5 sources x 5 targets: rows come per source, so a kill after the first ones leaves most to do.
 KILL_TARGETS = "expressions=neutral,happiness,sadness,surprise,fear"
 
