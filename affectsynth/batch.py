@@ -386,44 +386,38 @@ class SourceRenderer:
         self.cache = FitCache.for_fitter(settings.fit_cache, self.synthesizer.face_fitter, model_id=settings.model_id)
 
     def render(self, job: SourceJob) -> list[dict[str, str]]:
-        from .io import load_image
+        from .io import load_image, save_image
         from .pipeline import parse_target
 
         start = time.perf_counter()
-        try:
+        try:  # a failure never stops the run: it becomes the rows' reason
             image = load_image(job.source.path)
             fitted = self.cache.fit(image, self.synthesizer.face_fitter, name=job.source.name)
-        except InputError as e:
-            return failed_rows(job.items, self.settings, _one_line(e))
+        except Exception as e:
+            return failed_rows(job.items, self.settings, _reason(e))
         fit_columns = {"nme": f"{float(fitted.fit.nme.max()):.6f}", "reliable": str(bool(fitted.fit.reliable.all()))}
         if not bool(fitted.fit.reliable.all()):
             reason = "unreliable fit: " + "; ".join(r for reasons in fitted.fit.reasons for r in reasons)
             return failed_rows(job.items, self.settings, reason, **fit_columns)
-        targets = [parse_target(item.target.spec, torch.Generator().manual_seed(item.seed)) for item in job.items]
-        results = self.synthesizer.render_many(image, targets, name=job.source.name, fitted=fitted)
-        detect_fit_ms = f"{1000 * (time.perf_counter() - start):.1f}"
         rows = []
-        for index, item in enumerate(job.items):
-            try:
+        try:
+            targets = [parse_target(item.target.spec, torch.Generator().manual_seed(item.seed)) for item in job.items]
+            results = self.synthesizer.render_many(image, targets, name=job.source.name, fitted=fitted)
+            detect_fit_ms = f"{1000 * (time.perf_counter() - start):.1f}"
+            for item in job.items:
                 result = next(results)
-                self._save(item, result.image)
-            except Exception as e:  # a failed item never stops the run; the lazy renders cannot go on after it
-                reason = _one_line(e) if isinstance(e, InputError) else f"internal error: {type(e).__name__}: {e}"
-                return rows + failed_rows(job.items[index:], self.settings, reason, **fit_columns)
-            labels = result.labels[0]
-            rows.append(manifest_row(
-                item, self.settings, status="ok", output=item.output, rasterizer=result.rasterizer, **fit_columns,
-                **_label_columns(labels), detect_fit_ms=detect_fit_ms,
-                render_ms=f"{result.timings_ms['deform'] + result.timings_ms['render_composite']:.1f}"))
+                save_image(self.settings.output / item.output, result.image)
+                rows.append(manifest_row(
+                    item, self.settings, status="ok", output=item.output, rasterizer=result.rasterizer,
+                    **fit_columns, **_label_columns(result.labels[0]), detect_fit_ms=detect_fit_ms,
+                    render_ms=f"{result.timings_ms['deform'] + result.timings_ms['render_composite']:.1f}"))
+        except Exception as e:  # the lazy renders cannot go on after a failure: the rest fail with it
+            return rows + failed_rows(job.items[len(rows):], self.settings, _reason(e), **fit_columns)
         return rows
-
-    def _save(self, item: Item, image) -> None:
-        from .io import save_image
-
-        save_image(self.settings.output / item.output, image)
 
     def close(self) -> None:
         self.synthesizer.close()
+
 
 
 def manifest_row(item: Item, settings: RenderSettings, status: str, **columns: str) -> dict[str, str]:
@@ -451,8 +445,10 @@ def _text(value: float | None) -> str:
     return "" if value is None else repr(round(float(value), 6))
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
+def _reason(error: Exception) -> str:
+    """A failure as one line: an InputError's message; anything else is a bug, and says so."""
+    text = " ".join(str(error).split())
+    return text if isinstance(error, InputError) else f"internal error: {type(error).__name__}: {text}"
 
 
 # ------------------------------------------------------------------------ executors
