@@ -7,6 +7,8 @@
     affectsynth render IMAGE --va-path "0,0;0.6,0.4;0.8,-0.2" [--frames 48] [-o clip.mp4|clip.gif|frames/]
                        [--fps 24] [--json meta.json] ...
     affectsynth sheet IMAGE -o sheet.png [--targets happiness va:0.5,0.7 au:12:0.8 ...] [--json meta.json] ...
+    affectsynth batch INPUT -o OUT --targets SPEC [--workers N] [--executor local|ray] [--format files|webdataset]
+                       [--seed N] [--fit-cache DIR] [--model model.npz] [--detector D] [--backend B]
     affectsynth model import ict PATH -o model.npz   import the ICT Face Model Light of an ICT-FaceKit clone
     affectsynth model import sfm PATH -o model.npz   the Surrey Face Model (eos's share/ or sfm_shape_3448.bin)
     affectsynth model import bfm2009|bfm2017 FILE -o model.npz   the Basel Face Model (.mat / .h5)
@@ -298,6 +300,23 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import MANIFEST_NAME, BatchOptions, run_batch
+
+    summary = run_batch(BatchOptions(
+        input=args.input, output=args.output, targets=args.targets, workers=args.workers, executor=args.executor,
+        format=args.format, seed=args.seed, model=args.model, detector=args.detector, backend=args.backend,
+        fit_cache=args.fit_cache, progress=not args.no_progress))
+    done = summary.ok + summary.failed
+    print(f"batch: {summary.planned} items: {summary.skipped} already done, {summary.ok} rendered, "
+          f"{summary.failed} failed ({summary.failed / max(done, 1):.1%} of this run) in {summary.seconds:.1f} s "
+          f"({summary.images_per_second:.2f} img/s); manifest {args.output / MANIFEST_NAME}"
+          + (f", {summary.shards} shards" if args.format == "webdataset" else ""))
+    for reason, count in sorted(summary.reasons.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"  failed x{count}: {reason}")
+    return 3 if summary.failed else 0
+
+
 #: Model importers by the name ``affectsynth model import`` takes: (function of
 #: affectsynth.model.importers, what PATH is).
 MODEL_IMPORTERS = {
@@ -455,6 +474,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed for the sampling of expression variants")
     _add_model_options(p, render=True)
     p.set_defaults(func=cmd_sheet)
+
+    p = sub.add_parser("batch", help="render many photos x many targets to files (or webdataset shards) and a "
+                                     "manifest; resumable")
+    p.add_argument("input", type=Path, help="a folder of images (recursive) or a CSV: path[,label,valence,arousal,"
+                                            "subject], paths relative to its folder")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (OUT/<source>/<target>.png, "
+                                                                   "OUT/manifest.csv)")
+    p.add_argument("--targets", required=True, metavar="SPEC",
+                   help="';'-joined: expressions=all|NAME,NAME...; va-grid=NxM; va-random=K; balance=label")
+    p.add_argument("--workers", type=int, default=1, help="worker processes or Ray actors (default 1)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local processes, or Ray (RAY_ADDRESS=... for a cluster; pip install 'affectsynth[ray]')")
+    p.add_argument("--format", choices=("files", "webdataset"), default="files",
+                   help="files, or also webdataset .tar shards in OUT/shards/ (default files)")
+    p.add_argument("--seed", type=int, default=0, help="global seed; each item's seed derives from it (default 0)")
+    p.add_argument("--fit-cache", type=Path, help="fit cache folder, to share between jobs (default OUT/.fitcache)")
+    p.add_argument("--model", type=Path, help="a model .npz (default: the embedded FACS model)")
+    p.add_argument("--detector", choices=("mediapipe", "dlib"), default="mediapipe")
+    p.add_argument("--backend", default="auto", help="rasteriser: auto, numba or moderngl")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("model", help="import a public face model, or describe a model file")
     model_sub = p.add_subparsers(dest="model_command", required=True)

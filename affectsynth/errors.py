@@ -26,5 +26,9 @@ class NoFaceError(InputError):
     """No usable face was found in the image. Exit code 2."""
 
 
+class SeveralFacesError(InputError):
+    """Several faces of similar size make "which face?" ambiguous. Exit code 2."""
+
+
 class ModelFormatError(InputError):
     """A model file is missing, malformed or of an unsupported format version. Exit code 2."""

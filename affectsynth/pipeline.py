@@ -21,7 +21,7 @@ import torch
 from .affect.bank import VABank, target_from_va
 from .affect.targets import ExpressionCode, parse_au, parse_expression, parse_va, stack_model_coeffs, validate_va
 from .detect import Detector, create_detector
-from .errors import InputError, NoFaceError
+from .errors import InputError, NoFaceError, SeveralFacesError
 from .fit import FitConfig, FitResult, Fitter
 from .landmarks import Landmarks
 from .model import FaceModel
@@ -37,7 +37,7 @@ AMBIGUOUS_AREA_RATIO = 0.5
 def select_faces(landmarks: Landmarks, all_faces: bool, name: str = "image") -> Landmarks:
     """The faces to work on: every face, or the single dominant one.
 
-    Raises NoFaceError when there is none, and InputError when several faces of similar
+    Raises NoFaceError when there is none, and SeveralFacesError when several faces of similar
     size make the choice ambiguous and ``all_faces`` is False.
     """
     if landmarks.batch_size == 0:
@@ -47,7 +47,7 @@ def select_faces(landmarks: Landmarks, all_faces: bool, name: str = "image") -> 
     area = (landmarks.box[:, 2] - landmarks.box[:, 0]) * (landmarks.box[:, 3] - landmarks.box[:, 1])
     similar = int((area >= AMBIGUOUS_AREA_RATIO * area[0]).sum())
     if similar > 1:
-        raise InputError(f"{name}: {similar} faces of similar size found; pass --all-faces to use them all, "
+        raise SeveralFacesError(f"{name}: {similar} faces of similar size found; pass --all-faces to use them all, "
                          f"or crop the image to one face")
     return landmarks[0]
 
@@ -189,7 +189,8 @@ class SynthesisResult:
         landmarks: their landmarks.
         rasterizer: the rasteriser backend used.
         timings_ms: wall time per stage: ``detect_fit`` (shared by every result of one
-            :meth:`Synthesizer.render_many` call), ``deform``, ``render_composite``.
+            :meth:`Synthesizer.render_many` call; with a precomputed fit only the measuring of
+            the photo's eye and mouth appearance), ``deform``, ``render_composite``.
     """
 
     image: np.ndarray
@@ -229,17 +230,21 @@ class Synthesizer:
         return next(self.render_many(image, [target], all_faces, name))
 
     def render_many(self, image: np.ndarray, targets: Sequence[ExpressionCode], all_faces: bool = False,
-                    name: str = "image") -> Iterator[SynthesisResult]:
+                    name: str = "image", fitted: FaceFit | None = None) -> Iterator[SynthesisResult]:
         """One render per target of the same image [H, W, 3] uint8, sharing one detection and fit.
 
         The targets are mapped to model coefficients together and the faces are detected and
         fitted before this returns (so a bad target or a missing face raises here); the renders
         come lazily, one per ``next``, so a long sequence need not be held in memory.
+        ``fitted``: a fit of this image by this model made earlier (e.g. from a
+        :class:`~affectsynth.cache.FitCache`), used instead of detecting and fitting again
+        (``all_faces`` then plays no part: the fit holds the faces it chose).
         """
         clock = _Clock()
         targets = list(targets)
         coeffs, reports = stack_model_coeffs(targets, self.model)                           # [T, E]
-        fitted = self.face_fitter(image, all_faces=all_faces, name=name)
+        if fitted is None:
+            fitted = self.face_fitter(image, all_faces=all_faces, name=name)
         photo = torch.from_numpy(image).to(self.model.device).permute(2, 0, 1)[None].float() / 255
         appearance = self._appearance(photo, fitted)
         clock.lap("detect_fit")
