@@ -35,7 +35,12 @@ seeds per worker (set ``torch.manual_seed`` for reproducible runs), as v2's tran
 is, DataLoader worker k one seeded from a draw of (a copy of) it and k, so workers do not repeat
 each other and a run is reproducible for a fixed generator, worker count and sampler. The
 synthesizer (model, detector) is built lazily in each process and never pickled, so the hook
-works with both ``fork`` and ``spawn`` workers.
+works with both ``fork`` and ``spawn`` workers. One limit of ``fork``: MediaPipe cannot start in a
+fork of a process that already holds a MediaPipe graph (the child's heap is corrupted). A
+training script whose hook runs only in the workers is fine; where the main process has used the
+hook (or MediaPipe) first, a forked worker still renders the photos whose fits it inherited or
+finds in the disk cache and raises a RuntimeError saying so for the others: use ``spawn`` or
+``forkserver`` there. The rasteriser runs single-threaded in workers (torch's one thread there).
 """
 
 from __future__ import annotations
@@ -74,9 +79,10 @@ class Policy:
     label_kind = "class"
 
     def target(self, source_class: str | None, source_va: tuple[float, float] | None,
-               generator: torch.Generator | None) -> ExpressionCode | None:
-        """The target for a source of class ``source_class`` (a name of ``classes``, or None when the
-        label is a VA point) and VA ``source_va`` (or None); None: leave this image as it is."""
+               generator: torch.Generator | None, classes: tuple[str, ...] = DEFAULT_CLASSES) -> ExpressionCode | None:
+        """The target for a source of class ``source_class`` (a name of ``classes``, the hook's label
+        set, or None when the label is a VA point) and VA ``source_va`` (or None); None: leave this
+        image as it is."""
         raise NotImplementedError
 
 
@@ -91,7 +97,7 @@ def _choice(options: Sequence[str], weights: Sequence[float] | None, generator: 
 
 @dataclass(frozen=True)
 class RandomExpression(Policy):
-    """A basic expression drawn uniformly from ``classes`` (default: every EMFACS emotion but
+    """A basic expression drawn uniformly from ``classes`` (default: the hook's classes but
     neutral), other than the source's own when ``exclude_source``; intensity uniform in
     ``intensity``; the emotion's EMFACS variant drawn too when ``variants``."""
 
@@ -100,8 +106,8 @@ class RandomExpression(Policy):
     exclude_source: bool = True
     variants: bool = True
 
-    def target(self, source_class, source_va, generator):
-        pool = self.classes or tuple(c for c in DEFAULT_CLASSES if c != "neutral")
+    def target(self, source_class, source_va, generator, classes=DEFAULT_CLASSES):
+        pool = self.classes or tuple(c for c in classes if c != "neutral")
         options = [c for c in pool if not (self.exclude_source and c == source_class)] or list(pool)
         name = _choice(options, None, generator)
         return parse_expression(name, _uniform(generator, *self.intensity),
@@ -117,7 +123,7 @@ class VAJitter(Policy):
     bank: VABank | None = None
     label_kind = "va"
 
-    def target(self, source_class, source_va, generator):
+    def target(self, source_class, source_va, generator, classes=DEFAULT_CLASSES):
         if source_va is None:
             raise InputError("VAJitter needs (valence, arousal) labels")
         noise = torch.randn(2, generator=generator, dtype=torch.float64) * self.sigma
@@ -133,7 +139,7 @@ class VAUniform(Policy):
     bank: VABank | None = None
     label_kind = "va"
 
-    def target(self, source_class, source_va, generator):
+    def target(self, source_class, source_va, generator, classes=DEFAULT_CLASSES):
         radius = math.sqrt(_uniform(generator))
         angle = _uniform(generator, 0.0, 2 * math.pi)
         return target_from_va(radius * math.cos(angle), radius * math.sin(angle), self.bank or default_bank(), generator=generator)
@@ -155,7 +161,7 @@ class BalanceClasses(Policy):
         counts = collections.Counter(int(i) for i in labels)
         return BalanceClasses(counts={c: counts.get(i, 0) for i, c in enumerate(classes)}, **kw)
 
-    def target(self, source_class, source_va, generator):
+    def target(self, source_class, source_va, generator, classes=DEFAULT_CLASSES):
         if not self.counts:
             raise InputError("BalanceClasses needs the class counts")
         names = list(self.counts)
@@ -174,7 +180,7 @@ class VaryIntensity(Policy):
 
     intensity: tuple[float, float] = (0.3, 1.0)
 
-    def target(self, source_class, source_va, generator):
+    def target(self, source_class, source_va, generator, classes=DEFAULT_CLASSES):
         if source_class is None:
             raise InputError("VaryIntensity needs class labels")
         if source_class == "neutral":
@@ -229,17 +235,25 @@ class AffectAugment(nn.Module):
 
     def _local(self) -> dict:
         local = self._process
-        if local.get("pid") != os.getpid():
-            from .cache import FitCache
-            from .model import FaceModel, load_default_model
-            from .pipeline import Synthesizer
-
-            local.clear()
-            torch_model = load_default_model() if self.model_path is None else FaceModel.load(self.model_path)
-            synthesizer = Synthesizer(torch_model, detector=self.detector, backend=self.backend)
-            disk = None if self.cache_dir is None else FitCache.for_fitter(self.cache_dir, synthesizer.face_fitter)
-            local.update(pid=os.getpid(), synthesizer=synthesizer, disk=disk, memory=collections.OrderedDict(),
+        if local.get("pid") == os.getpid():
+            return local
+        if "synthesizer" in local:
+            # Forked from a process that used the hook: MediaPipe cannot run in a fork of a process
+            # whose graph exists (a new graph corrupts the heap, tearing the old one down too), but
+            # everything else can. Keep the inherited synthesizer and fits; a photo they and the
+            # disk cache lack then raises (_fit).
+            local.update(pid=os.getpid(), detector_usable=self.detector != "mediapipe",
                          generator=self._process_generator())
+            return local
+        from .cache import FitCache
+        from .model import FaceModel, load_default_model
+        from .pipeline import Synthesizer
+
+        face_model = load_default_model() if self.model_path is None else FaceModel.load(self.model_path)
+        synthesizer = Synthesizer(face_model, detector=self.detector, backend=self.backend)
+        disk = None if self.cache_dir is None else FitCache.for_fitter(self.cache_dir, synthesizer.face_fitter)
+        local.update(pid=os.getpid(), synthesizer=synthesizer, disk=disk, memory=collections.OrderedDict(),
+                     detector_usable=True, generator=self._process_generator())
         return local
 
     def _process_generator(self) -> torch.Generator | None:
@@ -270,7 +284,7 @@ class AffectAugment(nn.Module):
             self.stats["not_drawn"] += 1
             return image, self._label_out(None, source_class, source_va)
         try:
-            target = self.policy.target(source_class, source_va, generator)
+            target = self.policy.target(source_class, source_va, generator, self.classes)
             if target is None:
                 self.stats["kept:policy"] += 1
                 return image, self._label_out(None, source_class, source_va)
@@ -290,7 +304,17 @@ class AffectAugment(nn.Module):
         key = _pixel_key(pixels)
         entry = memory.get(key)
         if entry is None:
-            disk, fitter = local["disk"], local["synthesizer"].face_fitter
+            disk, face_fitter = local["disk"], local["synthesizer"].face_fitter
+
+            def fitter(image, **options):  # counts the fits the disk cache could not spare
+                if not local["detector_usable"]:
+                    raise RuntimeError(
+                        "AffectAugment: this DataLoader worker was forked from a process that had already run the "
+                        "hook, and MediaPipe cannot detect faces in such a fork; use multiprocessing_context="
+                        "'spawn' or 'forkserver', or create the workers (persistent_workers=True) before the "
+                        "main process uses the hook")
+                self.stats["fitted"] += 1
+                return face_fitter(image, **options)
             try:
                 entry = fitter(pixels) if disk is None else disk.fit(pixels, fitter)
             except InputError as e:  # remembered as (type, message): re-raising one instance would grow its traceback
@@ -383,7 +407,7 @@ def _to_uint8_hwc(image) -> np.ndarray:
     except ImportError:  # pragma: no cover - pillow is a dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))  # a writable copy (torch.from_numpy warns on a read-only one)
     raise TypeError(f"unsupported image type {type(image).__name__}")
 
 

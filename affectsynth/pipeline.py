@@ -9,7 +9,6 @@ valence-arousal point through the VA bank) and ``au:12:0.8,6:0.6`` (action units
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .affect.bank import VABank, target_from_va
+from .affect.bank import VABank, default_bank, target_from_va
 from .affect.targets import ExpressionCode, parse_au, parse_expression, parse_va, stack_model_coeffs, validate_va
 from .detect import Detector, create_detector
 from .errors import InputError, NoFaceError, SeveralFacesError
@@ -100,11 +99,6 @@ class FaceFitter:
 
 
 # ------------------------------------------------------------------------ targets
-@functools.cache
-def _default_bank() -> VABank:
-    return VABank.default()
-
-
 def parse_target(spec: str, generator: torch.Generator | None = None, bank: VABank | None = None) -> ExpressionCode:
     """A target written as text (case-insensitive prefixes):
 
@@ -120,7 +114,7 @@ def parse_target(spec: str, generator: torch.Generator | None = None, bank: VABa
     kind, sep, rest = text.partition(":")
     kind = kind.strip().lower() if sep else ""
     if kind == "va":
-        return target_from_va(*parse_va(rest), _default_bank() if bank is None else bank, generator=generator)
+        return target_from_va(*parse_va(rest), default_bank() if bank is None else bank, generator=generator)
     if kind == "au":
         return parse_au(rest)
     if sep:
@@ -159,7 +153,7 @@ def va_path_targets(points: Sequence[tuple[float, float]], frames: int,
     """The targets of a VA path (:func:`va_path_points`), one per frame, from the bank's kernel-weighted
     mean (no variant sampling): the AU vector is continuous in the VA point, so consecutive frames
     differ only as much as the path moves."""
-    bank = _default_bank() if bank is None else bank
+    bank = default_bank() if bank is None else bank
     return [target_from_va(v, a, bank) for v, a in va_path_points(points, frames)]
 
 

@@ -36,8 +36,9 @@ available one in ``AUTO_ORDER`` that accepts the input's device. A GPU backend (
 is one more entry in both.
 
 * ``"numba"`` — a CPU z-buffer compiled with numba: triangles are binned into bands of
-  rows and the bands are rasterised in parallel (each band owns its rows: no races).
-  The default on the CPU (measured in ``scripts/bench_raster.py``).
+  rows and the bands are rasterised in parallel (each band owns its rows: no races), or
+  one after another where ``torch.get_num_threads()`` is 1 (DataLoader workers; see
+  ``_compiled``). The default on the CPU (measured in ``scripts/bench_raster.py``).
 * ``"moderngl"`` — OpenGL through a headless EGL context (Mesa llvmpipe on a machine with
   no GPU; needs the system's libEGL/libGL and Mesa's EGL and DRI drivers). Follows the same
   conventions; it may disagree with ``"numba"`` only for pixel centres within ~1/256 px of
@@ -52,7 +53,7 @@ import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import FunctionType, MappingProxyType
 
 import numba
 import numpy as np
@@ -147,7 +148,6 @@ def _edge(x, y, k, orient):  # pragma: no cover - jitted
     return x[p], y[p], dx, dy, sign, nx > 0.0 or (nx == 0.0 and ny > 0.0)
 
 
-@numba.njit(cache=True, parallel=True)
 def _triangle_boxes(verts, faces, height, width, cull, box):  # pragma: no cover - jitted
     """box[b, f] = (j0, j1, i0, i1): the half-open pixel ranges whose centres may be inside
     triangle f, clipped to the image; j0 = j1 = 0 for a dropped (culled, degenerate,
@@ -196,7 +196,6 @@ def _bin_triangles(box, n_bands, band_rows):  # pragma: no cover - jitted
     return start, ids
 
 
-@numba.njit(cache=True, parallel=True)
 def _raster_bands(verts, faces, box, start, ids, band_rows, tri_id, bary, depth):  # pragma: no cover - jitted
     """Each task owns a band of rows of one image (no two tasks write the same pixel) and
     draws the triangles binned to it in ascending id order."""
@@ -245,19 +244,36 @@ def _raster_bands(verts, faces, box, start, ids, band_rows, tri_id, bary, depth)
                         bary[b, i, j, 2] = w2
 
 
+def _compiled(kernel) -> tuple[Callable, Callable]:
+    """(parallel, serial) numba builds of a kernel that loops with ``numba.prange``.
+
+    The serial build runs where torch is asked for one thread: DataLoader workers (which set it)
+    and batch workers. There it is also the only one that works: numba's threading layer in the
+    PyPI wheels (workqueue) hangs or aborts in a forked child, and it would oversubscribe cores
+    that other processes already use."""
+    serial = FunctionType(kernel.__code__, kernel.__globals__, kernel.__name__ + "_serial")
+    serial.__qualname__ = kernel.__qualname__ + "_serial"  # its own cache file: numba keys its cache by name, not flags
+    return numba.njit(cache=True, parallel=True)(kernel), numba.njit(cache=True)(serial)
+
+
+_TRIANGLE_BOXES = _compiled(_triangle_boxes)
+_RASTER_BANDS = _compiled(_raster_bands)
+
+
 def _rasterize_numba(verts_img: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
                      cull_backfaces: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     height, width = size
     verts = np.ascontiguousarray(verts_img.detach().cpu().numpy(), dtype=np.float64)
     tris = np.ascontiguousarray(faces.cpu().numpy(), dtype=np.int64)
     box = np.empty((verts.shape[0], tris.shape[0], 4), np.int32)
-    _triangle_boxes(verts, tris, height, width, cull_backfaces, box)
+    serial = torch.get_num_threads() == 1
+    _TRIANGLE_BOXES[serial](verts, tris, height, width, cull_backfaces, box)
     n_bands = (height + _BAND_ROWS - 1) // _BAND_ROWS
     start, ids = _bin_triangles(box, n_bands, _BAND_ROWS)
     tri_id = np.empty((verts.shape[0], height, width), np.int64)
     bary = np.empty((verts.shape[0], height, width, 3), np.float32)
     depth = np.empty((verts.shape[0], height, width), np.float32)
-    _raster_bands(verts, tris, box, start, ids, _BAND_ROWS, tri_id, bary, depth)
+    _RASTER_BANDS[serial](verts, tris, box, start, ids, _BAND_ROWS, tri_id, bary, depth)
     return torch.from_numpy(tri_id), torch.from_numpy(bary), torch.from_numpy(depth)
 
 
