@@ -288,10 +288,10 @@ class AffectAugment(nn.Module):
             if target is None:
                 self.stats["kept:policy"] += 1
                 return image, self._label_out(None, source_class, source_va)
-            fitted = self._fit(local, pixels)
+            fitted, appearance = self._fit(local, pixels)
             if not bool(fitted.fit.reliable.all()):
                 raise InputError("unreliable fit: " + "; ".join(r for reasons in fitted.fit.reasons for r in reasons))
-            result = next(local["synthesizer"].render_many(pixels, [target], fitted=fitted))
+            result = next(local["synthesizer"].render_many(pixels, [target], fitted=fitted, appearance=appearance))
         except InputError as e:
             self.stats["failed:" + _reason(e)] += 1
             return image, self._label_out(None, source_class, source_va)
@@ -299,7 +299,8 @@ class AffectAugment(nn.Module):
         return _like(result.image, image), self._label_out(target, source_class, source_va)
 
     def _fit(self, local: dict, pixels: np.ndarray):
-        """The fit of ``pixels`` from memory, the disk cache or a fresh fit (failures are remembered too)."""
+        """(the fit of ``pixels``, what the synthesizer measured of their eyes and mouth), from memory,
+        or from the disk cache or a fresh fit (failures are remembered too)."""
         memory: collections.OrderedDict = local["memory"]
         key = _pixel_key(pixels)
         entry = memory.get(key)
@@ -316,7 +317,8 @@ class AffectAugment(nn.Module):
                 self.stats["fitted"] += 1
                 return face_fitter(image, **options)
             try:
-                entry = fitter(pixels) if disk is None else disk.fit(pixels, fitter)
+                fitted = fitter(pixels) if disk is None else disk.fit(pixels, fitter)
+                entry = fitted, local["synthesizer"].appearance(pixels, fitted)
             except InputError as e:  # remembered as (type, message): re-raising one instance would grow its traceback
                 entry = (type(e), str(e))
             memory[key] = entry
@@ -324,7 +326,7 @@ class AffectAugment(nn.Module):
                 memory.popitem(last=False)
         else:
             memory.move_to_end(key)
-        if isinstance(entry, tuple):
+        if isinstance(entry[0], type):
             raise entry[0](entry[1])
         return entry
 

@@ -224,7 +224,8 @@ class Synthesizer:
         return next(self.render_many(image, [target], all_faces, name))
 
     def render_many(self, image: np.ndarray, targets: Sequence[ExpressionCode], all_faces: bool = False,
-                    name: str = "image", fitted: FaceFit | None = None) -> Iterator[SynthesisResult]:
+                    name: str = "image", fitted: FaceFit | None = None,
+                    appearance: dict | None = None) -> Iterator[SynthesisResult]:
         """One render per target of the same image [H, W, 3] uint8, sharing one detection and fit.
 
         The targets are mapped to model coefficients together and the faces are detected and
@@ -232,18 +233,25 @@ class Synthesizer:
         come lazily, one per ``next``, so a long sequence need not be held in memory.
         ``fitted``: a fit of this image by this model made earlier (e.g. from a
         :class:`~affectsynth.cache.FitCache`), used instead of detecting and fitting again
-        (``all_faces`` then plays no part: the fit holds the faces it chose).
+        (``all_faces`` then plays no part: the fit holds the faces it chose). ``appearance``:
+        what :meth:`appearance` measured of this image and fit before, or None to measure it.
         """
         clock = _Clock()
         targets = list(targets)
         coeffs, reports = stack_model_coeffs(targets, self.model)                           # [T, E]
         if fitted is None:
             fitted = self.face_fitter(image, all_faces=all_faces, name=name)
-        photo = torch.from_numpy(image).to(self.model.device).permute(2, 0, 1)[None].float() / 255
-        appearance = self._appearance(photo, fitted)
+        photo = _photo_tensor(image, self.model.device)
+        appearance = self._appearance(photo, fitted) if appearance is None else appearance
         clock.lap("detect_fit")
         return (self._render(photo, fitted, appearance, target, coeffs[i], reports[i], clock.laps["detect_fit"])
                 for i, target in enumerate(targets))
+
+    def appearance(self, image: np.ndarray, fitted: FaceFit) -> dict:
+        """What an image [H, W, 3] uint8 shows of the fitted faces' eyes and mouth (for the parts
+        of them it hides), for :meth:`render_many` to reuse: a caller rendering one photo often
+        (the training hook) measures it once."""
+        return self._appearance(_photo_tensor(image, self.model.device), fitted)
 
     def _appearance(self, photo: torch.Tensor, fitted: FaceFit) -> dict:
         """What the photo shows of the eyes and the mouth, measured once per photo, for the
@@ -287,6 +295,11 @@ class Synthesizer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _photo_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """[1, 3, H, W] float32 in [0, 1] of an [H, W, 3] uint8 image."""
+    return torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255
 
 
 def synthesize(image: np.ndarray | str | os.PathLike, target: ExpressionCode | str | Sequence[ExpressionCode | str],

@@ -90,9 +90,16 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         (u right, v down, depth toward the camera) is left-handed, so there front faces'
         normals have depth component < 0; its magnitude is the cosine to the view direction.
     """
+    n_batch, n_verts = verts.shape[:2]
     corners = verts[:, faces]                                                              # [B, F, 3, 3]
     face_normal = torch.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1)
-    normals = torch.zeros_like(verts).index_add_(1, faces.reshape(-1), face_normal.repeat_interleave(3, 1))
+    # Scatter over the flattened batch, one corner at a time: index_add_ along dim 0 of a 2-D
+    # tensor is ~10x faster on the CPU than along dim 1 of [B, V, 3].
+    offsets = n_verts * torch.arange(n_batch, device=verts.device)[:, None]                 # [B, 1]
+    normals = verts.new_zeros(n_batch * n_verts, 3)
+    for k in range(3):
+        normals.index_add_(0, (faces[:, k][None] + offsets).reshape(-1), face_normal.reshape(-1, 3))
+    normals = normals.view(n_batch, n_verts, 3)
     return normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
