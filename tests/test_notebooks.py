@@ -90,3 +90,17 @@ assert set(affect.classes) == {"happiness", "sadness", "surprise", "fear", "ange
     notebook, seconds = run_notebook("02_affect_model.ipynb", checks)
     figures = sum("image/png" in o.get("data", {}) for cell in notebook.cells for o in cell.get("outputs", []))
     assert figures >= 5, f"{figures} figures drawn"
+
+
+def test_03_augment():
+    checks = [
+        """assert hook.stats["synthesized"] == len(shown) and not any(k.startswith("failed") for k in hook.stats)
+assert summary.failed == 0 and summary.ok == int(added.sum()) > 0
+assert (after == after.max()).all(), after          # every class filled up to the largest
+assert not manifest.output.duplicated().any() and (manifest.status == "ok").all()
+assert all(Image.open(work / "batch" / p).size == (SIZE, SIZE) for p in manifest.output)
+""",
+    ]
+    notebook, seconds = run_notebook("03_augment.ipynb", checks)
+    figures = sum("image/png" in o.get("data", {}) for cell in notebook.cells for o in cell.get("outputs", []))
+    assert figures == 2, f"{figures} figures drawn"
