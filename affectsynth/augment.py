@@ -457,8 +457,9 @@ def albumentations_transform(augment: AffectAugment, p: float = 1.0):
     AGPL, and it pulls opencv-python-headless, which clashes with mediapipe's opencv and numpy<2).
 
     Call it as albumentations transforms are called, ``t(image=HWC uint8, label=index or VA)``: it
-    returns the dict with the new ``image`` and ``label`` (this hook's output label form).
-    Raises ImportError when albumentations is not installed.
+    returns the dict with the new ``image`` and ``label`` (this hook's output label form). In
+    ``A.Compose`` pass ``strict=False``: a strict Compose (the default of albumentations 1.4.24, the
+    version this was tested with) refuses the ``label`` key. ImportError without albumentations.
     """
     import albumentations as A
 

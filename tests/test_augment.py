@@ -202,9 +202,14 @@ def test_synthesized_dataset_is_reproducible_per_index(face):
 def test_albumentations_adapter(face):
     pytest.importorskip("albumentations", reason="albumentations is optional and not installed: it pulls "
                         "opencv-python-headless, which conflicts with mediapipe's opencv-contrib and numpy<2")
+    import albumentations as A
+
     transform = albumentations_transform(AffectAugment(RandomExpression(), p=1.0, classes=FER2013))
     data = transform(image=face.permute(1, 2, 0).numpy(), label=6)
     assert data["image"].shape == (224, 224, 3) and data["label"].argmax() != 6
+    compose = A.Compose([A.HorizontalFlip(p=1.0), transform], strict=False)  # strict would refuse the label key
+    composed = compose(image=face.permute(1, 2, 0).numpy(), label=6)
+    assert composed["image"].shape == (224, 224, 3) and composed["label"].argmax() != 6
 
 
 def test_readme_training_example_runs(tmp_path):
