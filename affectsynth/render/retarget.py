@@ -140,16 +140,18 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     material = torch.where(frags.mask, triangle_material[frags.tri_id.clamp(min=0)], torch.full_like(frags.tri_id, _SKIN))
     # Where each drawn surface point is in the photo, and whether the photo shows it there: no
     # skin in front of it (where no skin is drawn, an opening or the outline, nothing is).
-    where = interpolate(src_w, frags, faces)                                               # [B, h, w, 3]
+    # Every per-vertex quantity the pixels need, interpolated in one pass (one corner lookup):
+    # the source position in the window, the source and target normals, the target in mm.
+    target_normals = vertex_normals(dst_w, faces)
+    attributes = torch.cat((src_w, vertex_normals(src_w, faces), target_normals, deformation.target), -1)
+    where, source_normal_px, target_normal_px, target_mm = interpolate(attributes, frags, faces).split(3, -1)
     shown_depth, drawn = surface_depth_at(src_frags, src_w, skin_faces, where[..., :2].reshape(b, -1, 2))
     seen = ~drawn | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)
     seen = seen.reshape(frags.mask.shape) & frags.mask
     colour = sample_image(window.expand(b, -1, -1, -1), where[..., :2])                     # [B, h, w, C]
 
     # Skin the photo shows is re-shaded where the expression turned it (folds, bulges).
-    target_normals = vertex_normals(dst_w, faces)
-    ratio = shading_ratio(interpolate(vertex_normals(src_w, faces), frags, faces),
-                          interpolate(target_normals, frags, faces))
+    ratio = shading_ratio(source_normal_px, target_normal_px)
     colour = torch.where((seen & (material == _SKIN))[..., None], colour * ratio[..., None].to(colour.dtype), colour)
     # Skin shows only what the photo shows; the mouth interior (and, with ``eyes``, the
     # eyeballs) are shaded where it does not.
@@ -165,16 +167,13 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     seen = seen & ~(interior & (moved | (slit_in_photo & ~slit_in_target)))
     if eyes is not None and bool((frags.mask & (material == _EYEBALL) & ~seen).any()):
         hidden_eye = frags.mask & (material == _EYEBALL) & ~seen
-        points = interpolate(deformation.target, frags, faces)                             # [B, h, w, 3] mm
-        painted = eyeball_colour(points.reshape(b, -1, 3), eyes).reshape(points.shape).to(colour.dtype)
+        painted = eyeball_colour(target_mm.reshape(b, -1, 3), eyes).reshape(target_mm.shape).to(colour.dtype)
         colour = torch.where(hidden_eye[..., None], painted, colour)
         seen = seen | hidden_eye
     if bool(interior.any()):
         rim = _lip_rim(model).to(faces.device)
         rim_z = deformation.target[:, rim, 2].mean(1)                                      # [B] mm
-        depth_mm = interpolate(deformation.target[..., 2:], frags, faces)[..., 0]
-        facing = interpolate(target_normals[..., 2:], frags, faces)[..., 0].abs()
-        shaded = shade_mouth(material, rim_z[:, None, None] - depth_mm, facing,
+        shaded = shade_mouth(material, rim_z[:, None, None] - target_mm[..., 2], target_normal_px[..., 2].abs(),
                              mouth if mouth is not None else estimate_mouth_appearance(photo, src, model))
         colour = torch.where((interior & ~seen)[..., None], shaded.to(colour.dtype), colour)
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
