@@ -154,7 +154,7 @@ def test_experiment_miniature(tmp_path, astronaut):
             assert float(figures[f"{metric}_{condition}_std"]) >= 0.0
     assert all(math.isfinite(float(figures[k])) for k in ("ccc_valence", "ccc_arousal", "p_sign_acc"))
     assert figures["folds"] == "2" and figures["runs"] == "8"
-    for heading in ("accuracy (mean ± std)", "confusion, synth_only", "synth_aug against classic", "va regression",
+    for heading in ("accuracy (mean ± std)", "accuracy per fold", "confusion, synth_only", "synth_aug against classic", "va regression",
                     "faces: 6 real of 3 subjects", "synthesized: 6 renders"):
         assert heading in report.text
     renders = sorted((tmp_path / "work/synth").rglob("*.png"))

@@ -19,7 +19,7 @@ __all__ = ["SmallCNN", "TrainSettings", "train_network", "predict", "classic_aug
 
 class SmallCNN(nn.Module):
     """Four stride-2 conv blocks (16-32-64-128 channels, batch norm, ReLU), global average pooling,
-    dropout and a linear head: [B, 3, S, S] float in [0, 1] -> [B, outputs]. ~100 k parameters, ~12 MFLOP
+    dropout and a linear head: [B, 3, S, S] float in [0, 1] -> [B, outputs]. 0.29 M parameters, ~40 M multiply-adds
     per 112² image, so dozens of runs fit in minutes on a CPU."""
 
     def __init__(self, outputs: int, bounded: bool = False):

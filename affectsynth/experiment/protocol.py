@@ -354,6 +354,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
+def _per_fold(results: list[RunResult], condition: str, metric: str, folds: int) -> list[float]:
+    """``metric`` ("accuracy" or "macro_f1") of ``condition`` per fold, the mean over seeds."""
+    return [float(np.mean([getattr(r, metric) for r in results if r.condition == condition and r.fold == k]))
+            for k in range(folds)]
+
+
 def _report(options: ExperimentOptions, classes: list[str], real: FaceSet, synth: FaceSet, no_face: list[str],
             failures: dict[str, int], folds: list[set[str]], results: list[RunResult],
             va_results: list[tuple[float, float]], seconds: float) -> ExperimentReport:
@@ -377,6 +383,13 @@ def _report(options: ExperimentOptions, classes: list[str], real: FaceSet, synth
         lines.append(f"{condition:<12} {acc[0]:>15.4f} ± {acc[1]:.4f} {f1[0]:>15.4f} ± {f1[1]:.4f}  {len(runs)}")
         figures[f"acc_{condition}"], figures[f"acc_{condition}_std"] = acc
         figures[f"macro_f1_{condition}"], figures[f"macro_f1_{condition}_std"] = f1
+    chance = 1 / len(classes)
+    lines += ["", "accuracy per fold (mean over seeds):"]
+    for condition in CONDITIONS:
+        per_fold = _per_fold(results, condition, "accuracy", len(folds))
+        above = sum(a > chance for a in per_fold)
+        lines.append(f"  {condition:<12} " + " ".join(f"{a:.3f}" for a in per_fold)
+                     + f"  ({above}/{len(folds)} folds above chance)")
     width = max(len(c) for c in classes)
     for condition in CONDITIONS:
         total = sum(r.confusion for r in results if r.condition == condition)
@@ -385,8 +398,7 @@ def _report(options: ExperimentOptions, classes: list[str], real: FaceSet, synth
         lines += [f"{c:<{width}} " + " ".join(f"{n:>5d}" for n in row) for c, row in zip(classes, total)]
     lines += ["", "synth_aug against classic, paired over folds (per-fold mean over seeds):"]
     for metric in ("accuracy", "macro_f1"):
-        per_fold = {c: [float(np.mean([getattr(r, metric) for r in results if r.condition == c and r.fold == k]))
-                        for k in range(len(folds))] for c in ("synth_aug", "classic")}
+        per_fold = {c: _per_fold(results, c, metric, len(folds)) for c in ("synth_aug", "classic")}
         paired = paired_comparison(per_fold["synth_aug"], per_fold["classic"])
         lines.append(f"  {metric}: differences " + " ".join(f"{d:+.3f}" for d in paired.differences)
                      + f"; mean {paired.mean:+.4f} ± {paired.std:.4f}, paired t({len(folds) - 1}) = {paired.t:.3f}, "
@@ -401,7 +413,7 @@ def _report(options: ExperimentOptions, classes: list[str], real: FaceSet, synth
                       f"{valence[0]:.4f} ± {valence[1]:.4f}, arousal {arousal[0]:.4f} ± {arousal[1]:.4f}"]
         figures["ccc_valence"], figures["ccc_valence_std"] = valence
         figures["ccc_arousal"], figures["ccc_arousal_std"] = arousal
-    figures["chance"] = 1 / len(classes)
+    figures["chance"] = chance
     figures["folds"], figures["runs"] = len(folds), len(results)
     figures["seconds"] = seconds
     lines += ["", f"total {seconds:.0f} s"]
