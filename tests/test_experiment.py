@@ -163,3 +163,20 @@ def test_experiment_miniature(tmp_path, astronaut):
     again = run_experiment(options)  # the rerun reuses the renders and the fits
     assert [p.stat().st_mtime_ns for p in renders] == stamps
     assert again.figures["acc_real"] == report.figures["acc_real"]
+
+
+def test_script_bad_folds(tmp_path):
+    """The script refuses more folds than subjects in one line, exit 2, before detecting or rendering."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for subject in ("a", "b"):
+        _image(tmp_path / "data" / subject / "neutral.png")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "augment_experiment.py"
+    done = subprocess.run([sys.executable, str(script), "--data", str(tmp_path / "data"), "--folds", "3",
+                           "--work", str(tmp_path / "work")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == ["augment_experiment: error: --folds 3: give 2 to 2 (the number of "
+                                                "subjects)"]
+    assert not (tmp_path / "work").exists()

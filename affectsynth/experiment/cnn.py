@@ -18,9 +18,9 @@ __all__ = ["SmallCNN", "TrainSettings", "train_network", "predict", "classic_aug
 
 
 class SmallCNN(nn.Module):
-    """Four stride-2 conv blocks (16-32-64-128 channels, batch norm, ReLU), global average pooling,
-    dropout and a linear head: [B, 3, S, S] float in [0, 1] -> [B, outputs]. 0.29 M parameters, ~40 M multiply-adds
-    per 112² image, so dozens of runs fit in minutes on a CPU."""
+    """Four conv blocks (16-32-64-128 channels; each a stride-2 and a stride-1 3x3 conv with batch norm and
+    ReLU), global average pooling, dropout and a linear head: [B, 3, S, S] float in [0, 1] -> [B, outputs].
+    0.29 M parameters, ~40 M multiply-adds per 112² image, so dozens of runs fit in minutes on a CPU."""
 
     def __init__(self, outputs: int, bounded: bool = False):
         super().__init__()

@@ -280,6 +280,7 @@ def run_experiment(options: ExperimentOptions, log: Callable[[str], None] = lamb
     if options.epochs < 1 or not options.seeds:
         raise InputError(f"--epochs {options.epochs} / --seeds {options.seeds}: give at least 1 epoch and 1 seed")
     samples = read_dataset(options.data, options.format)
+    subject_folds([s.subject for s in samples], options.folds, options.fold_seed)  # bad --folds: fail before any work
     _check_work(options)
     paths = _prepare_inputs(samples, options.work / "inputs", options.max_side)
     eyes = _cached_eyes(paths, options.work / "eyes.json", options.detector)
@@ -290,6 +291,7 @@ def run_experiment(options: ExperimentOptions, log: Callable[[str], None] = lamb
         raise InputError(f"{options.data}: needs faces of at least 2 classes, found {classes or 'none'}")
     log(f"{len(samples)} faces ({len(no_face)} photos without a face dropped), {len(classes)} classes; "
         f"synthesizing ({time.perf_counter() - start:.0f} s)")
+    folds = subject_folds([s.subject for s in samples], options.folds, options.fold_seed)
     renders, failures = _synthesize(samples, paths, classes, options)
     log(f"{len(renders)} renders; aligning ({time.perf_counter() - start:.0f} s)")
 
@@ -302,7 +304,6 @@ def run_experiment(options: ExperimentOptions, log: Callable[[str], None] = lamb
                       [index[label] for _, _, label in renders], [by_key[key].subject for key, _, _ in renders],
                       [by_key[key].label for key, _, _ in renders], [(math.nan, math.nan)] * len(renders))
 
-    folds = subject_folds(real.subjects, options.folds, options.fold_seed)
     results: list[RunResult] = []
     va_results: list[tuple[float, float]] = []
     for fold, test_subjects in enumerate(folds):
