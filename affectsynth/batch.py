@@ -52,6 +52,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from .affect.targets import parse_va_cell
 from .errors import InputError
 
 __all__ = ["BatchOptions", "BatchSummary", "Source", "Target", "Item", "SourceJob", "TargetSpec", "Manifest",
@@ -154,25 +155,13 @@ def _csv_sources(csv_path: Path) -> list[Source]:
         if name in seen:
             raise InputError(f"{where}: {name} is listed twice")
         seen.add(name)
-        valence, arousal = (_csv_number(row.get(k), k, where) for k in ("valence", "arousal"))
+        valence, arousal = (parse_va_cell(row.get(k), k, where) for k in ("valence", "arousal"))
         if (valence is None) != (arousal is None):
             raise InputError(f"{where}: give both valence and arousal or neither")
         sources.append(Source(path=csv_path.parent / parts, name=parts.as_posix(), stem=str(parts.with_suffix("")),
                               label=(row.get("label") or "").strip() or None, valence=valence, arousal=arousal,
                               subject=(row.get("subject") or "").strip() or None))
     return sources
-
-
-def _csv_number(text: str | None, what: str, where: str) -> float | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{where}: {what} {text!r} is not a number") from None
-    if not (math.isfinite(value) and -1.0 <= value <= 1.0):
-        raise InputError(f"{where}: {what} {value} is not in [-1, 1]")
-    return value
 
 
 # ------------------------------------------------------------------------ targets

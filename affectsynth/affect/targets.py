@@ -470,6 +470,20 @@ def parse_va(text: str) -> tuple[float, float]:
     return validate_va(*(_parse_number(p, "valence" if i == 0 else "arousal") for i, p in enumerate(parts)))
 
 
+def parse_va_cell(text: str | None, what: str, where: str) -> float | None:
+    """A valence or arousal cell of a labels file: None when empty, else a number in [-1, 1];
+    InputError naming ``where`` (e.g. "labels.csv:12") otherwise."""
+    if text is None or not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{where}: {what} {text!r} is not a number") from None
+    if not (math.isfinite(value) and -1.0 <= value <= 1.0):
+        raise InputError(f"{where}: {what} {value} is not in [-1, 1]")
+    return value
+
+
 def validate_va(valence: float, arousal: float) -> tuple[float, float]:
     """(valence, arousal) as floats; InputError unless both are finite and in [-1, 1]."""
     for name, value in (("valence", valence), ("arousal", arousal)):

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..affect.targets import canonical_emotion
+from ..affect.targets import canonical_emotion, parse_va_cell
 from ..batch import IMAGE_SUFFIXES
 from ..errors import InputError
 
@@ -116,18 +115,6 @@ def _code_label(text: str, classes: tuple[str, ...], first: int, where: str) -> 
     return classes[code - first] if 0 <= code - first < len(classes) else None
 
 
-def _va(text: str | None, what: str, where: str) -> float | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{where}: {what} {text!r} is not a number") from None
-    if not math.isfinite(value) or abs(value) > 1.0:
-        raise InputError(f"{where}: {what} {value} is not in [-1, 1]")
-    return value
-
-
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     try:
         reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
@@ -168,7 +155,7 @@ def read_csv(data: Path) -> list[FaceSample]:
         relative = PurePosixPath((row.get("path") or "").strip().replace("\\", "/"))
         if not relative.name or relative.is_absolute() or ".." in relative.parts:
             raise InputError(f"{where}: path {str(relative)!r} must be a file relative to the CSV's folder, inside it")
-        valence, arousal = _va(row.get("valence"), "valence", where), _va(row.get("arousal"), "arousal", where)
+        valence, arousal = (parse_va_cell(row.get(k), k, where) for k in ("valence", "arousal"))
         if (valence is None) != (arousal is None):
             raise InputError(f"{where}: give both valence and arousal or neither")
         key = _key(relative)
@@ -224,7 +211,7 @@ def read_affectnet(root: Path) -> list[FaceSample]:
                         None)
             if path is None:
                 raise InputError(f"{where}: image {relative} not found under {root}/Manually_Annotated_Images or {root}")
-            valence, arousal = (None if (row.get(k) or "").strip() in ("", "-2") else _va(row[k], k, where)
+            valence, arousal = (None if (row.get(k) or "").strip() in ("", "-2") else parse_va_cell(row[k], k, where)
                                 for k in ("valence", "arousal"))
             if (valence is None) != (arousal is None):
                 raise InputError(f"{where}: give both valence and arousal or neither")
