@@ -55,11 +55,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from .affect.bank import VABank, default_bank, target_from_va
 from .affect.targets import ExpressionCode, canonical_emotion, emfacs_table, parse_expression
-from .errors import InputError
+from .errors import InputError, NoFaceError, SeveralFacesError
 
 __all__ = ["Policy", "RandomExpression", "VAJitter", "VAUniform", "BalanceClasses", "VaryIntensity",
            "AffectAugment", "SynthesizedDataset", "DEFAULT_CLASSES", "albumentations_transform"]
@@ -283,18 +284,20 @@ class AffectAugment(nn.Module):
         if _uniform(generator) >= self.p:
             self.stats["not_drawn"] += 1
             return image, self._label_out(None, source_class, source_va)
-        try:
-            target = self.policy.target(source_class, source_va, generator, self.classes)
-            if target is None:
-                self.stats["kept:policy"] += 1
-                return image, self._label_out(None, source_class, source_va)
-            fitted, appearance = self._fit(local, pixels)
-            if not bool(fitted.fit.reliable.all()):
-                raise InputError("unreliable fit: " + "; ".join(r for reasons in fitted.fit.reasons for r in reasons))
-            result = next(local["synthesizer"].render_many(pixels, [target], fitted=fitted, appearance=appearance))
-        except InputError as e:
-            self.stats["failed:" + _reason(e)] += 1
+        target = self.policy.target(source_class, source_va, generator, self.classes)
+        if target is None:
+            self.stats["kept:policy"] += 1
             return image, self._label_out(None, source_class, source_va)
+        try:
+            fitted, appearance = self._fit(local, pixels)
+        except InputError as e:  # a photo that cannot be fitted passes through, counted
+            reason = {NoFaceError: "no_face", SeveralFacesError: "several_faces"}.get(type(e), "other")
+            self.stats["failed:" + reason] += 1
+            return image, self._label_out(None, source_class, source_va)
+        if not bool(fitted.fit.reliable.all()):
+            self.stats["failed:unreliable_fit"] += 1
+            return image, self._label_out(None, source_class, source_va)
+        result = next(local["synthesizer"].render_many(pixels, [target], fitted=fitted, appearance=appearance))
         self.stats["synthesized"] += 1
         return _like(result.image, image), self._label_out(target, source_class, source_va)
 
@@ -372,19 +375,6 @@ class AffectAugment(nn.Module):
         return f"policy={self.policy!r}, p={self.p}, classes={self.classes}"
 
 
-def _reason(error: Exception) -> str:
-    from .errors import NoFaceError, SeveralFacesError
-
-    text = str(error)
-    if isinstance(error, NoFaceError) or "no face" in text:
-        return "no_face"
-    if isinstance(error, SeveralFacesError) or "faces of similar size" in text:
-        return "several_faces"
-    if text.startswith("unreliable fit"):
-        return "unreliable_fit"
-    return "other"
-
-
 def _pixel_key(pixels: np.ndarray) -> bytes:
     """The in-memory key of an image: a 128-bit hash of its shape and pixels (blake2b: ~3x faster than sha256)."""
     digest = hashlib.blake2b(str(pixels.shape).encode(), digest_size=16)
@@ -404,11 +394,7 @@ def _to_uint8_hwc(image) -> np.ndarray:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"image array must be [H, W, 3] uint8, got {image.shape} {image.dtype}")
         return np.ascontiguousarray(image)
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
+    if isinstance(image, Image.Image):
         return np.array(image.convert("RGB"))  # a writable copy (torch.from_numpy warns on a read-only one)
     raise TypeError(f"unsupported image type {type(image).__name__}")
 
@@ -420,8 +406,6 @@ def _like(pixels: np.ndarray, reference):
         return out if reference.dtype == torch.uint8 else (out.to(reference.dtype) / 255)
     if isinstance(reference, np.ndarray):
         return pixels
-    from PIL import Image
-
     return Image.fromarray(pixels)
 
 

@@ -18,10 +18,9 @@ FER2013 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
 @pytest.fixture(scope="module")
-def face(astronaut) -> torch.Tensor:
+def face() -> torch.Tensor:
     """[3, 224, 224] uint8: the astronaut's face, cropped and scaled as a FER dataset would have it."""
-    crop = cv2.resize(astronaut[20:260, 130:370], (224, 224), interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).contiguous()
+    return _astronaut_face()
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +147,7 @@ def _load(dataset, workers: int, context: str | None):
 
 
 def _astronaut_face() -> torch.Tensor:
+    """[3, 224, 224] uint8 crop of the astronaut's face (also used from a fresh interpreter, without fixtures)."""
     from skimage import data
 
     crop = cv2.resize(data.astronaut()[20:260, 130:370], (224, 224), interpolation=cv2.INTER_AREA)
