@@ -12,7 +12,8 @@ from ..deform import Deformation
 from ..model.face_model import MATERIALS, FaceModel
 from .composite import composite, dilate, feathered_mask, fill_specks
 from .eyes import EyeAppearance, eyeball_colour
-from .materials import MouthAppearance, estimate_mouth_appearance, shade_mouth, shading_ratio, vertex_normals
+from .materials import (MouthAppearance, estimate_mouth_appearance, looks_like_teeth, shade_mouth, shading_ratio,
+                        vertex_normals)
 from .raster import rasterize, resolve_backend
 from .shade import interpolate, sample_image, surface_depth_at
 
@@ -164,17 +165,24 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     slit_in_photo = sample_image(near_skin_in_photo, where[..., :2], mode="nearest")[..., 0] > 0
     skin_in_target = (frags.mask & (material == _SKIN))[:, None].to(photo.dtype)
     slit_in_target = dilate(skin_in_target, INTERIOR_PHOTO_CLEARANCE_PX)[:, 0] > 0
+    mouth_appearance = None
+    if bool(interior.any()):
+        mouth_appearance = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
+        # The fit's opening is only as good as the landmarks: where the photo's teeth show
+        # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
+        # rows between) would stripe the teeth like braces.
+        slit_in_photo = slit_in_photo & ~looks_like_teeth(colour, mouth_appearance)
     seen = seen & ~(interior & (moved | (slit_in_photo & ~slit_in_target)))
     if eyes is not None and bool((frags.mask & (material == _EYEBALL) & ~seen).any()):
         hidden_eye = frags.mask & (material == _EYEBALL) & ~seen
         painted = eyeball_colour(target_mm.reshape(b, -1, 3), eyes).reshape(target_mm.shape).to(colour.dtype)
         colour = torch.where(hidden_eye[..., None], painted, colour)
         seen = seen | hidden_eye
-    if bool(interior.any()):
+    if mouth_appearance is not None:
         rim = _lip_rim(model).to(faces.device)
         rim_z = deformation.target[:, rim, 2].mean(1)                                      # [B] mm
         shaded = shade_mouth(material, rim_z[:, None, None] - target_mm[..., 2], target_normal_px[..., 2].abs(),
-                             mouth if mouth is not None else estimate_mouth_appearance(photo, src, model))
+                             mouth_appearance)
         colour = torch.where((interior & ~seen)[..., None], shaded.to(colour.dtype), colour)
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
