@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
+from affectsynth.io import load_image
 from affectsynth.model.face_model import MATERIALS
 from affectsynth.pipeline import FaceFitter
 from affectsynth.render import rasterize
-from affectsynth.render.materials import (OCCLUSION_FLOOR, RATIO_RANGE, MouthAppearance, estimate_mouth_appearance,
-                                          looks_like_teeth, shade_mouth, shading_ratio, vertex_normals)
+from affectsynth.render.materials import (OCCLUSION_FLOOR, RATIO_RANGE, TEETH_ALBEDO, MouthAppearance,
+                                          estimate_mouth_appearance, looks_like_teeth, shade_mouth, shading_ratio,
+                                          vertex_normals)
 from affectsynth.render.shade import surface_depth_at
+
+from .conftest import DEV_FACES, need_shared
 
 
 def test_surface_depth_at_is_exact_on_a_slanted_plane_and_sees_occluders():
@@ -34,7 +40,8 @@ def test_vertex_normals_face_the_camera_in_image_space():
 
 
 def test_shade_mouth_tones_and_light_fall_off():
-    appearance = MouthAppearance(lip=torch.tensor([[0.7, 0.35, 0.35]]), light=torch.tensor([1.0]))
+    appearance = MouthAppearance(lip=torch.tensor([[0.7, 0.35, 0.35]]), light=torch.tensor([1.0]),
+                                 teeth=torch.tensor([TEETH_ALBEDO]))
     names = ["teeth", "gums", "tongue", "mouth_socket"]
     material = torch.tensor([[[MATERIALS.index(n) for n in names]]])
     near = shade_mouth(material, torch.zeros(1, 1, 4), torch.ones(1, 1, 4), appearance)[0, 0]
@@ -44,18 +51,18 @@ def test_shade_mouth_tones_and_light_fall_off():
     assert gums[0] > gums[1] and tongue[0] > tongue[1]                  # red
     assert socket.sum() < tongue.sum() < gums.sum() < teeth.sum()
     assert (far < near).all() and (far > 0.9 * OCCLUSION_FLOOR * near).all()   # darker deep inside, never black
-    dim = MouthAppearance(lip=appearance.lip, light=torch.tensor([0.5]))
+    dim = replace(appearance, teeth=appearance.teeth * 0.5)            # the measured tone is the teeth's
     assert torch.allclose(shade_mouth(material, torch.zeros(1, 1, 4), torch.ones(1, 1, 4), dim)[0, 0, 0], teeth * 0.5)
 
 
 def test_looks_like_teeth_tells_enamel_from_lips_cavity_and_dim_pixels():
-    appearance = MouthAppearance(lip=torch.tensor([[0.75, 0.45, 0.42]]), light=torch.tensor([1.0]))
+    lip = torch.tensor([[0.75, 0.45, 0.42]])
     colours = torch.tensor([[[[0.92, 0.88, 0.80],    # enamel
                               [0.74, 0.71, 0.64],    # enamel in the shade of the lips: still brighter than them
                               [0.80, 0.50, 0.47],    # a lip highlight: bright but as red as the lips
                               [0.20, 0.08, 0.08],    # the cavity
                               [0.45, 0.44, 0.42]]]])  # grey, but no brighter than the lips
-    assert looks_like_teeth(colours, appearance).tolist() == [[[True, True, False, False, False]]]
+    assert looks_like_teeth(colours, lip).tolist() == [[[True, True, False, False, False]]]
 
 
 def test_mouth_appearance_of_a_real_face(default_model, astronaut, mp_detector):
@@ -66,6 +73,19 @@ def test_mouth_appearance_of_a_real_face(default_model, astronaut, mp_detector):
     red, green, blue = appearance.lip[0]
     assert red > green + 0.1 and red > blue + 0.1          # the astronaut's lips are red
     assert 0.8 < float(appearance.light[0]) <= 1.05        # a well-lit studio portrait
+    # She smiles with her teeth showing: their tone is hers (brighter than the lips, near-white), not the prior.
+    teeth = appearance.teeth[0]
+    assert not torch.allclose(teeth, teeth.new_tensor(TEETH_ALBEDO) * appearance.light[0])
+    assert teeth.min() > 0.6 and float(teeth.max() - teeth.min()) < 0.25
+
+
+def test_a_closed_mouth_gives_the_teeth_prior(default_model, mp_detector):
+    image = load_image(next(need_shared(DEV_FACES / "tw_07").glob("neutral.*")))
+    fit = FaceFitter(default_model, mp_detector)(image).fit
+    photo = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    appearance = estimate_mouth_appearance(photo, fit.image_points(default_model(fit.id_coeffs, fit.exp_coeffs).vertices),
+                                           default_model)
+    torch.testing.assert_close(appearance.teeth[0], torch.tensor(TEETH_ALBEDO) * appearance.light[0])
 
 
 def test_shading_ratio_follows_the_turn_of_the_normal():

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model.face_model import MATERIALS, FaceModel
+from .polygon import polygon_pixels
 from .shade import sample_image
 
 __all__ = ["MouthAppearance", "estimate_mouth_appearance", "shade_mouth", "looks_like_teeth", "vertex_normals",
@@ -31,6 +32,9 @@ TEETH_ALBEDO = (0.93, 0.89, 0.80)
 #: this much less saturated: enamel is near-white, lips red, the cavity dark, and skin
 #: (which can be as bright) never lies inside the fitted mouth opening where this is asked.
 TOOTH_LUMA_OF_LIP, TOOTH_SATURATION_OF_LIP = 1.25, 0.75
+#: Pixels inside the fitted mouth opening that must look like teeth for the photo's teeth to set
+#: the enamel's tone: a few stray bright pixels of a closed mouth do not.
+MIN_TEETH_PIXELS = 8
 #: Gums, tongue and the socket's mucosa, as multiples of the lips' own colour.
 GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP = 1.05, 0.85, 0.5
 #: The light reaching a surface d mm behind the lips' inner edge: FLOOR + (1 - FLOOR) e^(-d / DEPTH).
@@ -54,34 +58,49 @@ class MouthAppearance:
     Attributes:
         lip: [B, 3] median colour of the lips in the photo.
         light: [B] brightness of the light on the face (1 = a well-lit photo).
+        teeth: [B, 3] the enamel's tone: the median of the photo's own teeth where it shows them
+            (at least :data:`MIN_TEETH_PIXELS` pixels inside the fitted mouth opening that
+            :func:`looks_like_teeth`), else :data:`TEETH_ALBEDO` under ``light``.
     """
 
     lip: torch.Tensor
     light: torch.Tensor
+    teeth: torch.Tensor
 
 
 def estimate_mouth_appearance(photo: torch.Tensor, source_image: torch.Tensor, model: FaceModel) -> MouthAppearance:
-    """Measure lip colour and light on each face of one photo.
+    """Measure lip colour, light and (where the photo shows them) teeth on each face of one photo.
 
     Args:
         photo: [1, C, H, W] float in [0, 1].
         source_image: [B, V, 3] the fitted faces' vertices in the photo (u, v, depth px).
-        model: the face model (its "lips" and "skin" regions).
+        model: the face model (its "lips", "skin" and, when it names them, "lip_inner_upper" /
+            "lip_inner_lower" regions: the mouth opening).
     Returns:
         :class:`MouthAppearance`.
     """
     b = source_image.shape[0]
     batch_photo = photo.expand(b, -1, -1, -1)
 
-    def colours(region: str) -> torch.Tensor:                                             # [B, N, C]
+    def colours(region: str) -> torch.Tensor:                                             # [B, N, 3]
         ids = model.regions[region].to(source_image.device)
-        return sample_image(batch_photo, source_image[:, ids, :2])
+        return sample_image(batch_photo, source_image[:, ids, :2])[..., :3]
 
     lip = colours("lips").median(1).values
     skin = colours("skin")
     luma = (skin * skin.new_tensor(_LUMA)).sum(-1)
     light = (luma.quantile(0.9, dim=1) / LIT_SKIN_LUMINANCE).clamp(*LIGHT_RANGE)
-    return MouthAppearance(lip=lip, light=light)
+    teeth = lip.new_tensor(TEETH_ALBEDO) * light[:, None]
+    if "lip_inner_upper" in model.regions and "lip_inner_lower" in model.regions:
+        # The photo's pixels inside the fitted opening (a pixel in from its edge): teeth where
+        # an open mouth shows them; a closed mouth's opening holds almost none.
+        loop = torch.cat((model.regions["lip_inner_upper"], model.regions["lip_inner_lower"].flip(0)))
+        for i in range(b):
+            pixels, _ = polygon_pixels(photo[0], source_image[i, loop.to(source_image.device), :2], 1.0)
+            shown = pixels[looks_like_teeth(pixels[None], lip[i:i + 1])[0]]
+            if len(shown) >= MIN_TEETH_PIXELS:
+                teeth[i] = shown.median(0).values
+    return MouthAppearance(lip=lip, light=light, teeth=teeth)
 
 
 def _saturation(colour: torch.Tensor) -> torch.Tensor:
@@ -90,16 +109,16 @@ def _saturation(colour: torch.Tensor) -> torch.Tensor:
     return (top - colour.amin(-1)) / top.clamp(min=1e-6)
 
 
-def looks_like_teeth(colour: torch.Tensor, appearance: MouthAppearance) -> torch.Tensor:
-    """Whether photo pixels inside a mouth opening show teeth rather than lips or the cavity.
+def looks_like_teeth(colour: torch.Tensor, lip: torch.Tensor) -> torch.Tensor:
+    """Whether photo pixels inside a mouth show teeth rather than lips or the cavity.
 
     Args:
-        colour: [B, H, W, 3] photo colours in [0, 1].
-        appearance: the B faces' :class:`MouthAppearance`.
+        colour: [B, ..., 3] photo colours in [0, 1].
+        lip: [B, 3] each face's lip colour (:attr:`MouthAppearance.lip`).
     Returns:
-        [B, H, W] bool.
+        [B, ...] bool.
     """
-    lip = appearance.lip[:, None, None, :3].to(colour.dtype)
+    lip = lip.reshape(lip.shape[0], *([1] * (colour.ndim - 2)), 3).to(colour.dtype)
     luma = colour.new_tensor(_LUMA)
     brighter = (colour[..., :3] * luma).sum(-1) > TOOTH_LUMA_OF_LIP * (lip * luma).sum(-1)
     return brighter & (_saturation(colour[..., :3]) < TOOTH_SATURATION_OF_LIP * _saturation(lip))
@@ -142,9 +161,8 @@ def shade_mouth(material: torch.Tensor, behind_lips_mm: torch.Tensor, facing: to
         [B, H, W, 3].
     """
     lip = appearance.lip[:, None, None, :3]
-    light = appearance.light[:, None, None, None]
     tones = {
-        "teeth": material.new_tensor(TEETH_ALBEDO, dtype=lip.dtype) * light,
+        "teeth": appearance.teeth[:, None, None, :3].to(lip.dtype),
         "gums": lip * GUMS_OF_LIP,
         "tongue": lip * TONGUE_OF_LIP,
         "mouth_socket": lip * SOCKET_OF_LIP,

@@ -171,7 +171,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         # The fit's opening is only as good as the landmarks: where the photo's teeth show
         # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
         # rows between) would stripe the teeth like braces.
-        slit_in_photo = slit_in_photo & ~looks_like_teeth(colour, mouth_appearance)
+        slit_in_photo = slit_in_photo & ~looks_like_teeth(colour, mouth_appearance.lip)
     seen = seen & ~(interior & (moved | (slit_in_photo & ~slit_in_target)))
     if eyes is not None and bool((frags.mask & (material == _EYEBALL) & ~seen).any()):
         hidden_eye = frags.mask & (material == _EYEBALL) & ~seen
