@@ -4,6 +4,7 @@ the model's interior parts (mouth socket, teeth, tongue) where the target opens 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +80,12 @@ def _pushed_back(image_points: torch.Tensor, model_points: torch.Tensor, vertice
     out = image_points.clone()
     out[:, vertices, 2] -= (mm * px_per_mm)[:, None]
     return out
+
+
+def _rows(appearance, face: torch.Tensor):
+    """An appearance of B faces (a dataclass of [B, ...] tensors) as one of N: row ``face[n]``
+    [N] (int64) as row n."""
+    return type(appearance)(**{f.name: getattr(appearance, f.name)[face] for f in dataclasses.fields(appearance)})
 
 
 def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
@@ -165,17 +172,24 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     skin_in_target = (frags.mask & (material == _SKIN))[:, None].to(photo.dtype)
     slit_in_target = dilate(skin_in_target, INTERIOR_PHOTO_CLEARANCE_PX)[:, 0] > 0
     seen = seen & ~(interior & (moved | (slit_in_photo & ~slit_in_target)))
-    if eyes is not None and bool((frags.mask & (material == _EYEBALL) & ~seen).any()):
-        hidden_eye = frags.mask & (material == _EYEBALL) & ~seen
-        painted = eyeball_colour(target_mm.reshape(b, -1, 3), eyes).reshape(target_mm.shape).to(colour.dtype)
-        colour = torch.where(hidden_eye[..., None], painted, colour)
+    # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
+    # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
+    hidden_eye = frags.mask & (material == _EYEBALL) & ~seen
+    if eyes is not None and bool(hidden_eye.any()):
+        face = hidden_eye.nonzero()[:, 0]
+        painted = eyeball_colour(target_mm[hidden_eye][:, None], _rows(eyes, face))               # [N, 1, 3]
+        colour = colour.index_put((hidden_eye,), painted[:, 0].to(colour.dtype))
         seen = seen | hidden_eye
-    if bool(interior.any()):
+    shaded_mouth = interior & ~seen
+    if bool(shaded_mouth.any()):
         rim = _lip_rim(model).to(faces.device)
         rim_z = deformation.target[:, rim, 2].mean(1)                                      # [B] mm
-        shaded = shade_mouth(material, rim_z[:, None, None] - target_mm[..., 2], target_normal_px[..., 2].abs(),
-                             mouth if mouth is not None else estimate_mouth_appearance(photo, src, model))
-        colour = torch.where((interior & ~seen)[..., None], shaded.to(colour.dtype), colour)
+        face = shaded_mouth.nonzero()[:, 0]
+        at = (shaded_mouth,)
+        mouth = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
+        shaded = shade_mouth(material[at][:, None, None], (rim_z[face] - target_mm[at][:, 2])[:, None, None],
+                             target_normal_px[at][:, 2].abs()[:, None, None], _rows(mouth, face))
+        colour = colour.index_put(at, shaded[:, 0, 0].to(colour.dtype))
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
     coverage = fill_specks((seen | interior).to(photo.dtype)[:, None], SPECK_PX)        # [B, 1, h, w]
