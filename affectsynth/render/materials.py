@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model.face_model import MATERIALS, FaceModel
-from .shade import sample_image
+from .shade import gather_rows, sample_image
 
 __all__ = ["MouthAppearance", "estimate_mouth_appearance", "shade_mouth", "vertex_normals", "shading_ratio"]
 
@@ -91,7 +91,7 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         normals have depth component < 0; its magnitude is the cosine to the view direction.
     """
     n_batch, n_verts = verts.shape[:2]
-    corners = verts[:, faces]                                                              # [B, F, 3, 3]
+    corners = gather_rows(verts, faces.expand(n_batch, -1, -1))                           # [B, F, 3, 3]
     face_normal = torch.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1)
     # Scatter over the flattened batch, one corner at a time: index_add_ along dim 0 of a 2-D
     # tensor is ~10x faster on the CPU than along dim 1 of [B, V, 3].

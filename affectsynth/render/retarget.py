@@ -15,7 +15,7 @@ from .composite import composite, dilate, feathered_mask, fill_specks
 from .eyes import EyeAppearance, eyeball_colour
 from .materials import MouthAppearance, estimate_mouth_appearance, shade_mouth, shading_ratio, vertex_normals
 from .raster import Fragments, rasterize, resolve_backend
-from .shade import interpolate, sample_image, surface_depth_at
+from .shade import gather_rows, interpolate, sample_image, surface_depth_at
 
 __all__ = ["RetargetRender", "render_retargeted"]
 
@@ -113,9 +113,9 @@ def _drawn_pixels(frags: Fragments) -> tuple[torch.Tensor, Fragments]:
 def _at(grid: torch.Tensor, pixels: torch.Tensor, padding=False) -> torch.Tensor:
     """[B, H, W, ...] values at flat pixel indices [B, N] -> [B, N, ...]; index H * W reads ``padding``."""
     n_batch, height, width = grid.shape[:3]
-    flat = grid.reshape(n_batch, height * width, *grid.shape[3:])
-    flat = torch.cat((flat, flat.new_full((n_batch, 1, *grid.shape[3:]), padding)), 1)
-    return flat[torch.arange(n_batch, device=grid.device)[:, None], pixels]
+    values = gather_rows(grid.reshape(n_batch, height * width, *grid.shape[3:]), pixels.clamp(max=height * width - 1))
+    padded = (pixels == height * width).view(*pixels.shape, *[1] * (grid.ndim - 3))
+    return torch.where(padded, torch.full((), padding, dtype=grid.dtype, device=grid.device), values)
 
 
 def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int], fill) -> torch.Tensor:
