@@ -100,12 +100,15 @@ def _drawn_pixels(frags: Fragments) -> tuple[torch.Tensor, Fragments]:
     """
     n_batch, height, width = frags.tri_id.shape
     covered = frags.mask.reshape(n_batch, -1)
-    count = covered.sum(1)
     face, pixel = covered.nonzero(as_tuple=True)
-    slot = torch.arange(face.shape[0], device=face.device) - (count.cumsum(0) - count)[face]
-    pixels = torch.full((n_batch, int(count.max()) if n_batch else 0), height * width, dtype=torch.int64,
-                        device=face.device)
-    pixels[face, slot] = pixel
+    if n_batch == 1:  # one face: nothing to pad (and the padding's index arithmetic is ~0.3 ms)
+        pixels = pixel[None]
+    else:
+        count = covered.sum(1)
+        slot = torch.arange(face.shape[0], device=face.device) - (count.cumsum(0) - count)[face]
+        pixels = torch.full((n_batch, int(count.max())), height * width, dtype=torch.int64,
+                            device=face.device)
+        pixels[face, slot] = pixel
     return pixels, Fragments(tri_id=_at(frags.tri_id, pixels, -1)[:, None], bary=_at(frags.bary, pixels, 0.0)[:, None],
                              depth=_at(frags.depth, pixels, float("-inf"))[:, None], backend=frags.backend)
 
@@ -114,6 +117,8 @@ def _at(grid: torch.Tensor, pixels: torch.Tensor, padding=False) -> torch.Tensor
     """[B, H, W, ...] values at flat pixel indices [B, N] -> [B, N, ...]; index H * W reads ``padding``."""
     n_batch, height, width = grid.shape[:3]
     values = gather_rows(grid.reshape(n_batch, height * width, *grid.shape[3:]), pixels.clamp(max=height * width - 1))
+    if n_batch == 1:  # one face is never padded (:func:`_drawn_pixels`)
+        return values
     padded = (pixels == height * width).view(*pixels.shape, *[1] * (grid.ndim - 3))
     return torch.where(padded, torch.full((), padding, dtype=grid.dtype, device=grid.device), values)
 
