@@ -199,8 +199,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # skin in front of it (where no skin is drawn, an opening or the outline, nothing is).
     # Every per-vertex quantity the pixels need, interpolated in one pass (one corner lookup):
     # the source position in the window, the source and target normals, the target in mm.
-    target_normals = vertex_normals(dst_w, faces)
-    attributes = torch.cat((src_w, vertex_normals(src_w, faces), target_normals, deformation.target), -1)
+    source_normals, target_normals = vertex_normals(torch.cat((src_w, dst_w)), faces).split(b)   # one pass for both
+    attributes = torch.cat((src_w, source_normals, target_normals, deformation.target), -1)
     where, source_normal_px, target_normal_px, target_mm = interpolate(attributes, drawn_frags, faces).split(3, -1)
     shown_depth, skin_there = surface_depth_at(src_frags, src_w, skin_faces, where[..., :2].reshape(b, -1, 2))
     seen = ~skin_there | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)

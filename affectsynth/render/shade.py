@@ -64,8 +64,11 @@ def interpolate(attr: torch.Tensor, frags: Fragments, faces: torch.Tensor) -> to
     tri_id = frags.tri_id.clamp(min=0)
     corner_ids = faces.to(attr.device).index_select(0, tri_id.reshape(-1)).view(*tri_id.shape, 3)   # [B, H, W, 3]
     bary = frags.bary.to(attr.dtype)
-    # One corner at a time keeps the peak memory at [B, H, W, C] rather than [B, H, W, 3, C].
-    out = sum(bary[..., k, None] * gather_rows(attr, corner_ids[..., k]) for k in range(3))
+    # One corner at a time, summed in place: the peak memory stays at [B, H, W, C] rather than
+    # [B, H, W, 3, C], and no temporary sum is allocated.
+    out = bary[..., 0, None] * gather_rows(attr, corner_ids[..., 0])
+    for k in (1, 2):
+        out += bary[..., k, None] * gather_rows(attr, corner_ids[..., k])
     return torch.where(covered[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
 
 
