@@ -167,15 +167,18 @@ def surface_depth_at(frags: Fragments, verts_img: torch.Tensor, faces: torch.Ten
     pixel = rows.clamp(0, height - 1).long() * width + cols.clamp(0, width - 1).long()
     tri = gather_rows(frags.tri_id.to(verts.device).reshape(n_batch, height * width), pixel)       # [B, N]
     covered = inside & (tri >= 0)
-    drawn = gather_rows(verts, faces.index_select(0, tri.clamp(min=0).reshape(-1)).view(*tri.shape, 3))  # [B, N, 3, 3]
-    d1, d2 = drawn[..., 1, :2] - drawn[..., 0, :2], drawn[..., 2, :2] - drawn[..., 0, :2]
-    p = points - drawn[..., 0, :2]
-    det = d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0]
+    # Each triangle's plane once ([B, F, 9]: first corner, the two edges from it, the
+    # determinant; typically fewer triangles than points), then one row per point.
+    corners = gather_rows(verts, faces[None].expand(n_batch, -1, -1))                      # [B, F, 3, 3]
+    first, edges = corners[..., 0, :], corners[..., 1:, :] - corners[..., :1, :]           # [B, F, 3], [B, F, 2, 3]
+    det = edges[..., 0, 0] * edges[..., 1, 1] - edges[..., 0, 1] * edges[..., 1, 0]        # [B, F]
+    planes = torch.cat((first, edges.flatten(-2), det[..., None]), -1)                     # [B, F, 10]
+    x0, y0, z0, e1x, e1y, e1z, e2x, e2y, e2z, det = gather_rows(planes, tri.clamp(min=0)).unbind(-1)  # [B, N] each
     det = torch.where(covered, det, torch.ones_like(det))   # drawn triangles are never degenerate
-    w1 = (p[..., 0] * d2[..., 1] - p[..., 1] * d2[..., 0]) / det
-    w2 = (d1[..., 0] * p[..., 1] - d1[..., 1] * p[..., 0]) / det
-    depth = drawn[..., 0, 2] + w1 * (drawn[..., 1, 2] - drawn[..., 0, 2]) + w2 * (drawn[..., 2, 2] - drawn[..., 0, 2])
-    return depth, covered
+    px, py = points[..., 0] - x0, points[..., 1] - y0
+    w1 = (px * e2y - py * e2x) / det
+    w2 = (e1x * py - e1y * px) / det
+    return z0 + w1 * e1z + w2 * e2z, covered
 
 
 @torch.no_grad()
