@@ -47,7 +47,8 @@ def test_two_faces_render_as_each_alone(default_model, astronaut, mp_detector):
     """B = 2 (each face's drawn pixels padded to the larger count) renders each face as it renders
     alone: the astronaut's face and a smaller copy beside it, apart, both made surprised."""
     fit = FaceFitter(default_model, mp_detector)(astronaut).fit
-    copy = dataclasses.replace(fit, scale=fit.scale * 0.4, translation=fit.translation + fit.translation.new_tensor([170.0, 190.0]))
+    copy = dataclasses.replace(fit, scale=fit.scale * 0.4,
+                               translation=fit.translation + fit.translation.new_tensor([170.0, 190.0]))
     both = FitResult(**{f.name: torch.cat((getattr(fit, f.name), getattr(copy, f.name)))
                         if isinstance(getattr(fit, f.name), torch.Tensor) else getattr(fit, f.name)
                         for f in dataclasses.fields(FitResult)})

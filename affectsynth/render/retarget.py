@@ -82,7 +82,7 @@ def _pushed_back(image_points: torch.Tensor, model_points: torch.Tensor, vertice
     return out
 
 
-def _rows(appearance, face: torch.Tensor):
+def _rows(appearance: EyeAppearance | MouthAppearance, face: torch.Tensor) -> EyeAppearance | MouthAppearance:
     """An appearance of B faces (a dataclass of [B, ...] tensors) as one of N: row ``face[n]``
     [N] (int64) as row n."""
     return type(appearance)(**{f.name: getattr(appearance, f.name)[face] for f in dataclasses.fields(appearance)})
@@ -113,7 +113,7 @@ def _drawn_pixels(frags: Fragments) -> tuple[torch.Tensor, Fragments]:
                              depth=_at(frags.depth, pixels, float("-inf"))[:, None], backend=frags.backend)
 
 
-def _at(grid: torch.Tensor, pixels: torch.Tensor, padding=False) -> torch.Tensor:
+def _at(grid: torch.Tensor, pixels: torch.Tensor, padding: bool | float = False) -> torch.Tensor:
     """[B, H, W, ...] values at flat pixel indices [B, N] -> [B, N, ...]; index H * W reads ``padding``."""
     n_batch, height, width = grid.shape[:3]
     values = gather_rows(grid.reshape(n_batch, height * width, *grid.shape[3:]), pixels.clamp(max=height * width - 1))
@@ -123,7 +123,8 @@ def _at(grid: torch.Tensor, pixels: torch.Tensor, padding=False) -> torch.Tensor
     return torch.where(padded, torch.full((), padding, dtype=grid.dtype, device=grid.device), values)
 
 
-def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int], fill) -> torch.Tensor:
+def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int],
+              fill: bool | float | torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`_at`: values [B, N, ...] at flat pixel indices [B, N] into a
     [B, H, W, ...] grid that holds ``fill`` (a scalar or a [...] tensor) elsewhere."""
     n_batch, channels = pixels.shape[0], values.shape[2:]
@@ -241,9 +242,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
     coverage = fill_specks(_in_place((seen | interior)[:, 0], pixels, size, False).to(photo.dtype)[:, None], SPECK_PX)
-    # Undrawn pixels take the window's first pixel, the photo's value at (0, 0), which is what
-    # sampling the photo at their interpolated (zero) position gave before they were left out;
-    # the feathered mask reaches a little past the coverage, so a few of them show faintly.
+    # Undrawn pixels hold the window's top-left pixel: what bilinear sampling at their
+    # interpolated position (zero) returns, kept so that renders do not change. The feathered
+    # mask reaches about half a feather past the coverage, so some of them show, faintly.
     colour = _in_place(colour[:, 0], pixels, size, window[0, :, 0, 0])                      # [B, h, w, C]
     out = window
     masks = []
