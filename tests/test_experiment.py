@@ -4,6 +4,7 @@ whole experiment in miniature (astronaut crops as subjects, 2 folds, 1 epoch).""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -163,6 +164,11 @@ def test_experiment_miniature(tmp_path, astronaut):
     again = run_experiment(options)  # the rerun reuses the renders and the fits
     assert [p.stat().st_mtime_ns for p in renders] == stamps
     assert again.figures["acc_real"] == report.figures["acc_real"]
+    # Another intensity renders each other class once more (a new variant draw); what exists is reused.
+    more = run_experiment(replace(options, intensities=(0.6, 1.0)))
+    assert "synthesized: 9 renders" in more.text
+    assert len(sorted((tmp_path / "work/synth").rglob("*.png"))) == 18
+    assert [p.stat().st_mtime_ns for p in renders] == stamps
 
 
 def test_script_bad_folds(tmp_path):

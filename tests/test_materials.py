@@ -8,7 +8,7 @@ from affectsynth.model.face_model import MATERIALS
 from affectsynth.pipeline import FaceFitter
 from affectsynth.render import rasterize
 from affectsynth.render.materials import (OCCLUSION_FLOOR, RATIO_RANGE, MouthAppearance, estimate_mouth_appearance,
-                                          shade_mouth, shading_ratio, vertex_normals)
+                                          looks_like_teeth, shade_mouth, shading_ratio, vertex_normals)
 from affectsynth.render.shade import surface_depth_at
 
 
@@ -46,6 +46,16 @@ def test_shade_mouth_tones_and_light_fall_off():
     assert (far < near).all() and (far > 0.9 * OCCLUSION_FLOOR * near).all()   # darker deep inside, never black
     dim = MouthAppearance(lip=appearance.lip, light=torch.tensor([0.5]))
     assert torch.allclose(shade_mouth(material, torch.zeros(1, 1, 4), torch.ones(1, 1, 4), dim)[0, 0, 0], teeth * 0.5)
+
+
+def test_looks_like_teeth_tells_enamel_from_lips_cavity_and_dim_pixels():
+    appearance = MouthAppearance(lip=torch.tensor([[0.75, 0.45, 0.42]]), light=torch.tensor([1.0]))
+    colours = torch.tensor([[[[0.92, 0.88, 0.80],    # enamel
+                              [0.74, 0.71, 0.64],    # enamel in the shade of the lips: still brighter than them
+                              [0.80, 0.50, 0.47],    # a lip highlight: bright but as red as the lips
+                              [0.20, 0.08, 0.08],    # the cavity
+                              [0.45, 0.44, 0.42]]]])  # grey, but no brighter than the lips
+    assert looks_like_teeth(colours, appearance).tolist() == [[[True, True, False, False, False]]]
 
 
 def test_mouth_appearance_of_a_real_face(default_model, astronaut, mp_detector):

@@ -16,7 +16,9 @@ Protocol (README, "Augmentation experiment"):
    number of optimiser steps (``epochs`` passes over the fold's real training photos) under each condition:
    ``real``; ``classic`` (real + flip, crop, colour jitter); ``synth_aug`` (real + the renders of the
    training subjects' photos as their other classes); ``synth_only`` (the training subjects' real neutral
-   photos + the renders of those neutral photos as the other classes: no real expression photo);
+   photos + the renders of those neutral photos as the other classes: no real expression photo); the two
+   synthetic conditions get the control's classic augmentation too, so that ``synth_aug`` against
+   ``classic`` measures what the renders add to it;
    and, where the photos have valence-arousal labels, ``va`` (regression on the real photos, CCC).
    Every condition is tested on the held-out subjects' real photos.
 4. Accuracy and macro-F1 per condition (mean ± sample std over folds x seeds), the confusion summed over
@@ -55,7 +57,8 @@ CONDITIONS = ("real", "classic", "synth_aug", "synth_only")
 @dataclass(frozen=True)
 class ExperimentOptions:
     """An experiment run (module docstring). ``workers``: batch render processes; ``max_side``: the long
-    side photos are downscaled to before detection and synthesis."""
+    side photos are downscaled to before detection and synthesis; ``intensities``: each photo is rendered
+    as each other class once per intensity (each render its own seeded variant draw)."""
 
     data: Path
     work: Path
@@ -69,6 +72,7 @@ class ExperimentOptions:
     max_side: int = 600
     fold_seed: int = 0
     detector: str = "mediapipe"
+    intensities: tuple[float, ...] = (1.0,)
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,8 @@ def _cached_eyes(paths: dict[str, Path], cache: Path, detector: str) -> dict[str
 
 def _synthesize(samples: list[FaceSample], paths: dict[str, Path], classes: list[str],
                 options: ExperimentOptions) -> tuple[list[tuple[str, Path, str]], dict[str, int]]:
-    """Render every sample as every class through ``affectsynth batch`` (fit cache under WORK).
+    """Render every sample as every class (at each of ``options.intensities``) through ``affectsynth batch``
+    (fit cache under WORK).
 
     Returns (source key, render file, rendered class) for each ok render of a class other than the
     source's, and the batch's failure reasons with their counts."""
@@ -251,7 +256,9 @@ def _synthesize(samples: list[FaceSample], paths: dict[str, Path], classes: list
                                       f"{_csv_field(s.subject)}" for s in samples]
     write_atomic(table, lambda file: file.write(("\n".join(lines) + "\n").encode()))
     output = options.work / "synth"
-    summary = run_batch(BatchOptions(input=table, output=output, targets="expressions=" + ",".join(classes),
+    targets = [c if c == "neutral" or i == 1.0 else f"{c}@{i:g}" for c in classes
+               for i in (options.intensities if c != "neutral" else (1.0,))]
+    summary = run_batch(BatchOptions(input=table, output=output, targets="expressions=" + ",".join(targets),
                                      workers=options.workers, fit_cache=options.work / "fitcache",
                                      detector=options.detector, progress=False))
     renders = []
@@ -313,10 +320,10 @@ def run_experiment(options: ExperimentOptions, log: Callable[[str], None] = lamb
         neutral_only = [label == "neutral" for label in train.source_labels]
         training_sets = {
             "real": (train, False), "classic": (train, True),
-            "synth_aug": (_concat(train, train_synth), False),
+            "synth_aug": (_concat(train, train_synth), True),
             "synth_only": (_concat(train.select(neutral_only),
                                    train_synth.select([label == "neutral" for label in train_synth.source_labels])),
-                           False)}
+                           True)}
         # The same optimiser steps for every condition: a larger augmented set is not also a longer training.
         steps = options.epochs * math.ceil(len(train) / options.batch_size)
         settings = TrainSettings(steps=steps, batch_size=options.batch_size)

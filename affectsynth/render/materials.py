@@ -22,10 +22,15 @@ import torch
 from ..model.face_model import MATERIALS, FaceModel
 from .shade import sample_image
 
-__all__ = ["MouthAppearance", "estimate_mouth_appearance", "shade_mouth", "vertex_normals", "shading_ratio"]
+__all__ = ["MouthAppearance", "estimate_mouth_appearance", "shade_mouth", "looks_like_teeth", "vertex_normals",
+           "shading_ratio"]
 
 #: Tooth enamel, relative to a white surface under the face's light (slightly yellow).
 TEETH_ALBEDO = (0.93, 0.89, 0.80)
+#: A photo pixel looks like teeth when it is this much brighter than the face's lips and
+#: this much less saturated: enamel is near-white, lips red, the cavity dark, and skin
+#: (which can be as bright) never lies inside the fitted mouth opening where this is asked.
+TOOTH_LUMA_OF_LIP, TOOTH_SATURATION_OF_LIP = 1.25, 0.75
 #: Gums, tongue and the socket's mucosa, as multiples of the lips' own colour.
 GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP = 1.05, 0.85, 0.5
 #: The light reaching a surface d mm behind the lips' inner edge: FLOOR + (1 - FLOOR) e^(-d / DEPTH).
@@ -77,6 +82,27 @@ def estimate_mouth_appearance(photo: torch.Tensor, source_image: torch.Tensor, m
     luma = (skin * skin.new_tensor(_LUMA)).sum(-1)
     light = (luma.quantile(0.9, dim=1) / LIT_SKIN_LUMINANCE).clamp(*LIGHT_RANGE)
     return MouthAppearance(lip=lip, light=light)
+
+
+def _saturation(colour: torch.Tensor) -> torch.Tensor:
+    """[..., 3] -> [...] HSV saturation, (max - min) / max."""
+    top = colour.amax(-1)
+    return (top - colour.amin(-1)) / top.clamp(min=1e-6)
+
+
+def looks_like_teeth(colour: torch.Tensor, appearance: MouthAppearance) -> torch.Tensor:
+    """Whether photo pixels inside a mouth opening show teeth rather than lips or the cavity.
+
+    Args:
+        colour: [B, H, W, 3] photo colours in [0, 1].
+        appearance: the B faces' :class:`MouthAppearance`.
+    Returns:
+        [B, H, W] bool.
+    """
+    lip = appearance.lip[:, None, None, :3].to(colour.dtype)
+    luma = colour.new_tensor(_LUMA)
+    brighter = (colour[..., :3] * luma).sum(-1) > TOOTH_LUMA_OF_LIP * (lip * luma).sum(-1)
+    return brighter & (_saturation(colour[..., :3]) < TOOTH_SATURATION_OF_LIP * _saturation(lip))
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ from ..deform import Deformation
 from ..model.face_model import MATERIALS, FaceModel
 from .composite import composite, dilate, feathered_mask, fill_specks
 from .eyes import EyeAppearance, eyeball_colour
-from .materials import MouthAppearance, estimate_mouth_appearance, shade_mouth, shading_ratio, vertex_normals
+from .materials import (MouthAppearance, estimate_mouth_appearance, looks_like_teeth, shade_mouth, shading_ratio,
+                        vertex_normals)
 from .raster import Fragments, rasterize, resolve_backend
 from .shade import gather_rows, interpolate, sample_image, surface_depth_at
 
@@ -220,6 +221,13 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     slit_in_photo = sample_image(near_skin_in_photo, where[..., :2], mode="nearest")[..., 0] > 0
     skin_in_target = _in_place((covered & (material == _SKIN))[:, 0], pixels, size, False)[:, None].to(photo.dtype)
     slit_in_target = _at(dilate(skin_in_target, INTERIOR_PHOTO_CLEARANCE_PX)[:, 0] > 0, pixels)[:, None]
+    mouth_appearance = None
+    if bool(interior.any()):
+        mouth_appearance = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
+        # The fit's opening is only as good as the landmarks: where the photo's teeth show
+        # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
+        # rows between) would stripe the teeth like braces.
+        slit_in_photo = slit_in_photo & ~looks_like_teeth(colour, mouth_appearance)
     seen = seen & ~(interior & (moved | (slit_in_photo & ~slit_in_target)))
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
@@ -230,14 +238,13 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         colour = colour.index_put((hidden_eye,), painted[:, 0].to(colour.dtype))
         seen = seen | hidden_eye
     shaded_mouth = interior & ~seen
-    if bool(shaded_mouth.any()):
+    if mouth_appearance is not None and bool(shaded_mouth.any()):
         rim = _lip_rim(model).to(faces.device)
         rim_z = deformation.target[:, rim, 2].mean(1)                                      # [B] mm
         face = shaded_mouth.nonzero()[:, 0]
         at = (shaded_mouth,)
-        mouth = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
         shaded = shade_mouth(material[at][:, None, None], (rim_z[face] - target_mm[at][:, 2])[:, None, None],
-                             target_normal_px[at][:, 2].abs()[:, None, None], _rows(mouth, face))
+                             target_normal_px[at][:, 2].abs()[:, None, None], _rows(mouth_appearance, face))
         colour = colour.index_put(at, shaded[:, 0, 0].to(colour.dtype))
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
