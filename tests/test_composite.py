@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from affectsynth.render.composite import feathered_mask, fill_specks
+from affectsynth.render.composite import dilate, feathered_mask, fill_specks
 
 
 def coverage_with_holes() -> torch.Tensor:
@@ -34,3 +35,16 @@ def test_feathered_mask_reaches_zero_inside_the_outline_and_around_holes():
     assert float(mask[..., 15, 15]) > 0.95 and float(mask[..., 31, 15]) > 0.95   # no speck grows
     unfilled = feathered_mask(coverage_with_holes(), 3.0)
     assert float(unfilled[..., 15, 15]) < 0.5                # without filling, a speck becomes a hole
+
+
+def test_dilate_is_the_square_max_filter():
+    """The running maximum gives max_pool2d's (2r + 1)^2 filter, off-image pixels left out, for
+    any radius (odd and even window-doubling steps) and for soft values and erosion too."""
+    generator = torch.Generator().manual_seed(0)
+    for r in (1, 2, 3, 5, 8):
+        for shape in ((2, 1, 23, 17), (1, 1, 4, 60)):
+            x = torch.rand(shape, generator=generator)
+            for v in (x, (x > 0.7).float()):
+                expected = F.max_pool2d(v, 2 * r + 1, stride=1, padding=r)
+                assert torch.equal(dilate(v, r), expected)
+                assert torch.equal(-dilate(-v, r), -F.max_pool2d(-v, 2 * r + 1, stride=1, padding=r))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from affectsynth.affect.targets import parse_au
+from affectsynth.affect.targets import parse_au, parse_expression
 from affectsynth.deform import retarget
+from affectsynth.fit import FitResult
 from affectsynth.pipeline import FaceFitter
 from affectsynth.render.retarget import render_retargeted
 
@@ -38,3 +41,24 @@ def test_raised_brows_move_the_photo_brows_up(default_model, astronaut, mp_detec
     scale_px_per_mm = float(fit.scale[0])
     assert rise > 3.0 * scale_px_per_mm, rise          # the model raises the brows ~8 mm at full intensity
     assert abs(before[chin, 1] - after[chin, 1]) < 2.0 * scale_px_per_mm  # detector jitter only
+
+
+def test_two_faces_render_as_each_alone(default_model, astronaut, mp_detector):
+    """B = 2 (each face's drawn pixels padded to the larger count) renders each face as it renders
+    alone: the astronaut's face and a smaller copy beside it, apart, both made surprised."""
+    fit = FaceFitter(default_model, mp_detector)(astronaut).fit
+    copy = dataclasses.replace(fit, scale=fit.scale * 0.4,
+                               translation=fit.translation + fit.translation.new_tensor([170.0, 190.0]))
+    both = FitResult(**{f.name: torch.cat((getattr(fit, f.name), getattr(copy, f.name)))
+                        if isinstance(getattr(fit, f.name), torch.Tensor) else getattr(fit, f.name)
+                        for f in dataclasses.fields(FitResult)})
+    coeffs, _ = parse_expression("surprise").to_model_coeffs(default_model)
+    photo = _to_tensor(astronaut)
+    out = render_retargeted(photo, retarget(default_model, both, coeffs[None].expand(2, -1).to(fit.exp_coeffs)),
+                            default_model)
+    alone = [render_retargeted(photo, retarget(default_model, both[i], coeffs[None].to(fit.exp_coeffs)), default_model)
+             for i in range(2)]
+    assert float((alone[0].mask * alone[1].mask).amax()) == 0.0   # apart: the masks do not touch
+    assert torch.allclose(out.mask, torch.cat([a.mask for a in alone]), atol=1e-6)
+    expected = photo + sum(a.image - photo for a in alone)
+    assert float((out.image - expected).abs().amax()) < 1e-4 and float(out.mask[1].amax()) > 0.99

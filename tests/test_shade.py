@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from affectsynth.render import (MeshRenderer, PhotoTextureShader, Rasterizer, interpolate, rasterize, sample_image,
                                 texture, visibility)
+from affectsynth.render.shade import gather_rows
 
 from .test_raster import posed_model
 
@@ -179,3 +180,11 @@ def test_renders_the_astronaut_back_through_its_fitted_geometry(default_model, s
     # shows them.
     visible = visibility(renderer.rasterizer(verts, faces), verts, faces)
     assert visible.float().mean() > 0.8
+
+
+def test_gather_rows_is_batched_advanced_indexing():
+    values = torch.randn(3, 7, 2, 4, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 7, (3, 5, 6))
+    expected = values[torch.arange(3)[:, None, None], index]
+    assert torch.equal(gather_rows(values, index), expected)
+    assert torch.autograd.gradcheck(lambda v: gather_rows(v, index), (values,))

@@ -56,6 +56,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import numpy as np
 import torch
 
 from ..errors import InputError, ModelFormatError
@@ -230,11 +231,14 @@ def model_au_keys(model: FaceModel, au_map: Mapping[str, str] | None = None) -> 
 def _model_matrices(model: FaceModel, au_map: Mapping[str, str] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(to_model [A, E], from_model [E, A]) float64 matrices of the AU <-> coefficient maps."""
     keys = model_au_keys(model, au_map)
-    to_model = torch.zeros(len(AU_KEYS), len(keys), dtype=torch.float64)
+    # Filled in numpy and made a tensor once: per-entry tensor assignment was most of the cost
+    # of mapping a target to coefficients (which runs on every render).
+    to_model = np.zeros((len(AU_KEYS), len(keys)))
     for e, key in enumerate(keys):
         if key is not None:
             columns = list(_columns(*_split_key(key)))
             to_model[columns, e] = 1.0 / len(columns)  # a bilateral shape: the mean of the sides
+    to_model = torch.from_numpy(to_model)
     return to_model, (to_model > 0).double().T
 
 
