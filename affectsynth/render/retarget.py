@@ -127,10 +127,14 @@ def _at(grid: torch.Tensor, pixels: torch.Tensor, padding: bool | float = False)
 def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int],
               fill: bool | float | torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`_at`: values [B, N, ...] at flat pixel indices [B, N] into a
-    [B, H, W, ...] grid that holds ``fill`` (a scalar or a [...] tensor) elsewhere."""
+    [B, H, W, ...] grid that holds ``fill`` (a scalar, a [...] tensor, or a [B, H, W, ...]
+    grid) elsewhere."""
     n_batch, channels = pixels.shape[0], values.shape[2:]
     grid = values.new_empty(n_batch, size[0] * size[1] + 1, *channels)
-    grid[:] = fill
+    if isinstance(fill, torch.Tensor) and fill.ndim == 3 + len(channels):
+        grid[:, :-1] = fill.reshape(n_batch, -1, *channels)
+    else:
+        grid[:] = fill
     grid[torch.arange(n_batch, device=values.device)[:, None], pixels] = values
     return grid[:, :-1].reshape(n_batch, *size, *channels)
 
@@ -249,10 +253,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
     coverage = fill_specks(_in_place((seen | interior)[:, 0], pixels, size, False).to(photo.dtype)[:, None], SPECK_PX)
-    # Undrawn pixels hold the window's top-left pixel: what bilinear sampling at their
-    # interpolated position (zero) returns, kept so that renders do not change. The feathered
-    # mask reaches about half a feather past the coverage, so some of them show, faintly.
-    colour = _in_place(colour[:, 0], pixels, size, window[0, :, 0, 0])                      # [B, h, w, C]
+    # Undrawn pixels hold the photo's own: the feathered mask reaches about half a feather past
+    # the coverage, so they show, faintly, and must not bring in another pixel's colour.
+    colour = _in_place(colour[:, 0], pixels, size, window.permute(0, 2, 3, 1).expand(b, -1, -1, -1))  # [B, h, w, C]
     out = window
     masks = []
     for i in range(b):  # faces of one photo are composited in turn (B is the number of faces, small)
