@@ -167,7 +167,7 @@ def surface_depth_at(frags: Fragments, verts_img: torch.Tensor, faces: torch.Ten
     pixel = rows.clamp(0, height - 1).long() * width + cols.clamp(0, width - 1).long()
     tri = gather_rows(frags.tri_id.to(verts.device).reshape(n_batch, height * width), pixel)       # [B, N]
     covered = inside & (tri >= 0)
-    # Each triangle's plane once ([B, F, 9]: first corner, the two edges from it, the
+    # Each triangle's plane once ([B, F, 10]: first corner, the two edges from it, the
     # determinant; typically fewer triangles than points), then one row per point.
     corners = gather_rows(verts, faces[None].expand(n_batch, -1, -1))                      # [B, F, 3, 3]
     first, edges = corners[..., 0, :], corners[..., 1:, :] - corners[..., :1, :]           # [B, F, 3], [B, F, 2, 3]
