@@ -232,3 +232,20 @@ def test_va_target_maps_to_the_default_model(bank, default_model):
         if "AU22" in code.au:
             break
     assert code.to_model_coeffs(default_model)[1].missing == ("AU22",)
+
+
+def test_an_emotions_intensities_show_one_variant_per_query(bank):
+    """The ramp exemplars of an emotion are kernel exemplars of their own; a seeded query draws
+    one variant per label, so it does not average the emotion's variants into a weaker face."""
+    va = torch.tensor([at("disgust", 1.0), at("anger", 0.9), at("fear", 0.8)])
+    for seed in range(10):
+        _, _, neighbours = bank.query(va, generator=torch.Generator().manual_seed(seed))
+        for row in neighbours.tolist():
+            shown = {}
+            for i in row:
+                kernel = int(bank.alternative_of[i])
+                shown.setdefault(bank.labels[i], set()).add(bank._sets[kernel].index(i))
+            assert all(len(variants) == 1 for variants in shown.values()), (seed, shown)
+    # and the draw still varies between seeds
+    drawn = {tuple(bank.query(va, generator=torch.Generator().manual_seed(s))[2][0].tolist()) for s in range(10)}
+    assert len(drawn) > 1

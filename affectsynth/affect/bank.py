@@ -222,13 +222,18 @@ class VABank:
         return au.clamp(0.0, 1.0), weights, neighbours  # the clamp only removes rounding beyond 1
 
     def _draw_alternatives(self, neighbours: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """[B, k] kernel exemplars -> a uniformly drawn member of each one's set (itself or an alternative)."""
+        """[B, k] kernel exemplars -> a member of each one's set (itself or an alternative), drawn
+        uniformly once per label and query: the ramp exemplars of one emotion (its intensities)
+        show the same variant, so a query does not average an emotion's variants into one weaker
+        face. The draw of a label is the one of its first neighbour in the row."""
         sizes = torch.tensor([[len(self._sets[i]) for i in row] for row in neighbours.tolist()], dtype=torch.float64)
         draws = torch.empty(sizes.shape, dtype=torch.float64, device=generator.device).uniform_(generator=generator)
-        picks = (draws.cpu() * sizes).long().clamp(max=sizes.long() - 1)
-        return torch.tensor([[self._sets[i][j] for i, j in zip(row, pick)]
-                             for row, pick in zip(neighbours.tolist(), picks.tolist())],
-                            dtype=torch.int64, device=neighbours.device)
+        picks = []
+        for row, draw, size in zip(neighbours.tolist(), draws.cpu().tolist(), sizes.tolist()):
+            first: dict[str, float] = {}
+            shared = [first.setdefault(self.labels[i], u) for i, u in zip(row, draw)]
+            picks.append([self._sets[i][min(int(u * n), int(n) - 1)] for i, u, n in zip(row, shared, size)])
+        return torch.tensor(picks, dtype=torch.int64, device=neighbours.device)
 
     # ---------------------------------------------------------------- binning
     def _cells(self, bins: int) -> torch.Tensor:
