@@ -62,3 +62,30 @@ def test_two_faces_render_as_each_alone(default_model, astronaut, mp_detector):
     assert torch.allclose(out.mask, torch.cat([a.mask for a in alone]), atol=1e-6)
     expected = photo + sum(a.image - photo for a in alone)
     assert float((out.image - expected).abs().amax()) < 1e-4 and float(out.mask[1].amax()) > 0.99
+
+
+def test_brow_lowerer_creases_darken_the_glabella_only(default_model, astronaut, mp_detector):
+    """AU4 at full intensity on the astronaut, rendered with the model's creases and with the
+    same creases at zero depth: the renders differ only around the glabellar furrows (between
+    the inner brow ends, above the nasal root), where the photo got darker on the whole."""
+    from affectsynth.render.creases import crease_lines
+
+    fitted = FaceFitter(default_model, mp_detector)(astronaut)
+    fit = fitted.fit
+    frown, _ = parse_au("4:1").to_model_coeffs(default_model)
+    deformation = retarget(default_model, fit, torch.maximum(fit.exp_coeffs, frown[None].to(fit.exp_coeffs)))
+    photo = _to_tensor(astronaut)
+    lines = crease_lines(default_model)
+    flat = dataclasses.replace(lines, depth=torch.zeros_like(lines.depth))
+    creased = render_retargeted(photo, deformation, default_model, creases=lines).image
+    plain = render_retargeted(photo, deformation, default_model, creases=flat).image
+    luma = (creased - plain).mean(1)[0]                                                  # [H, W]
+    changed = luma.abs() > 1.5 / 255
+    assert int(changed.sum()) > 30
+    ys, xs = changed.nonzero().unbind(1)
+    after = mp_detector(_to_image(plain)).xy[0]
+    inner_brows, nasal_root = after[[55, 285]], after[168]        # MediaPipe: inner brow ends, nasion
+    margin = 4.0 * float(fit.scale[0])                             # 4 mm, in px
+    assert xs.min() >= inner_brows[:, 0].min() - margin and xs.max() <= inner_brows[:, 0].max() + margin
+    assert ys.max() <= nasal_root[1] + margin
+    assert float(luma[changed].mean()) < -2.0 / 255                # darker where it changed

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..affect.targets import model_coeffs_to_au
 from ..deform import Deformation
 from ..model.face_model import MATERIALS, FaceModel
 from .composite import composite, dilate, feathered_mask, fill_specks
+from .creases import CreaseLines, crease_lines, crease_shading
 from .eyes import EyeAppearance, eyeball_colour
 from .materials import (MouthAppearance, estimate_mouth_appearance, looks_like_teeth, shade_mouth, shading_ratio,
                         vertex_normals)
@@ -72,14 +74,18 @@ def _lip_rim(model: FaceModel) -> torch.Tensor:
     return model.regions["lips"]
 
 
+def _px_per_mm(image_points: torch.Tensor, model_points: torch.Tensor) -> torch.Tensor:
+    """[B] image scale of B faces: the ratio of RMS spreads of their [B, V, 3] points in the
+    image and in the model, exact for the similarity camera."""
+    spread = (image_points - image_points.mean(1, keepdim=True)).square().sum((1, 2))
+    return (spread / (model_points - model_points.mean(1, keepdim=True)).square().sum((1, 2))).sqrt()
+
+
 def _pushed_back(image_points: torch.Tensor, model_points: torch.Tensor, vertices: torch.Tensor,
                  mm: float) -> torch.Tensor:
-    """[B, V, 3] image-space points with ``vertices`` moved ``mm`` away from the camera. The
-    scale (px per mm) is the ratio of RMS spreads, exact for the similarity camera."""
-    spread = (image_points - image_points.mean(1, keepdim=True)).square().sum((1, 2))
-    px_per_mm = (spread / (model_points - model_points.mean(1, keepdim=True)).square().sum((1, 2))).sqrt()
+    """[B, V, 3] image-space points with ``vertices`` moved ``mm`` away from the camera."""
     out = image_points.clone()
-    out[:, vertices, 2] -= (mm * px_per_mm)[:, None]
+    out[:, vertices, 2] -= (mm * _px_per_mm(image_points, model_points))[:, None]
     return out
 
 
@@ -141,7 +147,7 @@ def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int],
 
 def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
                       backend: str = "auto", eyes: EyeAppearance | None = None,
-                      mouth: MouthAppearance | None = None) -> RetargetRender:
+                      mouth: MouthAppearance | None = None, creases: CreaseLines | None = None) -> RetargetRender:
     """Re-render B faces of one photo with their target geometry and composite them.
 
     Texture: each target pixel's surface point is looked up on the *source* mesh in the
@@ -161,6 +167,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         eyes: the B faces' :class:`~affectsynth.render.eyes.EyeAppearance`, or None.
         mouth: the B faces' :class:`~affectsynth.render.materials.MouthAppearance`, or None
             to measure it here (pass it when rendering one photo to many targets).
+        creases: the model's :func:`~affectsynth.render.creases.crease_lines`, or None to place
+            them here (pass them when rendering many).
     Returns:
         :class:`RetargetRender`.
     """
@@ -206,15 +214,24 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # Every per-vertex quantity the pixels need, interpolated in one pass (one corner lookup):
     # the source position in the window, the source and target normals, the target in mm.
     source_normals, target_normals = vertex_normals(torch.cat((src_w, dst_w)), faces).split(b)   # one pass for both
-    attributes = torch.cat((src_w, source_normals, target_normals, deformation.target), -1)
-    where, source_normal_px, target_normal_px, target_mm = interpolate(attributes, drawn_frags, faces).split(3, -1)
+    rest = model.mean.to(src_w)[None].expand(b, -1, -1)  # where the creases are drawn (:mod:`.creases`)
+    attributes = torch.cat((src_w, source_normals, target_normals, deformation.target, rest), -1)
+    where, source_normal_px, target_normal_px, target_mm, rest_mm = interpolate(attributes, drawn_frags,
+                                                                                faces).split(3, -1)
     shown_depth, skin_there = surface_depth_at(src_frags, src_w, skin_faces, where[..., :2].reshape(b, -1, 2))
     seen = ~skin_there | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)
     seen = seen.reshape(covered.shape) & covered
     colour = sample_image(window.expand(b, -1, -1, -1), where[..., :2])                     # [B, 1, N, C]
 
-    # Skin the photo shows is re-shaded where the expression turned it (folds, bulges).
+    # Skin the photo shows is re-shaded where the expression turned it (folds, bulges) and
+    # darkened along the creases its action units deepen.
     ratio = shading_ratio(source_normal_px, target_normal_px)
+    lines = creases if creases is not None else crease_lines(model)
+    if lines is not None:
+        deepened = (model_coeffs_to_au(deformation.exp_target, model)
+                    - model_coeffs_to_au(deformation.exp_source, model)).clamp(0.0, 1.0)      # [B, A]
+        ratio = ratio * crease_shading(rest_mm[..., :2].reshape(b, -1, 2), deepened,
+                                       lines, _px_per_mm(dst, deformation.target)).reshape(ratio.shape)
     colour = torch.where((seen & (material == _SKIN))[..., None], colour * ratio[..., None].to(colour.dtype), colour)
     # Skin shows only what the photo shows; the mouth interior (and, with ``eyes``, the
     # eyeballs) are shaded where it does not.

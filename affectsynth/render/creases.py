@@ -1,0 +1,255 @@
+"""Expression creases: the wrinkles action units fold into the skin, drawn as shading.
+
+Moving the mesh shows the large folds of an expression (a cheek bulging, the nasolabial fold
+deepening), but not the narrow ones: a crease is 1-3 mm wide, below a face model's vertex
+spacing, and it is what FACS lists among an action unit's appearance changes (Ekman, Friesen &
+Hager 2002, the FACS Manual): AU1 "horizontal wrinkles in the centre of the forehead", AU2 in
+its lateral part, AU4 "vertical wrinkles between the brows" (and a horizontal one at the root
+of the nose), AU9 "wrinkles along the sides and across the root of the nose" with the upper
+nasolabial furrow deepened, AU10 the nasolabial furrow deepened, AU17 the furrow below the lower
+lip deepened (the mentolabial sulcus, as the chin boss pushes up). Where and how deep they run
+here is our design, not measured.
+
+Each crease is a polyline on the face model's rest surface, its points given as weighted blends
+of MediaPipe's 478 landmarks (so that any model with an ``mp478`` landmark map gets them),
+one per side of the face, and deepened by the increase of its side's action unit from the
+photo's fitted expression to the target (a photo's own creases are in its pixels already).
+A skin pixel at rest-space distance d (mm, in the frontal x-y plane of the model's mean shape,
+where the creased regions face the camera) from the line is shaded by the factor
+``1 - depth * activation * taper * (G(d, sigma) - SHOULDER * G(d, 2 sigma))``, G(d, s) =
+exp(-d^2 / (2 s^2)): a dark valley between two faint light shoulders (the skin bunched up on
+either side), so a crease reads as relief rather than as a drawn line, with the folded region a
+little darker overall (the valleys are shadowed: :data:`SHOULDER` < 1/2 gives less light than
+dark); ``taper`` fades it out
+over the last :data:`TAPER_FRACTION` of its length at a free end (the creases' factors are
+multiplied). Below :data:`MIN_SIGMA_PX` the profile is widened and made shallower in
+proportion, so that a small face gets a faint band rather than an aliased line.
+
+Convention: landmark ids are MediaPipe's; "R" is the subject's right side (-x in the model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..affect.targets import AU_KEYS
+from ..model.face_model import FaceModel
+
+__all__ = ["Crease", "CREASES", "CreaseLines", "crease_lines", "crease_shading", "MIN_SIGMA_PX", "SHOULDER", "FACTOR_RANGE", "GRID_MM", "TAPER_FRACTION", "MIRROR"]
+
+#: The narrowest crease profile drawn, in pixels (Gaussian sigma).
+MIN_SIGMA_PX = 1.0
+#: The range of the shading factor, however many creases meet at a pixel.
+FACTOR_RANGE = (0.5, 1.2)
+#: Weight of the light shoulders of a crease's profile (1/2: as much light as dark).
+SHOULDER = 0.25
+#: Cell size (mm) of the rest-space grid the shading is evaluated on (:func:`crease_shading`).
+GRID_MM = 0.4
+#: A crease fades out over this fraction of its length at each free end.
+TAPER_FRACTION = 0.3
+
+Point = tuple[tuple[int, float], ...]
+
+
+@dataclass(frozen=True)
+class Crease:
+    """One crease on the subject's right side (its mirror image is the left side's).
+
+    Attributes:
+        au: the action unit number that deepens it.
+        points: the polyline, each point ``((landmark, weight), ...)`` with weights summing to 1.
+        sigma_mm: half-width (Gaussian sigma) of its darkening, mm.
+        depth: darkening at its centre at full activation (0..1).
+        from_midline: it starts on the midline, where it joins its mirror image: only its
+            lateral end fades out (both ends do otherwise).
+    """
+
+    au: int
+    points: tuple[Point, ...]
+    sigma_mm: float
+    depth: float
+    from_midline: bool = False
+
+
+def _at(*pairs: float) -> Point:
+    """A point from (landmark, weight, landmark, weight, ...)."""
+    return tuple((int(pairs[i]), float(pairs[i + 1])) for i in range(0, len(pairs), 2))
+
+
+def _mid(a: int, b: int, t: float = 0.5) -> Point:
+    return _at(a, 1.0 - t, b, t)
+
+
+_FOREHEAD_ROWS = (  # three rows between the brows and the hairline, from the midline outwards
+    (_mid(9, 151), _mid(107, 108), _mid(66, 69), _mid(105, 104)),
+    (_at(151, 1.0), _at(108, 1.0), _at(69, 1.0), _at(104, 1.0)),
+    (_mid(151, 10), _mid(108, 109), _mid(69, 67)),
+)
+_NASOLABIAL = (_at(129, 1.0), _at(203, 1.0), _at(206, 1.0), _at(216, 1.0))
+
+#: The creases of the subject's right side; :data:`MIRROR` gives the left side's landmarks.
+CREASES: tuple[Crease, ...] = (
+    # AU1: the central part of each forehead row (joining its mirror image at the midline);
+    # AU2: the lateral part
+    *(Crease(1, row[:2], 2.0, 0.15, from_midline=True) for row in _FOREHEAD_ROWS),
+    *(Crease(2, row[1:], 2.0, 0.15) for row in _FOREHEAD_ROWS),
+    # AU4: the vertical glabellar furrow beside the midline, converging downward
+    Crease(4, (_at(9, 0.6, 107, 0.4), _at(8, 0.6, 55, 0.4), _at(168, 0.6, 193, 0.4)), 1.6, 0.28),
+    # AU9: across the root and the bridge of the nose, obliquely down its side, the upper furrow
+    Crease(9, (_at(168, 1.0), _at(193, 1.0)), 1.4, 0.20, from_midline=True),
+    Crease(9, (_at(6, 1.0), _at(122, 1.0), _at(188, 1.0)), 1.3, 0.20, from_midline=True),
+    Crease(9, (_at(196, 1.0), _at(217, 1.0), _at(126, 1.0)), 1.3, 0.15),
+    Crease(9, _NASOLABIAL[:3], 2.5, 0.18),
+    # AU10: the nasolabial furrow
+    Crease(10, _NASOLABIAL, 2.5, 0.22),
+    # AU17: the mentolabial sulcus below the lower lip
+    Crease(17, (_at(18, 0.75, 200, 0.25), _at(83, 0.75, 201, 0.25), _at(182, 0.75, 194, 0.25)), 2.5, 0.20,
+           from_midline=True),
+)
+
+#: MediaPipe's left-right landmark pairs for the landmarks :data:`CREASES` use (midline ones map
+#: to themselves).
+MIRROR: dict[int, int] = {
+    **{i: i for i in (6, 8, 9, 10, 18, 151, 168, 197, 200)},
+    **{r: l for r, l in ((47, 277), (55, 285), (66, 296), (67, 297), (69, 299), (83, 313), (104, 333),
+                         (105, 334), (107, 336), (108, 337), (109, 338), (114, 343), (122, 351), (126, 355),
+                         (129, 358), (182, 406), (188, 412), (193, 417), (194, 418), (196, 419), (201, 421),
+                         (203, 423), (206, 426), (216, 436), (217, 437))},
+}
+
+
+@dataclass(frozen=True)
+class CreaseLines:
+    """A model's creases (both sides) as polylines of straight segments in its rest space.
+
+    Attributes:
+        segments: [S, 2, 2] start and end (x, y) of each segment, mm, in the model's mean shape.
+        arc: [S, 2] where each segment starts and ends along its crease, as a fraction of the
+            crease's length.
+        crease: [S] int64 the crease each segment belongs to.
+        fades_at_start: [C] bool, whether the crease's first end fades (it is free).
+        au_column: [C] int64 column of :data:`~affectsynth.affect.targets.AU_KEYS` that deepens it.
+        sigma_mm: [C] profile half-width, mm.
+        depth: [C] darkening at full activation.
+    """
+
+    segments: torch.Tensor
+    arc: torch.Tensor
+    crease: torch.Tensor
+    fades_at_start: torch.Tensor
+    au_column: torch.Tensor
+    sigma_mm: torch.Tensor
+    depth: torch.Tensor
+
+
+def crease_lines(model: FaceModel) -> CreaseLines | None:
+    """:data:`CREASES` (both sides) placed on ``model``'s mean shape through its ``mp478``
+    landmark map; None if the model has no such map. A crease through a landmark the model has
+    no point for is left out."""
+    if "mp478" not in model.landmark_maps:
+        return None
+    lm_map = model.landmark_map("mp478")
+    landmarks = lm_map.gather(model.mean[None].double().cpu())[0, :, :2]                # [478, 2]
+    valid = lm_map.valid.cpu()
+    column = {key: i for i, key in enumerate(AU_KEYS)}
+    segments, arcs, crease_of, fades, columns, sigma, depth = [], [], [], [], [], [], []
+    for crease in CREASES:
+        for side, ids in (("R", lambda i: i), ("L", MIRROR.__getitem__)):
+            points = [[(ids(i), w) for i, w in point] for point in crease.points]
+            if not all(bool(valid[i]) for point in points for i, _ in point):
+                continue
+            xy = torch.stack([sum(w * landmarks[i] for i, w in point) for point in points])   # [P, 2]
+            segments.append(torch.stack((xy[:-1], xy[1:]), 1))
+            arc = torch.cat((xy.new_zeros(1), (xy[1:] - xy[:-1]).norm(dim=1).cumsum(0)))
+            arc = arc / arc[-1]
+            arcs.append(torch.stack((arc[:-1], arc[1:]), 1))
+            crease_of += [len(columns)] * (len(points) - 1)
+            fades.append(not crease.from_midline)
+            columns.append(column[f"AU{crease.au}_{side}"])
+            sigma.append(crease.sigma_mm)
+            depth.append(crease.depth)
+    if not segments:
+        return None
+    return CreaseLines(torch.cat(segments).float(), torch.cat(arcs).float(), torch.tensor(crease_of),
+                       torch.tensor(fades), torch.tensor(columns), torch.tensor(sigma), torch.tensor(depth))
+
+
+def _crease_factor(points: torch.Tensor, segments: torch.Tensor, arc: torch.Tensor, fades_at_start: bool,
+                   sigma_mm: float, depth: torch.Tensor, sigma_floor_mm: float) -> torch.Tensor:
+    """[P] one crease's shading factor at rest-space points [P, 2] (mm), from its segments
+    [S, 2, 2], their arc fractions [S, 2] and its depth (a scalar tensor, activation included)."""
+    a, b = segments.unbind(1)                                                               # [S, 2] each
+    ab = b - a
+    t = (((points[:, None] - a) * ab).sum(-1) / (ab * ab).sum(-1)).clamp(0.0, 1.0)         # [P, S]
+    d2, nearest = (points[:, None] - (a + t[..., None] * ab)).square().sum(-1).min(1)      # the nearest segment
+    t = t.gather(1, nearest[:, None])[:, 0]
+    along = arc[nearest, 0] + t * (arc[nearest, 1] - arc[nearest, 0])    # position along the crease, 0..1
+    end = torch.minimum(along, 1.0 - along) if fades_at_start else 1.0 - along
+    x = (end / TAPER_FRACTION).clamp(0.0, 1.0)
+    taper = x * x * (3.0 - 2.0 * x)                                      # smoothstep
+    sigma = max(sigma_mm, sigma_floor_mm)
+    s2 = 2.0 * sigma * sigma
+    profile = taper * (torch.exp(-d2 / s2) - SHOULDER * torch.exp(-d2 / (4.0 * s2)))
+    return 1.0 - (depth * sigma_mm / sigma * profile).clamp(max=1.0)                       # as much ink, wider
+
+
+def crease_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: CreaseLines,
+                   px_per_mm: torch.Tensor) -> torch.Tensor:
+    """The shading factor of skin pixels by the creases (module docstring).
+
+    Per face, the factor is evaluated on a grid over its active creases in rest space (cells of
+    :data:`GRID_MM`, or its pixel size where that is larger), each crease only on the window of
+    the grid it reaches, and read bilinearly at the pixels: the cost follows the creases'
+    extent, not the number of pixels, and a face renders the same in any batch.
+
+    Args:
+        rest_xy: [B, N, 2] each pixel's surface point in the model's rest space (x, y), mm.
+        activation: [B, A] how much each action unit (:data:`AU_KEYS` columns) deepens its
+            creases, in [0, 1].
+        lines: the model's :func:`crease_lines`.
+        px_per_mm: [B] the faces' image scale.
+    Returns:
+        [B, N] factors in :data:`FACTOR_RANGE` (1 away from every active crease).
+    """
+    return torch.stack([_face_shading(rest_xy[i], activation[i], lines, float(px_per_mm[i]))
+                        for i in range(rest_xy.shape[0])])
+
+
+def _face_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: CreaseLines,
+                  px_per_mm: float) -> torch.Tensor:
+    """[N] :func:`crease_shading` of one face: rest points [N, 2], activations [A]."""
+    device, dtype = rest_xy.device, rest_xy.dtype
+    strength = activation.to(device, dtype)[lines.au_column.to(device)]                      # [C]
+    used = (strength > 0).nonzero()[:, 0].tolist()
+    if not used:
+        return rest_xy.new_ones(rest_xy.shape[0])
+    sigma_floor = MIN_SIGMA_PX / px_per_mm                                                   # mm
+    segments, arc = lines.segments.to(device, dtype), lines.arc.to(device, dtype)
+    first = [0] + torch.bincount(lines.crease, minlength=len(lines.au_column)).cumsum(0).tolist()
+    sigma_mm, fades = lines.sigma_mm.tolist(), lines.fades_at_start.tolist()
+    depth = lines.depth.to(device, dtype) * strength
+    reach = {c: 4.0 * max(sigma_mm[c], sigma_floor) for c in used}
+    ends = torch.cat([segments[first[c]:first[c + 1]].reshape(-1, 2) for c in used])
+    low, high = ends.amin(0) - max(reach.values()), ends.amax(0) + max(reach.values())
+    cell = max(GRID_MM, 1.0 / px_per_mm)
+    nx, ny = (int(n) + 2 for n in ((high - low) / cell).ceil().tolist())
+    factor = rest_xy.new_ones(ny, nx)
+    for c in used:
+        own = segments[first[c]:first[c + 1]]
+        (i0, j0), (i1, j1) = ((((own.reshape(-1, 2).amin(0) - reach[c] - low) / cell).floor().long().tolist()),
+                              (((own.reshape(-1, 2).amax(0) + reach[c] - low) / cell).ceil().long().tolist()))
+        i0, j0, i1, j1 = max(i0, 0), max(j0, 0), min(i1 + 1, nx), min(j1 + 1, ny)
+        gx = low[0] + cell * torch.arange(i0, i1, device=device, dtype=dtype)
+        gy = low[1] + cell * torch.arange(j0, j1, device=device, dtype=dtype)
+        points = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)   # [P, 2]
+        window = _crease_factor(points, own, arc[first[c]:first[c + 1]], fades[c], sigma_mm[c], depth[c],
+                                sigma_floor)
+        factor[j0:j1, i0:i1] *= window.reshape(j1 - j0, i1 - i0)
+    factor = factor.clamp(*FACTOR_RANGE)[None, None]
+    # grid_sample's coordinates: -1 and 1 at the centres of the first and last cells
+    extent = rest_xy.new_tensor([nx - 1, ny - 1]) * cell
+    where = (2.0 * (rest_xy - low) / extent - 1.0)[None, :, None]                            # [1, N, 1, 2]
+    return torch.nn.functional.grid_sample(factor - 1.0, where, mode="bilinear", padding_mode="zeros",
+                                           align_corners=True)[0, 0, :, 0] + 1.0
