@@ -125,6 +125,13 @@ def test_metrics():
     paired = paired_comparison([0.5, 0.6, 0.7, 0.4], [0.4, 0.5, 0.7, 0.5])
     assert (paired.wins, paired.losses, paired.ties) == (2, 1, 1)
     assert paired.sign_p == pytest.approx(1.0) and paired.mean == pytest.approx(0.025)
+    # against a constant (chance), as the report tests each condition: scipy's one-sample t-test
+    from scipy.stats import ttest_1samp
+    per_fold = [0.214, 0.417, 0.214, 0.333, 0.167, 0.214, 0.250]
+    versus = paired_comparison(per_fold, [1 / 7] * 7)
+    reference = ttest_1samp(per_fold, 1 / 7)
+    assert versus.t == pytest.approx(reference.statistic) and versus.t_p == pytest.approx(reference.pvalue)
+    assert versus.wins == 7 and versus.sign_p == pytest.approx(2 / 2 ** 7)
     folds = subject_folds([f"s{i}" for i in range(7)] * 2, 3, seed=0)
     assert sorted(len(f) for f in folds) == [2, 2, 3] and set().union(*folds) == {f"s{i}" for i in range(7)}
     assert folds == subject_folds([f"s{i}" for i in range(7)], 3, seed=0)
@@ -153,7 +160,8 @@ def test_experiment_miniature(tmp_path, astronaut):
         for metric in ("acc", "macro_f1"):
             assert 0.0 <= float(figures[f"{metric}_{condition}"]) <= 1.0
             assert float(figures[f"{metric}_{condition}_std"]) >= 0.0
-    assert all(math.isfinite(float(figures[k])) for k in ("ccc_valence", "ccc_arousal", "p_sign_acc"))
+    assert all(math.isfinite(float(figures[k])) for k in ("ccc_valence", "ccc_arousal", "p_sign_acc",
+                                                          "p_t_synth_only_vs_chance", "p_sign_synth_only_vs_chance"))
     assert figures["folds"] == "2" and figures["runs"] == "8"
     for heading in ("accuracy (mean ± std)", "accuracy per fold", "confusion, synth_only", "synth_aug against classic", "va regression",
                     "faces: 6 real of 3 subjects", "synthesized: 6 renders"):

@@ -392,12 +392,15 @@ def _report(options: ExperimentOptions, classes: list[str], real: FaceSet, synth
         figures[f"acc_{condition}"], figures[f"acc_{condition}_std"] = acc
         figures[f"macro_f1_{condition}"], figures[f"macro_f1_{condition}_std"] = f1
     chance = 1 / len(classes)
-    lines += ["", "accuracy per fold (mean over seeds):"]
+    lines += ["", "accuracy per fold (mean over seeds), and against chance over the folds (one-sample t, sign test):"]
     for condition in CONDITIONS:
         per_fold = _per_fold(results, condition, "accuracy", len(folds))
-        above = sum(a > chance for a in per_fold)
+        versus = paired_comparison(per_fold, [chance] * len(per_fold))
         lines.append(f"  {condition:<12} " + " ".join(f"{a:.3f}" for a in per_fold)
-                     + f"  ({above}/{len(folds)} folds above chance)")
+                     + f"  ({versus.wins}/{len(folds)} folds above chance; {versus.mean:+.4f}, "
+                     f"t({len(folds) - 1}) = {versus.t:.3f}, p = {versus.t_p:.4f}; sign p = {versus.sign_p:.4f})")
+        if condition == "synth_only":  # the question: does synthesis alone teach the classes?
+            figures["p_t_synth_only_vs_chance"], figures["p_sign_synth_only_vs_chance"] = versus.t_p, versus.sign_p
     width = max(len(c) for c in classes)
     for condition in CONDITIONS:
         total = sum(r.confusion for r in results if r.condition == condition)
