@@ -78,13 +78,14 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         _DESIGN + "the same scale as AU1, applied to the lateral brow."),
     ActionUnit(
         4, "Brow Lowerer", "corrugator supercilii, depressor supercilii, procerus", False,
-        "inner brow down 7 mm and medially 2 mm (brows drawn together), outer brow down 2.6 mm, "
-        "glabella skin down; upper-lid skin pushed down, lid margins stay",
+        "inner and middle brow down 7 mm and medially 2 mm (brows drawn together), outer brow down "
+        "3.5 mm, glabella skin down; upper-lid skin pushed down, lid margins stay",
         7.28, ((55,), (285,)), "norm",
         _DESIGN + "MediaPipe landmarks of the 7 dev subjects' posed-anger photos, Procrustes-aligned "
         "to their neutral photos (nose bridge, eye corners, temples) in canonical-mesh millimetres, "
-        "lower the inner and middle brow 6.4 mm on average (1-14 mm) and draw them in by under "
-        "1 mm; renders of the same faces show about 0.7 of the field, measured the same way."),
+        "lower the inner and middle brow 6.4 mm on average (1-14 mm; the middle 5.7, the inner 5.1 "
+        "and the outer 3.3 mm) and draw them in by under 1 mm; renders of the same faces show about "
+        "0.7 of the field, measured the same way."),
     ActionUnit(
         5, "Upper Lid Raiser", "levator palpebrae superioris (with the superior tarsal muscle)", False,
         "upper-lid margin up 2.5 mm and back 1 mm at its centre (0 at the canthi), the lid skin "

@@ -550,9 +550,12 @@ def _au2(rig: FaceRig, au: ActionUnit) -> np.ndarray:
 
 
 def _au4(rig: FaceRig, au: ActionUnit) -> np.ndarray:
-    # inner brow: 7 mm down and 2 mm medial (mostly down: posed brows barely converge in the image)
+    # inner and middle brow: 7 mm down and 2 mm medial (mostly down: posed brows barely converge
+    # in the image); posed anger lowers the middle brow as far as the inner one, the outer half
+    # as far (facs.py), so the descent holds to |x| = 30 mm. Together with AU1, whose rise is
+    # medial, this leaves the inner ends above the middle: the oblique brow of 1+4.
     down, medial = np.array([7.0, 2.0]) / np.hypot(7.0, 2.0) * au.magnitude_mm
-    return _brows(rig, lambda a: -down * _profile(a, (0, 14, 50), (1, 1, 0.375)),
+    return _brows(rig, lambda a: -down * _profile(a, (0, 14, 30, 50), (1, 1, 1, 0.5)),
                   lambda a: medial * _profile(a, (0, 14, 50), (1, 1, 1 / 3)))
 
 
