@@ -108,7 +108,8 @@ def test_seeds_reproduce_and_vary_the_variants(bank):
     # the same neighbours in VA, each showing itself or one of its alternatives
     assert torch.equal(bank.alternative_of[plain[2]], plain[2]) and torch.equal(bank.alternative_of[first[2]], plain[2])
     # the seed swaps between anger's lip actions (23 pressed tight vs 24 pressed together)
-    lips = {(float(au[0, column("AU23_L")]) > 0, float(au[0, column("AU24_L")]) > 0) for au, _, _ in map(query, range(60))}
+    lips = {(float(au[0, column("AU23_L")]) > 0, float(au[0, column("AU24_L")]) > 0)
+            for au, _, _ in map(query, range(60))}
     assert {(True, False), (False, True)} <= lips
     seeded = target_from_va(*at("anger", 0.95), bank, generator=torch.Generator().manual_seed(3))
     assert seeded == target_from_va(*at("anger", 0.95), bank, generator=torch.Generator().manual_seed(3))

@@ -4,10 +4,10 @@ Moving the mesh shows the large folds of an expression (a cheek bulging, the nas
 deepening), but not the narrow ones: a crease is 1-3 mm wide, below a face model's vertex
 spacing, and it is what FACS lists among an action unit's appearance changes (Ekman, Friesen &
 Hager 2002, the FACS Manual): AU1 "horizontal wrinkles in the centre of the forehead", AU2 in
-its lateral part, AU4 "vertical wrinkles between the brows" (and a horizontal one at the root
-of the nose), AU9 "wrinkles along the sides and across the root of the nose" with the upper
-nasolabial furrow deepened, AU10 the nasolabial furrow deepened, AU17 the furrow below the lower
-lip deepened (the mentolabial sulcus, as the chin boss pushes up). Where and how deep they run
+its lateral part, AU4 "vertical wrinkles between the brows", AU9 "wrinkles along the sides and
+across the root of the nose" with the upper nasolabial furrow deepened, AU10 the nasolabial
+furrow deepened, AU17 the furrow below the lower lip deepened (the mentolabial sulcus, as the
+chin boss pushes up). Where and how deep they run
 here is our design, not measured.
 
 Each crease is a polyline on the face model's rest surface, its points given as weighted blends
@@ -20,9 +20,8 @@ where the creased regions face the camera) from the line is shaded by the factor
 exp(-d^2 / (2 s^2)): a dark valley between two faint light shoulders (the skin bunched up on
 either side), so a crease reads as relief rather than as a drawn line, with the folded region a
 little darker overall (the valleys are shadowed: :data:`SHOULDER` < 1/2 gives less light than
-dark); ``taper`` fades it out
-over the last :data:`TAPER_FRACTION` of its length at a free end (the creases' factors are
-multiplied). Below :data:`MIN_SIGMA_PX` the profile is widened and made shallower in
+dark); ``taper`` fades it out over the last :data:`TAPER_FRACTION` of its length at a free
+end (the creases' factors are multiplied). Below :data:`MIN_SIGMA_PX` the profile is widened and made shallower in
 proportion, so that a small face gets a faint band rather than an aliased line.
 
 Convention: landmark ids are MediaPipe's; "R" is the subject's right side (-x in the model).
@@ -37,7 +36,8 @@ import torch
 from ..affect.targets import AU_KEYS
 from ..model.face_model import FaceModel
 
-__all__ = ["Crease", "CREASES", "CreaseLines", "crease_lines", "crease_shading", "MIN_SIGMA_PX", "SHOULDER", "FACTOR_RANGE", "GRID_MM", "TAPER_FRACTION", "MIRROR"]
+__all__ = ["Crease", "CREASES", "CreaseLines", "crease_lines", "crease_shading", "MIN_SIGMA_PX", "SHOULDER",
+           "FACTOR_RANGE", "GRID_MM", "TAPER_FRACTION", "MIRROR"]
 
 #: The narrowest crease profile drawn, in pixels (Gaussian sigma).
 MIN_SIGMA_PX = 1.0
@@ -61,7 +61,8 @@ class Crease:
         au: the action unit number that deepens it.
         points: the polyline, each point ``((landmark, weight), ...)`` with weights summing to 1.
         sigma_mm: half-width (Gaussian sigma) of its darkening, mm.
-        depth: darkening at its centre at full activation (0..1).
+        depth: weight of its profile at full activation (0..1): the valley's centre darkens
+            by depth * (1 - :data:`SHOULDER`).
         from_midline: it starts on the midline, where it joins its mirror image: only its
             lateral end fades out (both ends do otherwise).
     """
@@ -132,7 +133,7 @@ class CreaseLines:
         fades_at_start: [C] bool, whether the crease's first end fades (it is free).
         au_column: [C] int64 column of :data:`~affectsynth.affect.targets.AU_KEYS` that deepens it.
         sigma_mm: [C] profile half-width, mm.
-        depth: [C] darkening at full activation.
+        depth: [C] profile weight at full activation (:attr:`Crease.depth`).
     """
 
     segments: torch.Tensor
@@ -238,9 +239,10 @@ def _face_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: Crease
     factor = rest_xy.new_ones(ny, nx)
     for c in used:
         own = segments[first[c]:first[c + 1]]
-        (i0, j0), (i1, j1) = ((((own.reshape(-1, 2).amin(0) - reach[c] - low) / cell).floor().long().tolist()),
-                              (((own.reshape(-1, 2).amax(0) + reach[c] - low) / cell).ceil().long().tolist()))
-        i0, j0, i1, j1 = max(i0, 0), max(j0, 0), min(i1 + 1, nx), min(j1 + 1, ny)
+        corners = own.reshape(-1, 2)
+        i0, j0 = (max(int(n), 0) for n in ((corners.amin(0) - reach[c] - low) / cell).floor().tolist())
+        upper = ((corners.amax(0) + reach[c] - low) / cell).ceil().tolist()
+        i1, j1 = (min(int(n) + 1, limit) for n, limit in zip(upper, (nx, ny)))
         gx = low[0] + cell * torch.arange(i0, i1, device=device, dtype=dtype)
         gy = low[1] + cell * torch.arange(j0, j1, device=device, dtype=dtype)
         points = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)   # [P, 2]

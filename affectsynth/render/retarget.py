@@ -212,9 +212,10 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # Where each drawn surface point is in the photo, and whether the photo shows it there: no
     # skin in front of it (where no skin is drawn, an opening or the outline, nothing is).
     # Every per-vertex quantity the pixels need, interpolated in one pass (one corner lookup):
-    # the source position in the window, the source and target normals, the target in mm.
+    # the source position in the window, the source and target normals, the target in mm and
+    # the rest position (mm, the model's mean shape: where the creases are drawn).
     source_normals, target_normals = vertex_normals(torch.cat((src_w, dst_w)), faces).split(b)   # one pass for both
-    rest = model.mean.to(src_w)[None].expand(b, -1, -1)  # where the creases are drawn (:mod:`.creases`)
+    rest = model.mean.to(src_w)[None].expand(b, -1, -1)
     attributes = torch.cat((src_w, source_normals, target_normals, deformation.target, rest), -1)
     where, source_normal_px, target_normal_px, target_mm, rest_mm = interpolate(attributes, drawn_frags,
                                                                                 faces).split(3, -1)
@@ -228,8 +229,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     ratio = shading_ratio(source_normal_px, target_normal_px)
     lines = creases if creases is not None else crease_lines(model)
     if lines is not None:
-        deepened = (model_coeffs_to_au(deformation.exp_target, model)
-                    - model_coeffs_to_au(deformation.exp_source, model)).clamp(0.0, 1.0)      # [B, A]
+        target_au, source_au = model_coeffs_to_au(torch.cat((deformation.exp_target, deformation.exp_source)),
+                                                  model).split(b)
+        deepened = (target_au - source_au).clamp(0.0, 1.0)                                    # [B, A]
         ratio = ratio * crease_shading(rest_mm[..., :2].reshape(b, -1, 2), deepened,
                                        lines, _px_per_mm(dst, deformation.target)).reshape(ratio.shape)
     colour = torch.where((seen & (material == _SKIN))[..., None], colour * ratio[..., None].to(colour.dtype), colour)
