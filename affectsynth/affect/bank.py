@@ -73,13 +73,16 @@ FORMAT_VERSION = 1
 #: placements rounded to 5 degrees, not published coordinates: happiness, surprise, anger, fear and
 #: sadness follow where the words "happy"/"pleased", "astonished", "angry", "afraid" and "sad" lie
 #: in the circumplex of Russell (1980), "A circumplex model of affect", J. Pers. Soc. Psychol.
-#: 39(6), 1161-1178; disgust and contempt, which it does not scale, are our placements in the
-#: unpleasant, moderately aroused sector beyond "afraid": disgust the more unpleasant, toward
-#: "miserable", and contempt, a milder, one-sided display (its EMFACS code is at trace intensity),
-#: between it and fear (at the unpleasant pole a trace smirk would read as the mildest face).
+#: 39(6), 1161-1178; disgust, which it does not scale, is our placement in the unpleasant,
+#: moderately aroused sector beyond "afraid", toward "miserable". Contempt is not on the circle:
+#: its display (EMFACS R12A+R14A) is a trace one-sided smile, and on the intensity ramp toward
+#: the origin it reads as a faint smile, i.e. pleasant. At 140 degrees it made the unpleasant
+#: sector of the default bank render faces that the judge harness (tools/judge) read as *more*
+#: pleasant than the neutral face (valence proxy -0.10 at (-0.5, 0.3) against -0.15 for the
+#: neutral render; scripts/eval_judge.py). ``--expression contempt`` and the policies that draw
+#: categories still render it.
 CIRCUMPLEX_DEG: Mapping[str, float] = MappingProxyType({
-    "happiness": 15.0, "surprise": 70.0, "anger": 100.0, "fear": 115.0, "contempt": 140.0, "disgust": 160.0,
-    "sadness": 205.0})
+    "happiness": 15.0, "surprise": 70.0, "anger": 100.0, "fear": 115.0, "disgust": 160.0, "sadness": 205.0})
 #: States of the default bank beyond the basic emotions: name -> (angle in degrees as in
 #: :data:`CIRCUMPLEX_DEG`, FACS code at full intensity, category label). Placements as in Russell
 #: (1980): "sleepy" at the low-arousal pole, "relaxed" in the pleasant, calm quadrant, "happily
@@ -158,7 +161,7 @@ class VABank:
         table = emfacs_table()
         # (angle in degrees, [[A] activations at full intensity: the prototype, then alternatives], label)
         rim = [(CIRCUMPLEX_DEG[emotion], [v.au for v in variants], emotion)
-               for emotion, variants in table.variants.items() if emotion != "neutral"]
+               for emotion, variants in table.variants.items() if emotion in CIRCUMPLEX_DEG]
         rim += [(angle, [tuple(parse_au(code).au_vector(torch.float64).tolist())], label)
                 for angle, code, label in EXTRA_STATES.values()]
         va, au, labels, alternative_of = [[0.0, 0.0]], [[0.0] * len(AU_KEYS)], ["neutral"], [0]
