@@ -47,6 +47,7 @@ SPECK_PX = 2
 EYEBALL_DEPTH_BIAS_MM = 1.0
 _SKIN = MATERIALS.index("skin")
 _EYEBALL = MATERIALS.index("eyeball")
+_TEETH = MATERIALS.index("teeth")
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,16 @@ def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int],
         grid[:] = fill
     grid[torch.arange(n_batch, device=values.device)[:, None], pixels] = values
     return grid[:, :-1].reshape(n_batch, *size, *channels)
+
+
+def _interior_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
+                    size: tuple[int, int]) -> torch.Tensor:
+    """[B, N] the share of ``chosen`` among the ``interior`` pixels in each drawn pixel's 3 x 3
+    neighbourhood (both [B, N] bool over the drawn pixels ``pixels`` of a window of ``size``)."""
+    grids = _in_place(torch.stack((chosen, interior), -1).float(), pixels, size, 0.0).permute(0, 3, 1, 2)
+    sums = torch.nn.functional.avg_pool2d(grids, 3, stride=1, padding=1)             # [B, 2, h, w]
+    share = (sums[:, 0] / sums[:, 1].clamp(min=1e-6)).clamp(0.0, 1.0)
+    return _at(share, pixels, 0.0)
 
 
 def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
@@ -250,7 +261,11 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         # The fit's opening is only as good as the landmarks: where the photo's teeth show
         # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
         # rows between) would stripe the teeth like braces.
-        slit_in_photo = slit_in_photo & ~looks_like_teeth(colour, mouth_appearance.lip)
+        # So are a moved tooth's (the lower teeth of a jaw that opens further): a tooth in the
+        # photo's pixel of a tooth, whatever the fit says of the edges.
+        tooth_in_photo = (material == _TEETH) & looks_like_teeth(colour, mouth_appearance.lip)
+        slit_in_photo = slit_in_photo & ~tooth_in_photo
+        moved = moved & ~tooth_in_photo
     seen = seen & ~(interior & (moved | (slit_in_photo & ~slit_in_target)))
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
@@ -260,15 +275,28 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         painted = eyeball_colour(target_mm[hidden_eye][:, None], _rows(eyes, face))               # [N, 1, 3]
         colour = colour.index_put((hidden_eye,), painted[:, 0].to(colour.dtype))
         seen = seen | hidden_eye
-    shaded_mouth = interior & ~seen
-    if mouth_appearance is not None and bool(shaded_mouth.any()):
+    if mouth_appearance is not None and bool((interior & ~seen).any()):
         rim = _lip_rim(model).to(faces.device)
         rim_z = deformation.target[:, rim, 2].mean(1)                                      # [B] mm
-        face = shaded_mouth.nonzero()[:, 0]
-        at = (shaded_mouth,)
-        shaded = shade_mouth(material[at][:, None, None], (rim_z[face] - target_mm[at][:, 2])[:, None, None],
+        face = interior.nonzero()[:, 0]
+        at = (interior,)
+        # Photo or shading is decided per pixel, and along the edge between them (the upper teeth
+        # a raised lip uncovers, the lower ones a jaw moves) the decision flips pixel by pixel: a
+        # speckle of photo teeth and dark socket. Each interior pixel takes the photo by the share
+        # of the interior pixels around it that take it.
+        share = _interior_share((interior & seen)[:, 0], interior[:, 0], pixels, size)[:, None]   # [B, 1, N]
+        photo_share = share[at][:, None].to(colour.dtype)                                 # [M, 1]
+        behind_mm = rim_z[face] - target_mm[at][:, 2]                                      # [M]
+        # The teeth's tone is the photo's own teeth, lit and occluded as they are where the photo
+        # shows them: teeth are darkened only by how much deeper they lie than those.
+        teeth = material[at] == _TEETH
+        for i in range(b):
+            shown = teeth & (face == i) & (photo_share[:, 0] > 0.5)
+            if bool(shown.any()):
+                behind_mm = torch.where(teeth & (face == i), behind_mm - behind_mm[shown].median(), behind_mm)
+        shaded = shade_mouth(material[at][:, None, None], behind_mm[:, None, None],
                              target_normal_px[at][:, 2].abs()[:, None, None], _rows(mouth_appearance, face))
-        colour = colour.index_put(at, shaded[:, 0, 0].to(colour.dtype))
+        colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * shaded[:, 0, 0].to(colour.dtype))
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
     coverage = fill_specks(_in_place((seen | interior)[:, 0], pixels, size, False).to(photo.dtype)[:, None], SPECK_PX)
