@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from affectsynth.io import load_image
 from affectsynth.model.face_model import MATERIALS
 from affectsynth.pipeline import FaceFitter
 from affectsynth.render import rasterize
-from affectsynth.render.materials import (OCCLUSION_FLOOR, RATIO_RANGE, TEETH_ALBEDO, MouthAppearance,
+from affectsynth.render.materials import (OCCLUSION_FLOOR, PHOTO_GAMMA, RATIO_RANGE, TEETH_ALBEDO, MouthAppearance,
                                           estimate_mouth_appearance, looks_like_teeth, shade_mouth, shading_ratio,
                                           vertex_normals)
 from affectsynth.render.shade import surface_depth_at
@@ -97,4 +98,5 @@ def test_shading_ratio_follows_the_turn_of_the_normal():
     assert torch.allclose(shading_ratio(normals, normals), torch.ones(3))
     turned = shading_ratio(facing.expand(3, 3), normals)
     assert turned[1] > 1.0 > turned[2] and turned[0] == 1.0
-    assert shading_ratio(facing, -facing) == RATIO_RANGE[0]  # turned away: darkened, but only so far
+    # turned away: darkened, but only so far (in linear light; the factor is for sRGB-encoded values)
+    assert shading_ratio(facing, -facing) == pytest.approx(RATIO_RANGE[0] ** (1 / PHOTO_GAMMA))

@@ -9,8 +9,9 @@ which stands for the shadow the lips and cheeks cast into the mouth. The eyeball
 shaded by :mod:`affectsynth.render.eyes`. Skin the photo does show is only re-shaded where
 an expression turns it (:func:`shading_ratio`).
 
-Colours are linear in the photo's own values (no gamma handling: the tones are measured in
-the same photo).
+Tones are in the photo's own values (no gamma handling: they are measured in the same photo);
+a change of light (:func:`shading_ratio`) is worked out in linear light and applied to the
+photo's gamma-encoded values as such.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ _LUMA = (0.299, 0.587, 0.114)
 KEY_LIGHT, AMBIENT = (0.0, -0.5, 1.0), 0.45
 #: Bounds of the shading ratio: a change of shape re-shades skin, it does not repaint it.
 RATIO_RANGE = (0.6, 1.3)
+#: The photo's encoding: sRGB, close to a 2.2 power law. A linear-light ratio r scales its
+#: values by r ** (1 / 2.2); applied to them as is, a brow turned up toward the light went
+#: 1.3 x lighter instead of 1.13 x, and brown hair went orange.
+PHOTO_GAMMA = 2.2
 
 
 @dataclass(frozen=True)
@@ -186,13 +191,15 @@ def shading_ratio(source_normals: torch.Tensor, target_normals: torch.Tensor) ->
     The photo already holds the point's shading under its own light; moving the surface
     (a cheek bulging, a brow furrowing, a crease forming) changes only the part of it that
     depends on orientation. Under :data:`KEY_LIGHT` with :data:`AMBIENT`, Lambert's law gives
-    the ratio of the target's shading to the source's, clamped to :data:`RATIO_RANGE`.
+    the ratio of the target's shading to the source's in linear light, clamped to
+    :data:`RATIO_RANGE`, returned as the factor for the photo's encoded values
+    (:data:`PHOTO_GAMMA`).
 
     Args:
         source_normals, target_normals: [..., 3] unit normals of the same surface points in
             image space as :func:`vertex_normals` returns them (front faces: depth < 0).
     Returns:
-        [...] the ratio (1 where the orientation did not change).
+        [...] the factor (1 where the orientation did not change).
     """
     light = source_normals.new_tensor(KEY_LIGHT)
     light = light / light.norm()
@@ -200,4 +207,4 @@ def shading_ratio(source_normals: torch.Tensor, target_normals: torch.Tensor) ->
     def lambert(n: torch.Tensor) -> torch.Tensor:
         return AMBIENT + (1 - AMBIENT) * (-(n * light).sum(-1)).clamp(min=0)  # outward normal = -n
 
-    return (lambert(target_normals) / lambert(source_normals)).clamp(*RATIO_RANGE)
+    return (lambert(target_normals) / lambert(source_normals)).clamp(*RATIO_RANGE) ** (1.0 / PHOTO_GAMMA)
