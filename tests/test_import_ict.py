@@ -210,3 +210,16 @@ def test_render_changes_the_face_only(ict_npz, astronaut, tmp_path):
     assert changed[my0:my1, mx0:mx1].mean() > 0.5  # the mouth opened
     # ... onto the drawn mouth interior: darker than the photo's smile (teeth) there
     assert image[my0:my1, mx0:mx1].mean() < astronaut[my0:my1, mx0:mx1].mean() - 10
+
+
+def test_the_default_models_nose_wrinkler_moves_as_icts(ict_model, default_model):
+    # The default model's AU9 magnitudes come from ICT's noseSneer (affectsynth/affect/facs.py):
+    # measured at the same MediaPipe landmarks, the vertical motion at full weight agrees within
+    # 1.5 mm at the nose tip, the wings and the upper lip, and the brows come down alike.
+    def rise(model, names):
+        field = sum(model.exp_basis[model.exp_index(n)] for n in names)[None].double()
+        return model.landmarks(field, "mp478")[0, :, 1]
+
+    ict, ours = rise(ict_model, ("noseSneer_L", "noseSneer_R")), rise(default_model, ("AU9",))
+    for ids in ((1,), (64, 294), (98, 327), (0,), (13,), (55, 285)):  # tip, wings, alar base, upper lip, inner brows
+        assert abs(float(ict[list(ids)].mean() - ours[list(ids)].mean())) < 1.5, (ids, ict[list(ids)], ours[list(ids)])

@@ -62,6 +62,12 @@ class ActionUnit:
 
 
 _DESIGN = "Design choice (no measured norm for this displacement is cited): "
+#: Magnitudes taken from ICT-FaceKit (USC ICT, MIT licence; R. Li et al., "Learning formation of
+#: physically-based face attributes", CVPR 2020), a face model built on light-stage scans, whose
+#: README maps its ARKit-named expression shapes to FACS units: the mapped shapes' displacement at
+#: full weight, measured at the same MediaPipe landmarks through the mp478 registration of
+#: :mod:`affectsynth.model.importers.ict`.
+_ICT = "ICT-FaceKit's ARKit shapes at full weight (measured at these landmarks): "
 
 ACTION_UNITS: tuple[ActionUnit, ...] = (
     ActionUnit(
@@ -112,10 +118,14 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         "~25 %."),
     ActionUnit(
         9, "Nose Wrinkler", "levator labii superioris alaeque nasi", False,
-        "nasal wings and the skin on the sides of the nose up 3 mm (the nasal root 0.5 mm), inner "
-        "brows down 4 mm, lower-lid margins up 1.5 mm, upper-lip centre up 3 mm (corners 1 mm)",
-        3.0, ((64,), (294,)), "up",
-        _DESIGN + "about 6 % of the canonical nose length (nasion to subnasale, 54 mm)."),
+        "nasal wings and the skin on the sides of the nose up 8 mm (the tip 3.6, the nasal root 0.5 mm), inner "
+        "brows down 4 mm, infraorbital cheek up 4 mm, lower-lid margins up 1.5 mm, upper-lip "
+        "centre up 7.5 mm (corners 5 mm)",
+        8.0, ((64,), (294,)), "up",
+        _ICT + "noseSneer_L + noseSneer_R move the nasal wings 8.5 mm up (the tip 3.6), the upper lip 7.7 (centre) "
+        "to 9.4 mm (beside the philtrum), the corners 5.7, the infraorbital cheek 4.6, the inner "
+        "brows 3.8 mm down. (Until then 3 mm, a design choice: the rendered disgust prototype "
+        "raised the upper lip 1.8 mm where the dev subjects' posed disgust raised it 3.9.)"),
     ActionUnit(
         10, "Upper Lip Raiser", "levator labii superioris (caput infraorbitalis)", False,
         "upper lip up, more laterally (4 mm beside the philtrum) than at the midline (2.5 mm), "

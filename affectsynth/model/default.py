@@ -615,13 +615,18 @@ def _au6(rig: FaceRig, au: ActionUnit) -> np.ndarray:
 def _au9(rig: FaceRig, au: ActionUnit) -> np.ndarray:
     v = rig.vertices
     nose, brow = rig.parts["nose"], rig.both("brow")
-    # the nose skin rises fully up to 12 mm above the nose's lowest point, 0.5 mm at the root
-    nose_up = 0.5 + (au.magnitude_mm - 0.5) * _profile(v[nose, 1] - v[nose, 1].min(), (0, 12, 40), (1, 1, 0))
-    lips, lip_values = rig.lip_values(lambda r, ids, t: np.outer(3.0 - 2.0 * t ** 2, [0, 1, 0]), _still)
-    handles = np.r_[nose, brow, lips]
+    # the nose skin rises fully up to 12 mm above the nose's lowest point, 0.5 mm at the root;
+    # the wings the full magnitude, the tip and columella on the midline less than half of it
+    lateral = _profile(v[nose, 0], (0, 3, 12), (0.45, 0.45, 1.0))
+    nose_up = 0.5 + (au.magnitude_mm - 0.5) * lateral * _profile(v[nose, 1] - v[nose, 1].min(), (0, 12, 40), (1, 1, 0))
+    # the upper lip goes up with the wings (7.5 mm at the midline, 5 at the corners), and so does
+    # the infraorbital cheek (4 mm); the brows come down medially
+    lips, lip_values = rig.lip_values(lambda r, ids, t: np.outer(7.5 - 2.5 * t ** 2, [0, 1, 0]), _still)
+    cheek = rig.both("infraorbital")
+    handles = np.r_[nose, brow, lips, cheek]
     values = np.r_[np.outer(nose_up, [0, 1, 0]),
-                   np.outer(-_profile(np.abs(v[brow, 0]), (0, 14, 35), (4.0, 4.0, 0.0)), [0, 1, 0]),  # inner brows down
-                   lip_values]
+                   np.outer(-_profile(np.abs(v[brow, 0]), (0, 14, 40), (4.0, 4.0, 0.0)), [0, 1, 0]),
+                   lip_values, rig.mirrored(cheek, (0.0, 4.0, 1.0))]
     # the infraorbital skin pushed up narrows the eye from below (FACS: the lower lid may rise)
     lower_lids = _lids(rig, {"lower_margin_": lambda s: np.outer(rig.margin_profile("lower_margin_" + s),
                                                                  [0.0, 1.5, 0.0])}, rig.both("upper_margin"))
