@@ -212,14 +212,17 @@ def test_render_changes_the_face_only(ict_npz, astronaut, tmp_path):
     assert image[my0:my1, mx0:mx1].mean() < astronaut[my0:my1, mx0:mx1].mean() - 10
 
 
-def test_the_default_models_nose_wrinkler_moves_as_icts(ict_model, default_model):
-    # The default model's AU9 magnitudes come from ICT's noseSneer (affectsynth/affect/facs.py):
-    # measured at the same MediaPipe landmarks, the vertical motion at full weight agrees within
-    # 1.5 mm at the nose tip, the wings and the upper lip, and the brows come down alike.
+@pytest.mark.parametrize("au, shapes, landmarks", [
+    ("AU9", ("noseSneer_L", "noseSneer_R"), ((1,), (64, 294), (98, 327), (0,), (13,), (55, 285))),  # tip, wings, alar
+    # base, upper lip, inner brows
+])
+def test_the_default_models_action_unit_moves_as_icts(ict_model, default_model, au, shapes, landmarks):
+    # AU9's magnitudes come from the ICT shape its README maps it to (affectsynth/affect/facs.py):
+    # measured at the same MediaPipe landmarks, the vertical motion at full weight agrees within 1.5 mm.
     def rise(model, names):
         field = sum(model.exp_basis[model.exp_index(n)] for n in names)[None].double()
         return model.landmarks(field, "mp478")[0, :, 1]
 
-    ict, ours = rise(ict_model, ("noseSneer_L", "noseSneer_R")), rise(default_model, ("AU9",))
-    for ids in ((1,), (64, 294), (98, 327), (0,), (13,), (55, 285)):  # tip, wings, alar base, upper lip, inner brows
+    ict, ours = rise(ict_model, shapes), rise(default_model, (au,))
+    for ids in landmarks:
         assert abs(float(ict[list(ids)].mean() - ours[list(ids)].mean())) < 1.5, (ids, ict[list(ids)], ours[list(ids)])
