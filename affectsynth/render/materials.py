@@ -162,7 +162,9 @@ def shade_mouth(material: torch.Tensor, behind_lips_mm: torch.Tensor, facing: to
 
     Args:
         material: [B, H, W] int64 index into :data:`MATERIALS` (other materials get 0).
-        behind_lips_mm: [B, H, W] how far behind the lips' inner edge the point lies, mm.
+        behind_lips_mm: [B, H, W] how far behind the lips' inner edge the point lies, mm (for
+            teeth, the renderer passes it relative to the teeth the photo shows, where their
+            tone was measured).
         facing: [B, H, W] cosine between the surface normal and the view direction (0..1).
         appearance: the faces' :class:`MouthAppearance`.
     Returns:

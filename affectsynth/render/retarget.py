@@ -166,9 +166,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     (source z-buffer) is not in front of it. A skin point the photo does not show
     (self-occlusion, e.g. the far cheek of a turned face) is left to the photo: a hidden
     texel is never smeared across the face. An interior point (mouth socket, teeth, gums,
-    tongue) the photo does not show is shaded (:mod:`.materials`); so is an eyeball point
-    the photo's lids hid, when ``eyes`` is given (:mod:`.eyes`; without it such points are
-    left to the photo, like skin).
+    tongue) the photo does not show is shaded (:mod:`.materials`; where shaded and photo
+    pixels meet, the two are blended), and so is an eyeball point the photo's lids hid, when
+    ``eyes`` is given (:mod:`.eyes`; without it such points are left to the photo, like skin).
 
     Args:
         photo: [1, C, H, W] float in [0, 1].
@@ -261,8 +261,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         # The fit's opening is only as good as the landmarks: where the photo's teeth show
         # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
         # rows between) would stripe the teeth like braces.
-        # So are a moved tooth's (the lower teeth of a jaw that opens further): a tooth in the
-        # photo's pixel of a tooth, whatever the fit says of the edges.
+        # A moved tooth (the lower teeth of a jaw that opens further) keeps the photo's pixel
+        # too where that pixel is a tooth, whatever the fit says of the edges.
         tooth_in_photo = (material == _TEETH) & looks_like_teeth(colour, mouth_appearance.lip)
         slit_in_photo = slit_in_photo & ~tooth_in_photo
         moved = moved & ~tooth_in_photo
@@ -288,7 +288,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         photo_share = share[at][:, None].to(colour.dtype)                                 # [M, 1]
         behind_mm = rim_z[face] - target_mm[at][:, 2]                                      # [M]
         # The teeth's tone is the photo's own teeth, lit and occluded as they are where the photo
-        # shows them: teeth are darkened only by how much deeper they lie than those.
+        # shows them: teeth are darkened only by how much deeper they lie than those (per face;
+        # B is the number of faces in the photo, small).
         teeth = material[at] == _TEETH
         for i in range(b):
             shown = teeth & (face == i) & (photo_share[:, 0] > 0.5)
