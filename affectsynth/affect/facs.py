@@ -169,9 +169,10 @@ ACTION_UNITS: tuple[ActionUnit, ...] = (
         "border (MediaPipe 17) to the chin boss (199)."),
     ActionUnit(
         20, "Lip Stretcher", "risorius (with platysma)", True,
-        "lip corner lateral 5 mm, down 1 mm, back 1.5 mm; lips flattened and stretched",
-        5.32, ((61,), (291,)), "norm",
-        _DESIGN + "about a tenth of the mouth width per side."),
+        "lip corner lateral 6.7 mm, down 3 mm, back 6.9 mm; lips flattened and stretched",
+        10.1, ((61,), (291,)), "norm",
+        _ICT + "mouthStretch_L + mouthStretch_R move the corners 6.7 mm out, 3.0 down and 6.9 back. "
+        "(Until then 5.3 mm, 5 out, 1 down, 1.5 back, a design choice.)"),
     ActionUnit(
         23, "Lip Tightener", "orbicularis oris", False,
         "corners medial 2 mm, vermilion narrowed 1.5 mm per lip (outer borders toward the slit), "

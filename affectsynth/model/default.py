@@ -711,7 +711,7 @@ def _au17(rig: FaceRig, au: ActionUnit) -> np.ndarray:
 
 
 def _au20(rig: FaceRig, au: ActionUnit) -> np.ndarray:
-    return rig.move_lips(*_corner_pull(_along((5.0, -1.0, -1.5), au.magnitude_mm)))
+    return rig.move_lips(*_corner_pull(_along((6.7, -3.0, -6.9), au.magnitude_mm)))  # back around the dental arch
 
 
 def _au23(rig: FaceRig, au: ActionUnit) -> np.ndarray:
