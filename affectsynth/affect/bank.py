@@ -79,7 +79,7 @@ FORMAT_VERSION = 1
 #: the origin it reads as a faint smile, i.e. pleasant. At 140 degrees it made the unpleasant
 #: sector of the default bank render faces that the judge harness (tools/judge) read as *more*
 #: pleasant than the neutral face (valence proxy -0.10 at (-0.5, 0.3) against -0.15 for the
-#: neutral render; scripts/eval_judge.py). ``--expression contempt`` and the policies that draw
+#: neutral render, on the dev photos scaled to 1000 px, seeds 0-2). ``--expression contempt`` and the policies that draw
 #: categories still render it.
 CIRCUMPLEX_DEG: Mapping[str, float] = MappingProxyType({
     "happiness": 15.0, "surprise": 70.0, "anger": 100.0, "fear": 115.0, "disgust": 160.0, "sadness": 205.0})

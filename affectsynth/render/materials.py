@@ -52,7 +52,7 @@ KEY_LIGHT, AMBIENT = (0.0, -0.5, 1.0), 0.45
 RATIO_RANGE = (0.6, 1.3)
 #: The photo's encoding: sRGB, close to a 2.2 power law. A linear-light ratio r scales its
 #: values by r ** (1 / 2.2); applied to them as is, a brow turned up toward the light went
-#: 1.3 x lighter instead of 1.13 x, and brown hair went orange.
+#: 1.3 x lighter instead of 1.13 x, and light-brown brows went orange.
 PHOTO_GAMMA = 2.2
 
 
