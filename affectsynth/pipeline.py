@@ -317,7 +317,7 @@ def synthesize(image: np.ndarray | str | os.PathLike, target: ExpressionCode | s
         target: an :class:`ExpressionCode`, a target string (:func:`parse_target`: ``"happiness"``,
             ``"fear@0.5"``, ``"va:0.5,0.7"``, ``"au:12:0.8,6:0.6"``), or a list of them.
         model: a :class:`FaceModel`, a model ``.npz`` path, or None for the embedded default model.
-        detector: "mediapipe" or "dlib". backend: rasteriser ("auto", "numba", "moderngl").
+        detector: "mediapipe" or "dlib". backend: rasteriser ("auto", "numba", "moderngl", "nvdiffrast").
         device: "cpu" or "cuda" (InputError when it is not there).
         seed: seeds the sampling of expression variants of string targets, drawn in list order
             (None: the prototypes and the kernel-weighted VA mean). Same inputs and seed, same bytes on CPU.
