@@ -74,14 +74,17 @@ def random_soup(batch: int, faces: int, size: tuple[int, int], seed: int) -> tup
     return torch.cat((xy, depth), -1), torch.arange(3 * faces).reshape(faces, 3)
 
 
-def assert_fragments_agree(ours, theirs, verts, faces, near_px: float, share: float) -> None:
-    """tri_id equal but where a pixel centre lies within ``near_px`` of an edge of either's
-    triangle (at most ``share`` of the pixels); bary and depth equal where tri_id is."""
+def assert_fragments_agree(ours, theirs, verts, faces, near_px: float, share: float, depth_px: float = 0.0) -> None:
+    """tri_id equal (but on at most ``share`` of the pixels) except where a pixel centre lies within
+    ``near_px`` of an edge of either's triangle, or where both drew surfaces nearer in depth than
+    ``depth_px`` (a crossing of two surfaces); bary and depth equal where tri_id is."""
     differ = ours.tri_id != theirs.tri_id
     assert differ.float().mean() <= share, differ.float().mean()
     if bool(differ.any()):
         near = torch.minimum(edge_distance_px(ours, verts, faces), edge_distance_px(theirs, verts, faces))
-        assert (near[differ] < near_px).all(), near[differ].max()
+        tie = ours.mask & theirs.mask & ((ours.depth - theirs.depth).abs() <= depth_px)
+        explained = (near < near_px) | tie
+        assert explained[differ].all(), near[differ & ~explained].min()
     same = ~differ & ours.mask
     assert (ours.bary[same] - theirs.bary[same]).abs().max() < 1e-3
     assert (ours.depth[same] - theirs.depth[same]).abs().max() < 1e-2
@@ -162,8 +165,10 @@ def test_nvdiffrast_matches_numba(default_model, astronaut, bench_gpu, fits):
             gpu = rasterize(verts.cuda(), tris.cuda(), size, backend="auto", cull_backfaces=cull)
             assert gpu.backend == "nvdiffrast" and gpu.tri_id.is_cuda
             theirs = type(gpu)(gpu.tri_id.cpu(), gpu.bary.cpu(), gpu.depth.cpu(), gpu.backend)
-            # nvdiffrast snaps corners to 1/16 px: centres within half of that of an edge may differ.
-            assert_fragments_agree(ours, theirs, verts.cpu(), tris.cpu(), near_px=1 / 32 + 1e-4, share=5e-3)
+            # nvdiffrast snaps corners to 1/16 px: centres within half of that of an edge may differ,
+            # and so may the winner where two surfaces cross (its depth planes come from snapped corners).
+            assert_fragments_agree(ours, theirs, verts.cpu(), tris.cpu(), near_px=1 / 32 + 1e-4, share=5e-3,
+                                   depth_px=0.5)
 
 
 @need_cuda
