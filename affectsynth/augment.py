@@ -203,7 +203,7 @@ class AffectAugment(nn.Module):
             Default: :data:`DEFAULT_CLASSES`.
         soft_labels: "class" labels out as the target's soft label instead of one-hot.
         model: a model .npz path, or None for the embedded default model.
-        detector: "mediapipe" or "dlib". backend: rasteriser ("auto", "numba", "moderngl").
+        detector: "mediapipe" or "dlib". backend: rasteriser ("auto", "numba", "moderngl", "nvdiffrast").
         cache_dir: a fit cache folder shared across processes and runs, or None (memory only).
         memory_fits: fits kept in memory per process (an LRU).
     """

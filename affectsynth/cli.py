@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-cache", type=Path, help="fit cache folder, to share between jobs (default OUT/.fitcache)")
     p.add_argument("--model", type=Path, help="a model .npz (default: the embedded FACS model)")
     p.add_argument("--detector", choices=("mediapipe", "dlib"), default="mediapipe")
-    p.add_argument("--backend", default="auto", help="rasteriser: auto, numba or moderngl")
+    p.add_argument("--backend", default="auto", help="rasteriser: auto, numba, moderngl or nvdiffrast (CUDA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_batch)
 
@@ -532,9 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_options(p: argparse.ArgumentParser, render: bool = False) -> None:
     p.add_argument("--model", type=Path, help="a model .npz (default: the embedded FACS model)")
     p.add_argument("--detector", choices=("mediapipe", "dlib"), default="mediapipe")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu); cuda without CUDA is an error")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: cuda where CUDA and a CUDA "
+                                                  "rasteriser are there, else cpu); cuda without CUDA is an error")
     if render:
-        p.add_argument("--backend", default="auto", help="rasteriser: auto, numba or moderngl")
+        p.add_argument("--backend", default="auto", help="rasteriser: auto, numba, moderngl or nvdiffrast (CUDA)")
     p.add_argument("--all-faces", action="store_true",
                    help="every face (default: the single dominant face; similar-sized faces are an error)")
 

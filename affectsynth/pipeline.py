@@ -9,6 +9,8 @@ valence-arousal point through the VA bank) and ``au:12:0.8,6:0.6`` (action units
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +29,8 @@ from .model import FaceModel
 
 __all__ = ["FaceFit", "FaceFitter", "SynthesisResult", "Synthesizer", "synthesize", "parse_target",
            "va_path_points", "va_path_targets", "resolve_device", "select_faces", "target_labels"]
+
+log = logging.getLogger("affectsynth")
 
 #: A second face at least this fraction of the largest face's box area makes "which face?"
 #: ambiguous; a smaller one (a bystander in the background) is ignored.
@@ -52,7 +56,11 @@ def select_faces(landmarks: Landmarks, all_faces: bool, name: str = "image") -> 
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> a torch device; InputError when that device is not there."""
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` -> a torch device; InputError when a named
+    device is not there. "auto" is CUDA where it can render (CUDA and a rasteriser for CUDA tensors,
+    :mod:`affectsynth.render.raster`), else the CPU, with the reason logged (at INFO, once per process)."""
+    if device == "auto":
+        return _auto_device()
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
@@ -66,6 +74,25 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif resolved.type != "cpu":
         raise InputError(f"unsupported device {device!r} (use cpu or cuda)")
     return resolved
+
+
+def _auto_device() -> torch.device:
+    from .render.raster import available_backends
+
+    if not torch.cuda.is_available():
+        reason = "CUDA is not available (this torch build or machine has no usable GPU)"
+    elif not available_backends("cuda"):
+        reason = "no rasteriser for CUDA tensors is installed (pip install affectsynth[gpu])"
+    else:
+        return torch.device("cuda")
+    _log_cpu_fallback(reason)
+    return torch.device("cpu")
+
+
+@functools.cache
+def _log_cpu_fallback(reason: str) -> None:
+    """Log why device "auto" runs on the CPU, once per process and reason."""
+    log.info("device auto: rendering on the CPU: %s", reason)
 
 
 @dataclass(frozen=True)
@@ -317,8 +344,8 @@ def synthesize(image: np.ndarray | str | os.PathLike, target: ExpressionCode | s
         target: an :class:`ExpressionCode`, a target string (:func:`parse_target`: ``"happiness"``,
             ``"fear@0.5"``, ``"va:0.5,0.7"``, ``"au:12:0.8,6:0.6"``), or a list of them.
         model: a :class:`FaceModel`, a model ``.npz`` path, or None for the embedded default model.
-        detector: "mediapipe" or "dlib". backend: rasteriser ("auto", "numba", "moderngl").
-        device: "cpu" or "cuda" (InputError when it is not there).
+        detector: "mediapipe" or "dlib". backend: rasteriser ("auto", "numba", "moderngl", "nvdiffrast").
+        device: "cpu", "cuda" (InputError when it is not there) or "auto" (:func:`resolve_device`).
         seed: seeds the sampling of expression variants of string targets, drawn in list order
             (None: the prototypes and the kernel-weighted VA mean). Same inputs and seed, same bytes on CPU.
         all_faces: render every face (default: the single dominant face; similar-sized faces are an error).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -124,3 +125,22 @@ def test_devices():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_auto_device_takes_cuda_where_it_can_render_else_the_cpu_and_says_why_once(monkeypatch, caplog):
+    import affectsynth.pipeline as pipeline
+    import affectsynth.render.raster_nvdiffrast as raster_nvdiffrast
+
+    caplog.set_level(logging.INFO, logger="affectsynth")
+    pipeline._log_cpu_fallback.cache_clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(InputError, match="CUDA is not available"):  # asked for by name: still an error
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(raster_nvdiffrast, "_nvdiffrast_importable", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    reasons = [r.getMessage() for r in caplog.records if r.getMessage().startswith("device auto")]
+    assert len(reasons) == 2 and "CUDA is not available" in reasons[0] and "affectsynth[gpu]" in reasons[1]
+    monkeypatch.setattr(raster_nvdiffrast, "_nvdiffrast_importable", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")

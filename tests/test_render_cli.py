@@ -134,6 +134,14 @@ def test_cuda_without_cuda_exits_2(photo, capsys, tmp_path, command):
     assert "CUDA is not available" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_device_auto_is_the_default_and_renders_on_the_cpu(photo, tmp_path):
+    meta = tmp_path / "meta.json"
+    assert main(["render", str(photo), "--expression", "happiness", "-o", str(tmp_path / "out.png"),
+                 "--json", str(meta)]) == 0
+    assert json.loads(meta.read_text())["device"] == "cpu"
+
+
 def test_sheet_renders_the_default_targets(photo, tmp_path):
     assert main(["sheet", str(photo), "-o", str(tmp_path / "sheet.png"), "--json", str(tmp_path / "sheet.json")]) == 0
     meta = json.loads((tmp_path / "sheet.json").read_text())

@@ -32,8 +32,7 @@ Barycentrics
 Backends
 --------
 ``BACKENDS`` maps a name to a :class:`RasterBackend`; ``backend="auto"`` takes the first
-available one in ``AUTO_ORDER`` that accepts the input's device. A GPU backend (nvdiffrast)
-is one more entry in both.
+available one in ``AUTO_ORDER`` that accepts the input's device.
 
 * ``"numba"`` — a CPU z-buffer compiled with numba: triangles are binned into bands of
   rows and the bands are rasterised in parallel (each band owns its rows: no races), or
@@ -45,6 +44,11 @@ is one more entry in both.
   an edge (llvmpipe snaps vertices to a 1/256 px grid) and where two surfaces are nearer in
   depth than its 24-bit depth buffer resolves. Slower than ``"numba"`` on every size and
   batch measured; kept as an independent cross-check.
+* ``"nvdiffrast"`` — CUDA tensors, through nvdiffrast's CUDA rasteriser
+  (:mod:`.raster_nvdiffrast`; ``pip install affectsynth[gpu]``). The first in ``AUTO_ORDER``, so
+  "auto" takes it for CUDA tensors where it is installed (it takes no CPU tensors). It may
+  disagree with ``"numba"`` for pixel centres within ~1/32 px of an edge (it snaps corners to
+  1/16 px). Untested on a GPU so far.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ from types import FunctionType, MappingProxyType
 import numba
 import numpy as np
 import torch
+
+from .raster_nvdiffrast import nvdiffrast_available, rasterize_nvdiffrast
 
 __all__ = ["Fragments", "RasterBackend", "BACKENDS", "AUTO_ORDER", "rasterize", "Rasterizer",
            "available_backends", "resolve_backend"]
@@ -400,10 +406,11 @@ def _moderngl_available() -> bool:
 BACKENDS: Mapping[str, RasterBackend] = MappingProxyType({
     "numba": RasterBackend(run=_rasterize_numba, available=lambda: True, devices=("cpu",)),
     "moderngl": RasterBackend(run=_rasterize_moderngl, available=_moderngl_available, devices=("cpu",)),
+    "nvdiffrast": RasterBackend(run=rasterize_nvdiffrast, available=nvdiffrast_available, devices=("cuda",)),
 })
 
-#: Preference order of ``backend="auto"``.
-AUTO_ORDER: tuple[str, ...] = ("numba", "moderngl")
+#: Preference order of ``backend="auto"`` (a backend is skipped for tensors on a device it does not take).
+AUTO_ORDER: tuple[str, ...] = ("nvdiffrast", "numba", "moderngl")
 
 
 def _usable(name: str, device: torch.device | str) -> bool:
