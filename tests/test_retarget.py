@@ -10,7 +10,10 @@ from affectsynth.affect.targets import parse_au, parse_expression
 from affectsynth.deform import retarget
 from affectsynth.fit import FitResult
 from affectsynth.pipeline import FaceFitter
-from affectsynth.render.retarget import render_retargeted
+from affectsynth.camera import rotation_from_euler_deg, to_image_space
+from affectsynth.model.face_model import MATERIALS
+from affectsynth.render.raster import rasterize
+from affectsynth.render.retarget import rasterize_target, render_retargeted
 
 
 def _to_tensor(image):
@@ -89,3 +92,27 @@ def test_brow_lowerer_creases_darken_the_glabella_only(default_model, astronaut,
     assert xs.min() >= inner_brows[:, 0].min() - margin and xs.max() <= inner_brows[:, 0].max() + margin
     assert ys.max() <= nasal_root[1] + margin
     assert float(luma[changed].mean()) < -2.0 / 255                # darker where it changed
+
+
+def test_skin_hides_the_mouth_interior_a_wide_jaw_swings_through_the_chin(default_model):
+    """A wide-open jaw (AU25+26+27) on some identities of the model's prior, the head pitched,
+    swings the socket's floor through the chin's skin: drawn plainly, interior pixels show with
+    skin behind them (dark dashes below the lower lip, first seen on a dev photo). The target's
+    raster never does."""
+    n, size = 100, 256
+    ids = torch.randn(n, default_model.id_basis.shape[0], generator=torch.Generator().manual_seed(1))
+    jaw, _ = parse_au("25:1,26:1,27:1").to_model_coeffs(default_model)
+    vertices = default_model(ids, jaw[None].expand(n, -1).to(default_model.dtype)).vertices
+    rot = rotation_from_euler_deg(torch.zeros(n), torch.linspace(-20.0, 20.0, n), torch.zeros(n))
+    scale = torch.full((n,), 0.8 * size / 155.0)
+    image = to_image_space(vertices, rot, scale, torch.full((n, 2), size / 2.0))
+    material = default_model.triangle_materials()
+    skin = rasterize(image, default_model.triangles[material == MATERIALS.index("skin")], (size, size))
+
+    def interior_over_skin(frags) -> torch.Tensor:   # [n] interior pixels with skin behind them
+        kind = material[frags.tri_id.clamp(min=0)]
+        interior = frags.mask & (kind != MATERIALS.index("skin")) & (kind != MATERIALS.index("eyeball"))
+        return (interior & skin.mask & (frags.depth > skin.depth)).sum((1, 2))
+
+    assert int((interior_over_skin(rasterize(image, default_model.triangles, (size, size))) > 0).sum()) >= 3
+    assert int(interior_over_skin(rasterize_target(image, default_model, scale, (size, size))).sum()) == 0

@@ -20,7 +20,7 @@ from .materials import (MouthAppearance, estimate_mouth_appearance, looks_like_t
 from .raster import Fragments, rasterize, resolve_backend
 from .shade import gather_rows, interpolate, sample_image, surface_depth_at
 
-__all__ = ["RetargetRender", "render_retargeted"]
+__all__ = ["rasterize_target", "RetargetRender", "render_retargeted"]
 
 #: Feather width as a fraction of the face's size (its outer-eye-corner distance is ~90 mm;
 #: this is ~1.5 % of the face box), so the seam scales with the face.
@@ -45,6 +45,14 @@ SPECK_PX = 2
 #: the target's): the lids rest on the globe, and without it the globe won through thin or
 #: barely-fitting lids on 15 % of the dev photos. Far less than a lid's thickness.
 EYEBALL_DEPTH_BIAS_MM = 1.0
+#: The mouth interior's own vertices are drawn this far behind where they are in the target's
+#: depth test: a wide-open jaw swings the socket's floor down through the chin's skin, which
+#: drew dark dashes below the lower lip (at AU25+26+27 = 1: up to 4.5 mm on the dev photos, 6.8
+#: mm on 300 identities of the default model drawn from its prior, head pitched -20..20 deg;
+#: identities at 1.5 sigma in every mode reach 30 mm, beyond any bias). Seen through the
+#: opening nothing lies behind the interior, so only such poke-through changes; a bias much
+#: larger would tilt the socket's triangles at the lips' rim (not pushed) in front of the teeth.
+MOUTH_INTERIOR_DEPTH_BIAS_MM = 8.0
 _SKIN = MATERIALS.index("skin")
 _EYEBALL = MATERIALS.index("eyeball")
 _TEETH = MATERIALS.index("teeth")
@@ -82,12 +90,44 @@ def _px_per_mm(image_points: torch.Tensor, model_points: torch.Tensor) -> torch.
     return (spread / (model_points - model_points.mean(1, keepdim=True)).square().sum((1, 2))).sqrt()
 
 
-def _pushed_back(image_points: torch.Tensor, model_points: torch.Tensor, vertices: torch.Tensor,
+def _pushed_back(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: torch.Tensor,
                  mm: float) -> torch.Tensor:
-    """[B, V, 3] image-space points with ``vertices`` moved ``mm`` away from the camera."""
+    """[B, V, 3] image-space points with ``vertices`` moved ``mm`` away from the camera (B faces
+    at ``px_per_mm`` [B])."""
     out = image_points.clone()
-    out[:, vertices, 2] -= (mm * _px_per_mm(image_points, model_points))[:, None]
+    out[:, vertices, 2] -= (mm * px_per_mm)[:, None]
     return out
+
+
+def rasterize_target(target_image: torch.Tensor, model: FaceModel, px_per_mm: torch.Tensor,
+                     size: tuple[int, int], backend: str = "auto") -> Fragments:
+    """The target faces' fragments: every triangle of ``model``, with the mouth interior's own
+    vertices drawn :data:`MOUTH_INTERIOR_DEPTH_BIAS_MM` behind where they are, so that skin
+    always hides the interior it lies in front of (the bias is for this depth test only:
+    barycentrics, and everything interpolated with them, are those of the true surface).
+
+    Args:
+        target_image: [B, V, 3] image-space vertices (u, v, depth px) of B faces.
+        model: their face model (triangles, materials).
+        px_per_mm: [B] the faces' image scale.
+        size: (H, W).
+        backend: rasteriser backend name or "auto".
+    Returns:
+        :class:`~affectsynth.render.raster.Fragments` [B, H, W].
+    """
+    interior_only = _interior_only_vertices(model).to(target_image.device)
+    pushed = _pushed_back(target_image, px_per_mm, interior_only, MOUTH_INTERIOR_DEPTH_BIAS_MM)
+    return rasterize(pushed, model.triangles.to(target_image.device), size, backend)
+
+
+def _interior_only_vertices(model: FaceModel) -> torch.Tensor:
+    """[K] int64 the vertices of mouth-interior triangles that no skin triangle uses (not the
+    rim the socket shares with the lips: pushing that back would move the lips' inner edge)."""
+    material = model.triangle_materials()
+    used_by_skin = torch.zeros(model.mean.shape[0], dtype=torch.bool, device=material.device)
+    used_by_skin[model.triangles[material == _SKIN].reshape(-1)] = True
+    interior = model.triangles[(material != _SKIN) & (material != _EYEBALL)].reshape(-1).unique()
+    return interior[~used_by_skin[interior]]
 
 
 def _rows(appearance: EyeAppearance | MouthAppearance, face: torch.Tensor) -> EyeAppearance | MouthAppearance:
@@ -187,11 +227,13 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     backend = resolve_backend(backend, photo.device)
     faces = model.triangles.to(photo.device)
     src, dst = deformation.source_image, deformation.target_image
+    # Scales of the unmoved points: the biases below are for depth tests only.
+    src_px_per_mm, dst_px_per_mm = _px_per_mm(src, deformation.source), _px_per_mm(dst, deformation.target)
     eyeball = model.regions.get("eyeball_L"), model.regions.get("eyeball_R")
     if eyeball[0] is not None and eyeball[1] is not None:
         ids = torch.cat(eyeball).to(photo.device)
-        src = _pushed_back(src, deformation.source, ids, EYEBALL_DEPTH_BIAS_MM)
-        dst = _pushed_back(dst, deformation.target, ids, EYEBALL_DEPTH_BIAS_MM)
+        src = _pushed_back(src, src_px_per_mm, ids, EYEBALL_DEPTH_BIAS_MM)
+        dst = _pushed_back(dst, dst_px_per_mm, ids, EYEBALL_DEPTH_BIAS_MM)
     b = src.shape[0]
     face_size = (src[..., :2].amax(1) - src[..., :2].amin(1)).amax(-1)                      # [B] px
     feather = [float(f) * FEATHER_FRACTION for f in face_size]
@@ -213,7 +255,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # lets one poke through (a premolar beside a wide mouth's corner) it must not hide the skin.
     skin_faces = faces[triangle_material == _SKIN]
     src_frags = rasterize(src_w, skin_faces, size, backend)
-    frags = rasterize(dst_w, faces, size, backend)
+    frags = rasterize_target(dst_w, model, dst_px_per_mm, size, backend)
     # Per-pixel work is done on the drawn pixels only, as a [B, 1, N] image of them (the rest
     # of the window is the photo's), then put back in place for the masks and the compositing.
     pixels, drawn_frags = _drawn_pixels(frags)                                               # [B, N]
@@ -244,7 +286,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
                                                   model).split(b)
         deepened = (target_au - source_au).clamp(0.0, 1.0)                                    # [B, A]
         ratio = ratio * crease_shading(rest_mm[..., :2].reshape(b, -1, 2), deepened,
-                                       lines, _px_per_mm(dst, deformation.target)).reshape(ratio.shape)
+                                       lines, dst_px_per_mm).reshape(ratio.shape)
     colour = torch.where((seen & (material == _SKIN))[..., None], colour * ratio[..., None].to(colour.dtype), colour)
     # Skin shows only what the photo shows; the mouth interior (and, with ``eyes``, the
     # eyeballs) are shaded where it does not.
