@@ -148,12 +148,29 @@ def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int],
 
 def _interior_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
                     size: tuple[int, int]) -> torch.Tensor:
-    """[B, N] the share of ``chosen`` among the ``interior`` pixels in each drawn pixel's 3 x 3
-    neighbourhood (both [B, N] bool over the drawn pixels ``pixels`` of a window of ``size``)."""
-    grids = _in_place(torch.stack((chosen, interior), -1).float(), pixels, size, 0.0).permute(0, 3, 1, 2)
-    sums = torch.nn.functional.avg_pool2d(grids, 3, stride=1, padding=1)             # [B, 2, h, w]
-    share = (sums[:, 0] / sums[:, 1].clamp(min=1e-6)).clamp(0.0, 1.0)
-    return _at(share, pixels, 0.0)
+    """[M] the share of ``chosen`` among the ``interior`` pixels in the 3 x 3 neighbourhood of
+    each of the M interior pixels, in the order of ``interior.nonzero()`` (``chosen`` and
+    ``interior``: [B, N] bool over the drawn pixels ``pixels`` of a window of ``size``; ``chosen``
+    only where ``interior``).
+
+    Only the interior pixels are placed, on a grid over their bounding box grown by 1 px: a
+    mouth is a small part of the window (pooling the whole window cost ~1 ms at 224^2).
+    """
+    face, slot = interior.nonzero(as_tuple=True)                                       # [M] each
+    if face.numel() == 0:
+        return chosen.new_zeros(0, dtype=torch.float32)
+    pixel = pixels[face, slot]
+    rows, cols = pixel // size[1], pixel % size[1]
+    r0, r1, c0, c1 = torch.stack((rows.min(), rows.max(), cols.min(), cols.max())).tolist()
+    r0, c0 = max(r0 - 1, 0), max(c0 - 1, 0)
+    box = (min(r1 + 2, size[0]) - r0, min(c1 + 2, size[1]) - c0)
+    local = (rows - r0) * box[1] + (cols - c0)                                           # [M]
+    grids = chosen.new_zeros(interior.shape[0], box[0] * box[1], 2, dtype=torch.float32)
+    grids[face, local] = torch.stack((chosen[face, slot], interior[face, slot]), -1).float()
+    grids = grids.view(-1, *box, 2).permute(0, 3, 1, 2)                                # [B, 2, h, w]
+    sums = torch.nn.functional.avg_pool2d(grids, 3, stride=1, padding=1)
+    share = (sums[:, 0] / sums[:, 1].clamp(min=1e-6)).clamp(0.0, 1.0)                  # [B, h, w]
+    return share.view(-1, box[0] * box[1])[face, local]
 
 
 def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
@@ -284,8 +301,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         # a raised lip uncovers, the lower ones a jaw moves) the decision flips pixel by pixel: a
         # speckle of photo teeth and dark socket. Each interior pixel takes the photo by the share
         # of the interior pixels around it that take it.
-        share = _interior_share((interior & seen)[:, 0], interior[:, 0], pixels, size)[:, None]   # [B, 1, N]
-        photo_share = share[at][:, None].to(colour.dtype)                                 # [M, 1]
+        photo_share = _interior_share((interior & seen)[:, 0], interior[:, 0], pixels, size)[:, None]   # [M, 1]
+        photo_share = photo_share.to(colour.dtype)
         behind_mm = rim_z[face] - target_mm[at][:, 2]                                      # [M]
         # The teeth's tone is the photo's own teeth, lit and occluded as they are where the photo
         # shows them: teeth are darkened only by how much deeper they lie than those (per face;
