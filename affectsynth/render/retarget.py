@@ -153,19 +153,25 @@ def _drawn_skin(tri_id: torch.Tensor, triangle_material: torch.Tensor) -> torch.
     return (tri_id >= 0) & (triangle_material[tri_id.clamp(min=0)] == _SKIN)
 
 
+def _box(rows: torch.Tensor, cols: torch.Tensor, margin: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): the rows [r0, r1) and columns [c0, c1) of a window of ``size`` within
+    ``margin`` px of the bounding box of M > 0 pixels (``rows``, ``cols``: [M] int64)."""
+    r0, r1, c0, c1 = torch.stack((rows.min(), rows.max(), cols.min(), cols.max())).tolist()
+    return max(r0 - margin, 0), min(r1 + margin + 1, size[0]), max(c0 - margin, 0), min(c1 + margin + 1, size[1])
+
+
 def _near(mask_in: Callable[[slice, slice], torch.Tensor], face: torch.Tensor, rows: torch.Tensor,
-          cols: torch.Tensor, r: int) -> torch.Tensor:
+          cols: torch.Tensor, r: int, size: tuple[int, int]) -> torch.Tensor:
     """[M] bool: whether a mask over the window is set within ``r`` px (a (2r + 1)^2 square, as
     :func:`dilate`, clipped to the window) of each of M pixels (``rows``, ``cols`` of face ``face``:
-    [M] int64 each).
+    [M] int64 each) of a window of ``size``.
 
     ``mask_in(ys, xs)`` gives the [B, h, w] bool mask over the window's rows ``ys`` and columns
     ``xs``: only the box around the M pixels, grown by r, is made and dilated (they are the mouth's
     interior; the whole window, read back at every drawn pixel, was ~1 ms at 224^2).
     """
-    r0, r1, c0, c1 = torch.stack((rows.min(), rows.max(), cols.min(), cols.max())).tolist()
-    r0, c0 = max(r0 - r, 0), max(c0 - r, 0)
-    mask = mask_in(slice(r0, r1 + r + 1), slice(c0, c1 + r + 1))
+    r0, r1, c0, c1 = _box(rows, cols, r, size)
+    mask = mask_in(slice(r0, r1), slice(c0, c1))
     return dilate(mask[:, None].float(), r)[face, 0, rows - r0, cols - c0] > 0
 
 
@@ -184,9 +190,8 @@ def _interior_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.
         return chosen.new_zeros(0, dtype=torch.float32)
     pixel = pixels[face, slot]
     rows, cols = pixel // size[1], pixel % size[1]
-    r0, r1, c0, c1 = torch.stack((rows.min(), rows.max(), cols.min(), cols.max())).tolist()
-    r0, c0 = max(r0 - 1, 0), max(c0 - 1, 0)
-    box = (min(r1 + 2, size[0]) - r0, min(c1 + 2, size[1]) - c0)
+    r0, r1, c0, c1 = _box(rows, cols, 1, size)
+    box = (r1 - r0, c1 - c0)
     local = (rows - r0) * box[1] + (cols - c0)                                           # [M]
     grids = chosen.new_zeros(interior.shape[0], box[0] * box[1], 2, dtype=torch.float32)
     grids[face, local] = torch.stack((chosen[face, slot], interior[face, slot]), -1).float()
@@ -304,9 +309,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         source_cols = source_xy[:, 0].floor().clamp(0, size[1] - 1).long()
         source_rows = source_xy[:, 1].floor().clamp(0, size[0] - 1).long()
         slit_in_photo = _near(lambda ys, xs: src_frags.mask[:, ys, xs], face, source_rows, source_cols,
-                              INTERIOR_PHOTO_CLEARANCE_PX)
+                              INTERIOR_PHOTO_CLEARANCE_PX, size)
         slit_in_target = _near(lambda ys, xs: _drawn_skin(frags.tri_id[:, ys, xs], triangle_material), face, rows,
-                               cols, INTERIOR_PHOTO_CLEARANCE_PX)
+                               cols, INTERIOR_PHOTO_CLEARANCE_PX, size)
         # The fit's opening is only as good as the landmarks: where the photo's teeth show
         # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
         # rows between) would stripe the teeth like braces.
