@@ -5,6 +5,7 @@ the model's interior parts (mouth socket, teeth, tongue) where the target opens 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -196,14 +197,58 @@ def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int],
     return grid[:, :-1].reshape(n_batch, *size, *channels)
 
 
+def _drawn_skin(tri_id: torch.Tensor, triangle_material: torch.Tensor) -> torch.Tensor:
+    """[B, h, w] bool: where skin is drawn, from fragments' ``tri_id`` [B, h, w] and the [F]
+    material of each triangle."""
+    return (tri_id >= 0) & (triangle_material[tri_id.clamp(min=0)] == _SKIN)
+
+
+def _box(rows: torch.Tensor, cols: torch.Tensor, margin: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): the rows [r0, r1) and columns [c0, c1) of a window of ``size`` within
+    ``margin`` px of the bounding box of M > 0 pixels (``rows``, ``cols``: [M] int64)."""
+    r0, r1, c0, c1 = torch.stack((rows.min(), rows.max(), cols.min(), cols.max())).tolist()
+    return max(r0 - margin, 0), min(r1 + margin + 1, size[0]), max(c0 - margin, 0), min(c1 + margin + 1, size[1])
+
+
+def _near(mask_in: Callable[[slice, slice], torch.Tensor], face: torch.Tensor, rows: torch.Tensor,
+          cols: torch.Tensor, r: int, size: tuple[int, int]) -> torch.Tensor:
+    """[M] bool: whether a mask over the window is set within ``r`` px (a (2r + 1)^2 square, as
+    :func:`dilate`, clipped to the window) of each of M pixels (``rows``, ``cols`` of face ``face``:
+    [M] int64 each) of a window of ``size``.
+
+    ``mask_in(ys, xs)`` gives the [B, h, w] bool mask over the window's rows ``ys`` and columns
+    ``xs``: only the box around the M pixels, grown by r, is made and dilated (they are the mouth's
+    interior; the whole window, read back at every drawn pixel, was ~1 ms at 224^2).
+    """
+    r0, r1, c0, c1 = _box(rows, cols, r, size)
+    mask = mask_in(slice(r0, r1), slice(c0, c1))
+    return dilate(mask[:, None].float(), r)[face, 0, rows - r0, cols - c0] > 0
+
+
 def _interior_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
                     size: tuple[int, int]) -> torch.Tensor:
-    """[B, N] the share of ``chosen`` among the ``interior`` pixels in each drawn pixel's 3 x 3
-    neighbourhood (both [B, N] bool over the drawn pixels ``pixels`` of a window of ``size``)."""
-    grids = _in_place(torch.stack((chosen, interior), -1).float(), pixels, size, 0.0).permute(0, 3, 1, 2)
-    sums = torch.nn.functional.avg_pool2d(grids, 3, stride=1, padding=1)             # [B, 2, h, w]
-    share = (sums[:, 0] / sums[:, 1].clamp(min=1e-6)).clamp(0.0, 1.0)
-    return _at(share, pixels, 0.0)
+    """[M] the share of ``chosen`` among the ``interior`` pixels in the 3 x 3 neighbourhood of
+    each of the M interior pixels, in the order of ``interior.nonzero()`` (``chosen`` and
+    ``interior``: [B, N] bool over the drawn pixels ``pixels`` of a window of ``size``; ``chosen``
+    only where ``interior``).
+
+    Only the interior pixels are placed, on a grid over their bounding box grown by 1 px: a
+    mouth is a small part of the window (pooling the whole window cost ~1 ms at 224^2).
+    """
+    face, slot = interior.nonzero(as_tuple=True)                                       # [M] each
+    if face.numel() == 0:
+        return chosen.new_zeros(0, dtype=torch.float32)
+    pixel = pixels[face, slot]
+    rows, cols = pixel // size[1], pixel % size[1]
+    r0, r1, c0, c1 = _box(rows, cols, 1, size)
+    box = (r1 - r0, c1 - c0)
+    local = (rows - r0) * box[1] + (cols - c0)                                           # [M]
+    grids = chosen.new_zeros(interior.shape[0], box[0] * box[1], 2, dtype=torch.float32)
+    grids[face, local] = torch.stack((chosen[face, slot], interior[face, slot]), -1).float()
+    grids = grids.view(-1, *box, 2).permute(0, 3, 1, 2)                                # [B, 2, h, w]
+    sums = torch.nn.functional.avg_pool2d(grids, 3, stride=1, padding=1)
+    share = (sums[:, 0] / sums[:, 1].clamp(min=1e-6)).clamp(0.0, 1.0)                  # [B, h, w]
+    return share.view(-1, box[0] * box[1])[face, local]
 
 
 def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
@@ -301,24 +346,34 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # Skin shows only what the photo shows; the mouth interior (and, with ``eyes``, the
     # eyeballs) are shaded where it does not.
     interior = covered & (material != _SKIN) & (material != _EYEBALL)
-    centres = torch.stack((pixels % size[1], pixels // size[1]), -1)[:, None].to(where.dtype) + 0.5   # [B, 1, N, 2]
-    moved = (where[..., :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
-    near_skin_in_photo = dilate(src_frags.mask[:, None].to(photo.dtype), INTERIOR_PHOTO_CLEARANCE_PX)
-    slit_in_photo = sample_image(near_skin_in_photo, where[..., :2], mode="nearest")[..., 0] > 0
-    skin_in_target = _in_place((covered & (material == _SKIN))[:, 0], pixels, size, False)[:, None].to(photo.dtype)
-    slit_in_target = _at(dilate(skin_in_target, INTERIOR_PHOTO_CLEARANCE_PX)[:, 0] > 0, pixels)[:, None]
     mouth_appearance = None
     if bool(interior.any()):
         mouth_appearance = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
+        # Decided at the interior pixels alone ([M], in the order of interior.nonzero()): they are few.
+        at = (interior,)
+        face = interior.nonzero()[:, 0]
+        pixel = pixels[interior[:, 0]]                                                      # [M]
+        rows, cols = pixel // size[1], pixel % size[1]
+        source_xy = where[at][:, :2]                                                        # [M, 2]
+        centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5
+        moved = (source_xy - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
+        # The photo's pixel at the source position (as sample_image's "nearest": clamped to the window).
+        source_cols = source_xy[:, 0].floor().clamp(0, size[1] - 1).long()
+        source_rows = source_xy[:, 1].floor().clamp(0, size[0] - 1).long()
+        slit_in_photo = _near(lambda ys, xs: src_frags.mask[:, ys, xs], face, source_rows, source_cols,
+                              INTERIOR_PHOTO_CLEARANCE_PX, size)
+        slit_in_target = _near(lambda ys, xs: _drawn_skin(frags.tri_id[:, ys, xs], triangle_material), face, rows,
+                               cols, INTERIOR_PHOTO_CLEARANCE_PX, size)
         # The fit's opening is only as good as the landmarks: where the photo's teeth show
         # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
         # rows between) would stripe the teeth like braces.
         # A moved tooth (the lower teeth of a jaw that opens further) keeps the photo's pixel
         # too where that pixel is a tooth, whatever the fit says of the edges.
-        tooth_in_photo = (material == _TEETH) & looks_like_teeth(colour, mouth_appearance.lip)
+        tooth_in_photo = (material[at] == _TEETH) & looks_like_teeth(colour[at][:, None],
+                                                                     mouth_appearance.lip[face])[:, 0]
         slit_in_photo = slit_in_photo & ~tooth_in_photo
         moved = moved & ~tooth_in_photo
-    seen = seen & ~(interior & (moved | (slit_in_photo & ~slit_in_target)))
+        seen = seen.index_put(at, seen[at] & ~(moved | (slit_in_photo & ~slit_in_target)))
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     hidden_eye = covered & (material == _EYEBALL) & ~seen
@@ -336,8 +391,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         # a raised lip uncovers, the lower ones a jaw moves) the decision flips pixel by pixel: a
         # speckle of photo teeth and dark socket. Each interior pixel takes the photo by the share
         # of the interior pixels around it that take it.
-        share = _interior_share((interior & seen)[:, 0], interior[:, 0], pixels, size)[:, None]   # [B, 1, N]
-        photo_share = share[at][:, None].to(colour.dtype)                                 # [M, 1]
+        photo_share = _interior_share((interior & seen)[:, 0], interior[:, 0], pixels, size)[:, None]   # [M, 1]
+        photo_share = photo_share.to(colour.dtype)
         behind_mm = rim_z[face] - target_mm[at][:, 2]                                      # [M]
         teeth = material[at] == _TEETH
         lower_teeth = _lower_teeth_triangles(model)

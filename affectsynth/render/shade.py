@@ -39,8 +39,10 @@ def gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         [B, index's ..., values' ...]; differentiable w.r.t. ``values``.
     """
     n_batch, n = values.shape[:2]
-    flat = index.reshape(n_batch, -1) + n * torch.arange(n_batch, device=index.device)[:, None]
-    rows = values.reshape(n_batch * n, *values.shape[2:]).index_select(0, flat.reshape(-1))
+    flat = index.reshape(-1)
+    if n_batch > 1:  # one row of offsets per batch element (an op over every index: none for one)
+        flat = (index.reshape(n_batch, -1) + n * torch.arange(n_batch, device=index.device)[:, None]).reshape(-1)
+    rows = values.reshape(n_batch * n, *values.shape[2:]).index_select(0, flat)
     return rows.view(*index.shape, *values.shape[2:])
 
 
