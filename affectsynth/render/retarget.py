@@ -103,8 +103,8 @@ def _px_per_mm(image_points: torch.Tensor, model_points: torch.Tensor) -> torch.
 
 def _pushed_back(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: torch.Tensor,
                  mm: float) -> torch.Tensor:
-    """[B, V, 3] image-space points with ``vertices`` moved ``mm`` away from the camera (B faces
-    at ``px_per_mm`` [B])."""
+    """[B, V, 3] image-space points with ``vertices`` (int64 ids or a [V] bool mask) moved ``mm``
+    away from the camera (B faces at ``px_per_mm`` [B])."""
     out = image_points.clone()
     out[:, vertices, 2] -= (mm * px_per_mm)[:, None]
     return out
@@ -132,13 +132,13 @@ def rasterize_target(target_image: torch.Tensor, model: FaceModel, px_per_mm: to
 
 
 def _interior_only_vertices(model: FaceModel) -> torch.Tensor:
-    """[K] int64 the vertices of mouth-interior triangles that no skin triangle uses (not the
-    rim the socket shares with the lips: pushing that back would move the lips' inner edge)."""
+    """[V] bool: the vertices of mouth-interior triangles that no skin triangle uses (not the rim
+    the socket shares with the lips: pushing that back would move the lips' inner edge)."""
     material = model.triangle_materials()
-    used_by_skin = torch.zeros(model.mean.shape[0], dtype=torch.bool, device=material.device)
-    used_by_skin[model.triangles[material == _SKIN].reshape(-1)] = True
-    interior = model.triangles[(material != _SKIN) & (material != _EYEBALL)].reshape(-1).unique()
-    return interior[~used_by_skin[interior]]
+    used = torch.zeros(2, model.mean.shape[0], dtype=torch.bool, device=material.device)   # by skin, by interior
+    used[0, model.triangles[material == _SKIN].reshape(-1)] = True
+    used[1, model.triangles[(material != _SKIN) & (material != _EYEBALL)].reshape(-1)] = True
+    return used[1] & ~used[0]
 
 
 def _rows(appearance: EyeAppearance | MouthAppearance, face: torch.Tensor) -> EyeAppearance | MouthAppearance:
