@@ -116,24 +116,3 @@ def test_skin_hides_the_mouth_interior_a_wide_jaw_swings_through_the_chin(defaul
 
     assert int((interior_over_skin(rasterize(image, default_model.triangles, (size, size))) > 0).sum()) >= 3
     assert int(interior_over_skin(rasterize_target(image, default_model, scale, (size, size))).sum()) == 0
-
-
-def test_interior_mean_averages_over_interior_neighbours_only():
-    """The interior's 3 x 3 box filter (the photo share, the shading's soft edges): each interior
-    pixel gets the mean over the interior pixels around it, never a value from outside."""
-    from affectsynth.render.retarget import _interior_mean
-
-    g = torch.Generator().manual_seed(0)
-    size = (7, 9)
-    pixels = torch.arange(size[0] * size[1])[None].expand(2, -1)          # every pixel drawn, two faces
-    interior = torch.rand(2, size[0] * size[1], generator=g) < 0.5
-    face, slot = interior.nonzero(as_tuple=True)
-    values = torch.rand(len(face), 3, generator=g)
-    got = _interior_mean(values, interior, pixels, size)
-    grid = torch.full((2, *size, 3), float("nan"))
-    grid.view(2, -1, 3)[face, slot] = values
-    for m, (f, p) in enumerate(zip(face.tolist(), slot.tolist())):
-        r, c = divmod(p, size[1])
-        near = grid[f, max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].reshape(-1, 3)
-        expected = near[~near[:, 0].isnan()].mean(0)
-        torch.testing.assert_close(got[m], expected)

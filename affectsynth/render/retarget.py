@@ -225,30 +225,30 @@ def _near(mask_in: Callable[[slice, slice], torch.Tensor], face: torch.Tensor, r
     return dilate(mask[:, None].float(), r)[face, 0, rows - r0, cols - c0] > 0
 
 
-def _interior_mean(values: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
-                   size: tuple[int, int]) -> torch.Tensor:
-    """[M, C] the mean of ``values`` over the interior pixels in the 3 x 3 neighbourhood of each
-    of the M interior pixels (``values``: [M, C] at them, in the order of ``interior.nonzero()``;
-    ``interior``: [B, N] bool over the drawn pixels ``pixels`` of a window of ``size``).
+def _interior_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
+                    size: tuple[int, int]) -> torch.Tensor:
+    """[M] the share of ``chosen`` among the ``interior`` pixels in the 3 x 3 neighbourhood of
+    each of the M interior pixels, in the order of ``interior.nonzero()`` (``chosen`` and
+    ``interior``: [B, N] bool over the drawn pixels ``pixels`` of a window of ``size``; ``chosen``
+    only where ``interior``).
 
     Only the interior pixels are placed, on a grid over their bounding box grown by 1 px: a
     mouth is a small part of the window (pooling the whole window cost ~1 ms at 224^2).
     """
     face, slot = interior.nonzero(as_tuple=True)                                       # [M] each
     if face.numel() == 0:
-        return values
+        return chosen.new_zeros(0, dtype=torch.float32)
     pixel = pixels[face, slot]
     rows, cols = pixel // size[1], pixel % size[1]
     r0, r1, c0, c1 = _box(rows, cols, 1, size)
     box = (r1 - r0, c1 - c0)
     local = (rows - r0) * box[1] + (cols - c0)                                           # [M]
-    channels = values.shape[1]
-    grids = values.new_zeros(interior.shape[0], box[0] * box[1], channels + 1)
-    grids[face, local] = torch.cat((values, values.new_ones(len(face), 1)), 1)
-    grids = grids.view(-1, *box, channels + 1).permute(0, 3, 1, 2)                     # [B, C + 1, h, w]
+    grids = chosen.new_zeros(interior.shape[0], box[0] * box[1], 2, dtype=torch.float32)
+    grids[face, local] = torch.stack((chosen[face, slot], interior[face, slot]), -1).float()
+    grids = grids.view(-1, *box, 2).permute(0, 3, 1, 2)                                # [B, 2, h, w]
     sums = torch.nn.functional.avg_pool2d(grids, 3, stride=1, padding=1)
-    mean = sums[:, :channels] / sums[:, channels:].clamp(min=1e-6)                      # [B, C, h, w]
-    return mean.permute(0, 2, 3, 1).reshape(-1, box[0] * box[1], channels)[face, local]
+    share = (sums[:, 0] / sums[:, 1].clamp(min=1e-6)).clamp(0.0, 1.0)                  # [B, h, w]
+    return share.view(-1, box[0] * box[1])[face, local]
 
 
 def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
@@ -391,8 +391,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         # a raised lip uncovers, the lower ones a jaw moves) the decision flips pixel by pixel: a
         # speckle of photo teeth and dark socket. Each interior pixel takes the photo by the share
         # of the interior pixels around it that take it.
-        photo_share = _interior_mean((interior & seen)[at][:, None].float(), interior[:, 0], pixels,
-                                     size).clamp(0.0, 1.0).to(colour.dtype)                # [M, 1]
+        photo_share = _interior_share((interior & seen)[:, 0], interior[:, 0], pixels, size)[:, None]   # [M, 1]
+        photo_share = photo_share.to(colour.dtype)
         behind_mm = rim_z[face] - target_mm[at][:, 2]                                      # [M]
         teeth = material[at] == _TEETH
         lower_teeth = _lower_teeth_triangles(model)
@@ -415,11 +415,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
                 behind_mm = torch.where(teeth & (face == i), behind_mm - behind_mm[shown].median(), behind_mm)
         shaded = shade_mouth(material[at][:, None, None], behind_mm[:, None, None],
                              target_normal_px[at][:, 2].abs()[:, None, None], _rows(mouth_appearance, face))
-        # Drawn with one sample per pixel, the teeth's outlines stepped hard against the dark
-        # socket, sharper than anything the photo shows: the shading is box-filtered over the
-        # interior (the lips around it are the photo's, its own sharpness).
-        shaded = _interior_mean(shaded[:, 0, 0].to(colour.dtype), interior[:, 0], pixels, size)
-        colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * shaded)
+        colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * shaded[:, 0, 0].to(colour.dtype))
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
     coverage = fill_specks(_in_place((seen | interior)[:, 0], pixels, size, False).to(photo.dtype)[:, None], SPECK_PX)
