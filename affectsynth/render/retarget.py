@@ -84,16 +84,6 @@ def _lip_rim(model: FaceModel) -> torch.Tensor:
     return model.regions["lips"]
 
 
-def _lower_teeth_triangles(model: FaceModel) -> torch.Tensor | None:
-    """[F] bool: the triangles of the lower teeth (all corners in the "teeth_lower" region), or
-    None when the model does not name its jaws' teeth and lips' inner edges."""
-    if not {"teeth_lower", "lip_inner_upper", "lip_inner_lower"} <= model.regions.keys():
-        return None
-    lower = torch.zeros(model.mean.shape[0], dtype=torch.bool, device=model.triangles.device)
-    lower[model.regions["teeth_lower"].to(lower.device)] = True
-    return lower[model.triangles].all(1)
-
-
 def _px_per_mm(image_points: torch.Tensor, model_points: torch.Tensor) -> torch.Tensor:
     """[B] image scale of B faces: the ratio of RMS spreads of their [B, V, 3] points in the
     image and in the model, exact for the similarity camera."""
@@ -394,21 +384,10 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         photo_share = _interior_share((interior & seen)[:, 0], interior[:, 0], pixels, size)[:, None]   # [M, 1]
         photo_share = photo_share.to(colour.dtype)
         behind_mm = rim_z[face] - target_mm[at][:, 2]                                      # [M]
-        teeth = material[at] == _TEETH
-        lower_teeth = _lower_teeth_triangles(model)
-        if lower_teeth is not None:
-            # A tooth lies behind its own jaw's lip: the lower teeth go down and back with an
-            # opening jaw and stay just behind the lower lip, lit through the opening (measured
-            # from the mean rim, surprise drew them at 0.58-0.75 of the upper teeth's brightness
-            # on the dev photos, where posed photos show 0.8-1.1).
-            upper_z = deformation.target[:, model.regions["lip_inner_upper"].to(faces.device), 2].mean(1)
-            lower_z = deformation.target[:, model.regions["lip_inner_lower"].to(faces.device), 2].mean(1)
-            lower = lower_teeth.to(faces.device)[drawn_frags.tri_id[at].clamp(min=0)]
-            own_rim = torch.where(lower, lower_z[face], upper_z[face])
-            behind_mm = torch.where(teeth, own_rim - target_mm[at][:, 2], behind_mm)
         # The teeth's tone is the photo's own teeth, lit and occluded as they are where the photo
         # shows them: teeth are darkened only by how much deeper they lie than those (per face;
         # B is the number of faces in the photo, small).
+        teeth = material[at] == _TEETH
         for i in range(b):
             shown = teeth & (face == i) & (photo_share[:, 0] > 0.5)
             if bool(shown.any()):
