@@ -48,8 +48,8 @@ SPECK_PX = 2
 EYEBALL_DEPTH_BIAS_MM = 1.0
 #: The mouth interior's own vertices are drawn this far behind where they are in the target's
 #: depth test: a wide-open jaw swings the socket's floor down through the chin's skin, which
-#: drew dark dashes below the lower lip (at AU25+26+27 = 1: up to 4.5 mm on the dev photos, 6.8
-#: mm on 300 identities of the default model drawn from its prior, head pitched -20..20 deg;
+#: drew dark dashes below the lower lip (jaw wide open: up to 4.5 mm on the dev photos, 6.8 mm on
+#: 100 identities of the default model drawn from its prior at pitches -20, 0 and 20 deg;
 #: identities at 1.5 sigma in every mode reach 30 mm, beyond any bias). Seen through the
 #: opening nothing lies behind the interior, so only such poke-through changes; a bias much
 #: larger would tilt the socket's triangles at the lips' rim (not pushed) in front of the teeth.
