@@ -7,7 +7,7 @@
 # .whl/*.whl   what the GPU machine (Python 3.12, manylinux x86_64, no internet) lacks for the render
 #              path: diffrp-nvdiffrast (import name nvdiffrast). Everything else the render path
 #              imports (torch, numpy, numba + llvmlite, scipy, opencv, pillow, scikit-image, tqdm) is in
-#              that machine's image (/work/.library/device/KINDS.md); mediapipe, trimesh and kornia are
+#              that machine's image (its package list in the device tool's KINDS.md); mediapipe, trimesh and kornia are
 #              not on the render path. numba + llvmlite are not carried: the image has them, and
 #              llvmlite's wheel alone (57 MiB for 0.50.0) would break the 60 MiB budget of a run;
 #              device_check.sh prints the image's versions and stops if numba does not import.
