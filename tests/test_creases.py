@@ -38,15 +38,15 @@ def test_every_crease_is_placed_on_both_sides(model, lines):
     names = [AU_KEYS[int(c)] for c in lines.au_column]
     assert sum(n.endswith("_R") for n in names) == sum(n.endswith("_L") for n in names) == len(CREASES)
     # the right side's creases lie at x <= 0, the left side's at x >= 0 (mm, the model's mean shape)
-    side = torch.tensor([n.endswith("_L") for n in names])[lines.crease]
-    x = lines.segments[..., 0]
+    side = torch.tensor([n.endswith("_L") for n in names])
+    x = lines.segments[..., 0]                                                  # [C, K, 2]
     assert (x[~side] <= 1e-4).all() and (x[side] >= -1e-4).all()
 
 
 def glabella_points(lines, side="R"):
     """Points on, beside and far from the AU4 crease of one side."""
     (c,) = [i for i, col in enumerate(lines.au_column.tolist()) if AU_KEYS[col] == f"AU4_{side}"]
-    a, b = lines.segments[lines.crease == c][0]
+    a, b = lines.segments[c, 0]
     middle = (a + b) / 2
     normal = torch.stack((-(b - a)[1], (b - a)[0])) / (b - a).norm()
     shoulder = 2.5 * float(lines.sigma_mm[c])  # past the valley, on the wider light profile
@@ -79,7 +79,7 @@ def test_small_faces_get_a_wider_fainter_crease(lines):
 
 def test_creases_fade_out_at_their_free_ends(lines):
     (c,) = [i for i, col in enumerate(lines.au_column.tolist()) if AU_KEYS[col] == "AU10_R"]
-    segments = lines.segments[lines.crease == c]
+    segments = lines.segments[c]   # the last real segment repeated to the padded length
     ends = torch.stack((segments[0, 0], segments[-1, 1], (segments[1, 0] + segments[1, 1]) / 2))[None]
     factor = crease_shading(ends, activation(AU10_R=1.0), lines, torch.tensor([8.0]))[0]
     assert factor[0] == pytest.approx(1.0, abs=1e-3) and factor[1] == pytest.approx(1.0, abs=1e-3)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbclient")   # run by RUNNER, in a process of its own
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: Seconds a notebook may take (the issue's budget is 2 minutes on this 2-core CPU; the timeout is looser

@@ -126,32 +126,24 @@ class CreaseLines:
     """A model's creases (both sides) as polylines of straight segments in its rest space.
 
     Attributes:
-        segments: [S, 2, 2] start and end (x, y) of each segment, mm, in the model's mean shape.
-        arc: [S, 2] where each segment starts and ends along its crease, as a fraction of the
+        segments: [C, K, 2, 2] start and end (x, y) of each crease's segments, mm, in the model's
+            mean shape; K is the most any crease has, and a crease with fewer repeats its last one
+            (a repeat is never nearer to a point than the segment itself, and a tie goes to the
+            first), so that all creases are evaluated in one pass.
+        arc: [C, K, 2] where each segment starts and ends along its crease, as a fraction of the
             crease's length.
-        crease: [S] int64 the crease each segment belongs to.
         fades_at_start: [C] bool, whether the crease's first end fades (it is free).
         au_column: [C] int64 column of :data:`~affectsynth.affect.targets.AU_KEYS` that deepens it.
         sigma_mm: [C] profile half-width, mm.
         depth: [C] profile weight at full activation (:attr:`Crease.depth`).
-        crease_segments: [C, K, 2, 2] :attr:`segments` by crease, K the most any crease has, a
-            crease's last one repeated to fill its row (a repeat is never nearer to a point than
-            the segment itself, and a tie goes to the first), so that all creases are evaluated
-            in one pass.
-        crease_arc: [C, K, 2] :attr:`arc` of those segments.
-        bounds: [C, 2, 2] the lowest and the highest (x, y) of each crease's points, mm.
     """
 
     segments: torch.Tensor
     arc: torch.Tensor
-    crease: torch.Tensor
     fades_at_start: torch.Tensor
     au_column: torch.Tensor
     sigma_mm: torch.Tensor
     depth: torch.Tensor
-    crease_segments: torch.Tensor
-    crease_arc: torch.Tensor
-    bounds: torch.Tensor
 
 
 def crease_lines(model: FaceModel) -> CreaseLines | None:
@@ -164,7 +156,7 @@ def crease_lines(model: FaceModel) -> CreaseLines | None:
     landmarks = lm_map.gather(model.mean[None].double().cpu())[0, :, :2]                # [478, 2]
     valid = lm_map.valid.cpu()
     column = {key: i for i, key in enumerate(AU_KEYS)}
-    segments, arcs, crease_of, fades, columns, sigma, depth = [], [], [], [], [], [], []
+    segments, arcs, fades, columns, sigma, depth = [], [], [], [], [], []
     for crease in CREASES:
         for side, ids in (("R", lambda i: i), ("L", MIRROR.__getitem__)):
             points = [[(ids(i), w) for i, w in point] for point in crease.points]
@@ -175,7 +167,6 @@ def crease_lines(model: FaceModel) -> CreaseLines | None:
             arc = torch.cat((xy.new_zeros(1), (xy[1:] - xy[:-1]).norm(dim=1).cumsum(0)))
             arc = arc / arc[-1]
             arcs.append(torch.stack((arc[:-1], arc[1:]), 1))
-            crease_of += [len(columns)] * (len(points) - 1)
             fades.append(not crease.from_midline)
             columns.append(column[f"AU{crease.au}_{side}"])
             sigma.append(crease.sigma_mm)
@@ -183,12 +174,12 @@ def crease_lines(model: FaceModel) -> CreaseLines | None:
     if not segments:
         return None
     most = max(len(own) for own in segments)
-    crease_segments = torch.stack([torch.cat((own, own[-1:].expand(most - len(own), -1, -1))) for own in segments])
-    crease_arc = torch.stack([torch.cat((own, own[-1:].expand(most - len(own), -1))) for own in arcs])
-    ends = crease_segments.float().flatten(1, 2)                                                # [C, 2K, 2]
-    return CreaseLines(torch.cat(segments).float(), torch.cat(arcs).float(), torch.tensor(crease_of),
-                       torch.tensor(fades), torch.tensor(columns), torch.tensor(sigma), torch.tensor(depth),
-                       crease_segments.float(), crease_arc.float(), torch.stack((ends.amin(1), ends.amax(1)), 1))
+
+    def padded(rows: list[torch.Tensor]) -> torch.Tensor:   # each crease's last row repeated up to `most`
+        return torch.stack([torch.cat((own, own[-1:].expand(most - len(own), *own.shape[1:]))) for own in rows]).float()
+
+    return CreaseLines(padded(segments), padded(arcs), torch.tensor(fades), torch.tensor(columns),
+                       torch.tensor(sigma), torch.tensor(depth))
 
 
 def _crease_factor(px: torch.Tensor, py: torch.Tensor, segments: torch.Tensor, arc: torch.Tensor,
@@ -252,7 +243,9 @@ def _face_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: Crease
     sigma_mm = lines.sigma_mm.to(device, torch.float64)[used]
     sigma = sigma_mm.clamp(min=sigma_floor)                                                  # widened, mm
     reach = 4.0 * sigma                                                                      # [U] mm
-    bounds = lines.bounds.to(device, dtype)[used]                                            # [U, 2, 2]
+    corners = lines.segments.to(device, dtype)[used]                                        # [U, K, 2, 2]
+    ends = corners.flatten(1, 2)                                                             # [U, 2K, 2]
+    bounds = torch.stack((ends.amin(1), ends.amax(1)), 1)                                    # [U, 2, 2] low, high
     low, high = bounds[:, 0].amin(0) - float(reach.max()), bounds[:, 1].amax(0) + float(reach.max())
     cell = max(GRID_MM, 1.0 / px_per_mm)
     nx, ny = (int(n) + 2 for n in ((high - low) / cell).ceil().tolist())
@@ -271,8 +264,7 @@ def _face_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: Crease
     # as much ink when widened: the depth scaled by sigma_mm / sigma
     weight = lines.depth.to(device, dtype)[used] * strength[used] * sigma_mm.to(dtype) / sigma.to(dtype)
     windows = _crease_factor(low[0] + cell * i.to(dtype), low[1] + cell * j.to(dtype),
-                             lines.crease_segments.to(device, dtype)[used],
-                             lines.crease_arc.to(device, dtype)[used], lines.fades_at_start.to(device)[used],
+                             corners, lines.arc.to(device, dtype)[used], lines.fades_at_start.to(device)[used],
                              s2, weight)
     factor = rest_xy.new_ones(ny, nx)
     for window, (i0, j0, i1, j1) in zip(windows, boxes):
