@@ -201,15 +201,12 @@ def _render_va_path(args: argparse.Namespace) -> int:
     from .io import FRAME_NAME, check_frames_output, load_image, save_frames, save_json
     from .pipeline import Synthesizer, va_path_targets
 
-    if args.seed is not None:
-        raise InputError("--seed does not go with --va-path: a path uses the VA bank's kernel-weighted mean, "
-                         "without sampling variants, so that consecutive frames change smoothly")
     frames = 48 if args.frames is None else args.frames
     if not 2 <= frames <= MAX_FRAMES:
         raise InputError(f"--frames {frames}: a VA path has 2 to {MAX_FRAMES} frames")
     points = [parse_va(point) for point in args.va_path.split(";")]  # the errors of --va, per point
     affect = _affect_model(args)
-    targets = va_path_targets(points, frames, None if affect is None else affect.require_bank())
+    targets = va_path_targets(points, frames, None if affect is None else affect.require_bank(), args.seed)
     output_text = args.output or str(args.image.with_name(f"{args.image.stem}_vapath.mp4"))
     output, kind = check_frames_output(output_text, args.image)
     if kind == "dir" and args.fps is not None:

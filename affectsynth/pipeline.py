@@ -176,12 +176,14 @@ def va_path_points(points: Sequence[tuple[float, float]], frames: int) -> list[t
 
 
 def va_path_targets(points: Sequence[tuple[float, float]], frames: int,
-                    bank: VABank | None = None) -> list[ExpressionCode]:
+                    bank: VABank | None = None, seed: int | None = None) -> list[ExpressionCode]:
     """The targets of a VA path (:func:`va_path_points`), one per frame, from the bank's kernel-weighted
-    mean (no variant sampling): the AU vector is continuous in the VA point, so consecutive frames
-    differ only as much as the path moves."""
+    mean, or with a ``seed`` from the weights and variants that seed draws, the same for every frame
+    (:meth:`VABank.query`). Either way the AU vector is continuous in the VA point, so consecutive
+    frames differ only as much as the path moves."""
     bank = default_bank() if bank is None else bank
-    return [target_from_va(v, a, bank) for v, a in va_path_points(points, frames)]
+    return [target_from_va(v, a, bank, generator=None if seed is None else torch.Generator().manual_seed(seed))
+            for v, a in va_path_points(points, frames)]
 
 
 def target_labels(target: ExpressionCode, model: FaceModel, coeffs: torch.Tensor, report) -> dict:

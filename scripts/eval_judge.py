@@ -18,7 +18,8 @@ Parts (``--only`` picks some):
                top-1 hit rate, their macro mean over the six, identity distance to the input (mean, share
                under 0.6, max).
   va           sweeps valence -1..1 (9 steps) at arousal 0.3 and arousal -1..1 (9 steps) at valence 0, each
-               point rendered as ``affectsynth render --va V,A --seed SEED`` does -> ``<out>/va/<subject>/``;
+               point rendered as ``affectsynth render --va V,A --seed SEED`` does (``--seed none``: without
+               --seed) -> ``<out>/va/<subject>/``;
                ``judge.py classify`` gives per-image valence/arousal proxies; Spearman rho of proxy vs target
                per subject and sweep, averaged over subjects (a subject whose rho is undefined, e.g. a
                constant proxy, counts as 0).
@@ -147,8 +148,8 @@ def init_worker(threads: int, model_path: str | None = None) -> None:
         f"detector, warm-up render)")
 
 
-def make_target(spec: tuple, seed: int):
-    """The ExpressionCode the CLI makes for ``--expression NAME`` or ``--va V,A --seed SEED``."""
+def make_target(spec: tuple, seed: int | None):
+    """The ExpressionCode the CLI makes for ``--expression NAME`` or ``--va V,A [--seed SEED]``."""
     import torch
 
     from affectsynth.affect.bank import target_from_va
@@ -156,10 +157,11 @@ def make_target(spec: tuple, seed: int):
 
     if spec[0] == "expression":
         return parse_expression(spec[1], 1.0)
-    return target_from_va(spec[1], spec[2], _WORKER["bank"], generator=torch.Generator().manual_seed(seed))
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return target_from_va(spec[1], spec[2], _WORKER["bank"], generator=generator)
 
 
-def render_task(task: dict, seed: int) -> dict:
+def render_task(task: dict, seed: int | None) -> dict:
     """Render one task; the record gets timings (ms), the face box and (neutral part) the PSNR, or an error."""
     from affectsynth.io import load_image
 
@@ -204,7 +206,7 @@ def psnr(a: np.ndarray, b: np.ndarray, box: list[int]) -> float:
     return math.inf if mse == 0.0 else 10.0 * math.log10(255.0 ** 2 / mse)
 
 
-def render_all(tasks: list[dict], jobs: int, seed: int, model_path: str | None = None) -> list[dict]:
+def render_all(tasks: list[dict], jobs: int, seed: int | None, model_path: str | None = None) -> list[dict]:
     """Render every task in ``jobs`` worker processes (in this one when jobs == 1), largest photos first."""
     pixels = {photo: photo_pixels(photo) for photo in {t["photo"] for t in tasks}}
     # Longest tasks first balances the workers; photo order keeps one worker's tasks on one photo.
@@ -559,7 +561,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default: all)")
     ap.add_argument("--subjects", help="comma-separated subject folders (default: every one with a neutral photo)")
     ap.add_argument("--skip-render", action="store_true", help="re-score the renders recorded in <out>/renders.json")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the VA targets (as `render --seed`)")
+    ap.add_argument("--seed", type=lambda text: None if text.lower() == "none" else int(text), default=0,
+                    help="seed of the VA targets (as `render --seed`; 'none': the kernel-weighted mean of the "
+                         "prototypes, as `render --va` without --seed); default %(default)s")
     ap.add_argument("--model", type=Path, help="a converted model (.npz, `affectsynth model import`); default: "
                                                "the embedded default model")
     ap.add_argument("--judge", type=Path, required=True,

@@ -47,9 +47,10 @@ def run_notebook(name: str, extra_cells: list[str]) -> tuple[object, float]:
     with tempfile.TemporaryDirectory() as work:
         source, executed = Path(work) / name, Path(work) / ("executed_" + name)
         nbformat.write(notebook, source)
-        # run from notebooks/, as Jupyter does (the notebooks find scripts/ beside it and write to temp dirs)
+        # run from notebooks/, as Jupyter does (the notebooks find scripts/ beside it); the temp dirs they
+        # write go under this one (TMPDIR), so a test run leaves none behind
         run = subprocess.run([sys.executable, "-c", RUNNER, str(source), str(executed), str(CELL_TIMEOUT_S),
-                              str(NOTEBOOKS)], env={**os.environ, "AFFECTSYNTH_NB_SMALL": "1"},
+                              str(NOTEBOOKS)], env={**os.environ, "AFFECTSYNTH_NB_SMALL": "1", "TMPDIR": work},
                              capture_output=True, text=True)
         if run.returncode != 0:
             pytest.fail(f"{name} failed:\n{run.stderr[-6000:]}", pytrace=False)

@@ -56,7 +56,7 @@ PATH = "0,0;0.6,0.4;0.8,-0.2"
     ["--va", "2,0"], ["--va", "nan,0"], ["--expression", "joyy"], ["--au", "99:1"],
     ["--intensity", "0.5", "--va", "0,0"], ["--expression", "happiness", "--intensity", "1.5"],
     ["--va-path", "0,0;2,0"], ["--va-path", "0,0;nan,0"], ["--va-path", "0.5,0.5"], ["--va-path", "0,0;1"],
-    ["--va-path", PATH, "--frames", "1"], ["--va-path", PATH, "--seed", "1"], ["--va", "0,0", "--frames", "5"],
+    ["--va-path", PATH, "--frames", "1"], ["--va", "0,0", "--frames", "5"],
     ["--va-path", PATH, "-o", "clip.avi"], ["--va-path", PATH, "-o", "frames/", "--fps", "10"],
     ["--expression", "happiness", "--device", "tpu"]])
 def test_bad_targets_and_options_exit_2(photo, capsys, args):

@@ -32,7 +32,11 @@ alternatives} drawn uniformly. A bank without alternatives (one built from 4D da
 
 With a ``generator`` the weights are also resampled as w_i E_i / sum_j w_j E_j, E_i ~ Exp(1) i.i.d.
 (a Bayesian-bootstrap reweighting: a Dirichlet(1, ..., 1) draw tilted by the kernel weights), so a
-seed varies the blend of neighbours too; CPU results are bit-for-bit reproducible per seed.
+seed varies the blend of neighbours too; CPU results are bit-for-bit reproducible per seed. Each
+query row draws one E_i per kernel exemplar of the bank and one variant per label, in bank order,
+not per neighbour rank: for a given seed every VA point then shows the same tilts and variants, and
+au(q) stays continuous in q, as without a generator (an emotion does not switch variant, nor its
+weight jump, where the order of the neighbours changes). A VA path can therefore take a seed.
 
 The default bank (:meth:`VABank.default`) places every EMFACS variant of
 :func:`~affectsynth.affect.targets.emfacs_table` on the circumplex (:data:`CIRCUMPLEX_DEG`),
@@ -90,12 +94,16 @@ CIRCUMPLEX_DEG: Mapping[str, float] = MappingProxyType({
 #: closure (AU43, here B: a third closed; at C the narrowed eyes read as a glare), a relaxed face
 #: as a trace smile with the lids a little lowered (design choices); happily surprised is the
 #: compound of Du, Tao & Martinez (2014), "Compound facial expressions of emotion", PNAS 111(15),
-#: E1454-E1462, with the AUs 1+2+12+25+26 of their table as we recall it (to be checked against
-#: the paper). Labels are the categories a face annotator would give (AffectNet's eight): a sleepy
-#: face is "neutral", a relaxed smile and a happy surprise "happiness".
+#: E1454-E1462, with the AUs their Table 1 gives as consistently active (in over 70 % of their 230
+#: subjects), 1+2+12+25, as we recall the table (to be checked against the paper; 5 and 26 are
+#: among its intersubject variants). With 26 at E as well, the jaw drop outweighed the smile at
+#: the sector's inner ramp: 1+2+12+25+26 at (0.25, 0.3) read as afraid or sad to the judge
+#: harness (tools/judge) on the 7 dev photos (valence proxy -0.12 on average, as their neutral photos),
+#: 1+2+12+25 as pleasant (+0.14). Labels are the categories a face annotator would give
+#: (AffectNet's eight): a sleepy face is "neutral", a relaxed smile and a happy surprise "happiness".
 EXTRA_STATES: Mapping[str, tuple[float, str, str]] = MappingProxyType({
     "sleepy": (270.0, "43B", "neutral"), "relaxed": (330.0, "12B+43A", "happiness"),
-    "happily surprised": (45.0, "1E+2E+12E+25E+26E", "happiness")})
+    "happily surprised": (45.0, "1E+2E+12E+25E", "happiness")})
 #: Radii of each variant's intensity ramp in the default bank (activations scaled by the radius).
 RAMP_RADII = (0.2, 0.4, 0.6, 0.8, 1.0)
 #: Gaussian kernel bandwidth h in VA units (module docstring). With 0.15 a 48-frame VA path
@@ -216,8 +224,9 @@ class VABank:
         weights = kernel[:, :k] - kernel[:, k:] if k < len(kernel_ids) else kernel[:, :k]
         weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))  # all tied
         if generator is not None:
-            draws = torch.empty(weights.shape, dtype=weights.dtype, device=generator.device)
-            weights = weights * draws.exponential_(generator=generator).to(weights.device)
+            # one tilt per kernel exemplar, in bank order (not per neighbour rank): see the module docstring
+            tilts = torch.empty((len(va), len(kernel_ids)), dtype=weights.dtype, device=generator.device)
+            weights = weights * tilts.exponential_(generator=generator).to(weights.device).gather(1, order[:, :k])
             neighbours = self._draw_alternatives(neighbours, generator)
         weights = weights / weights.sum(1, keepdim=True)
         patterns = (self.au / self.va.norm(dim=1).clamp(RADIUS_FLOOR, 1.0)[:, None]).clamp(0.0, 1.0)  # [N, A]
@@ -226,16 +235,15 @@ class VABank:
 
     def _draw_alternatives(self, neighbours: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """[B, k] kernel exemplars -> a member of each one's set (itself or an alternative), drawn
-        uniformly once per label and query: the ramp exemplars of one emotion (its intensities)
-        show the same variant, so a query does not average an emotion's variants into one weaker
-        face. The draw of a label is the one of its first neighbour in the row."""
-        sizes = torch.tensor([[len(self._sets[i]) for i in row] for row in neighbours.tolist()], dtype=torch.float64)
-        draws = torch.empty(sizes.shape, dtype=torch.float64, device=generator.device).uniform_(generator=generator)
-        picks = []
-        for row, draw, size in zip(neighbours.tolist(), draws.cpu().tolist(), sizes.tolist()):
-            first: dict[str, float] = {}
-            shared = [first.setdefault(self.labels[i], u) for i, u in zip(row, draw)]
-            picks.append([self._sets[i][min(int(u * n), int(n) - 1)] for i, u, n in zip(row, shared, size)])
+        uniformly once per label and query row, in the bank's label order: the ramp exemplars of one
+        emotion (its intensities) show the same variant, so a query does not average an emotion's
+        variants into one weaker face, and a seed shows that variant wherever the label is a neighbour."""
+        labels = list(dict.fromkeys(self.labels[i] for i in self._kernel.tolist()))
+        draws = torch.empty((len(neighbours), len(labels)), dtype=torch.float64, device=generator.device)
+        draws = draws.uniform_(generator=generator).cpu().tolist()
+        column = {label: j for j, label in enumerate(labels)}
+        picks = [[self._sets[i][min(int(draw[column[self.labels[i]]] * len(self._sets[i])), len(self._sets[i]) - 1)]
+                  for i in row] for row, draw in zip(neighbours.tolist(), draws)]
         return torch.tensor(picks, dtype=torch.int64, device=neighbours.device)
 
     # ---------------------------------------------------------------- binning
