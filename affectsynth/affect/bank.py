@@ -96,11 +96,12 @@ CIRCUMPLEX_DEG: Mapping[str, float] = MappingProxyType({
 #: compound of Du, Tao & Martinez (2014), "Compound facial expressions of emotion", PNAS 111(15),
 #: E1454-E1462, with the AUs their Table 1 gives as consistently active (in over 70 % of their 230
 #: subjects), 1+2+12+25, as we recall the table (to be checked against the paper; 5 and 26 are
-#: among its intersubject variants). With 26 at E as well, the jaw drop outweighed the smile at
-#: the sector's inner ramp: 1+2+12+25+26 at (0.25, 0.3) read as afraid or sad to the judge
-#: harness (tools/judge) on the 7 dev photos (valence proxy -0.12 on average, as their neutral photos),
-#: 1+2+12+25 as pleasant (+0.14). Labels are the categories a face annotator would give
-#: (AffectNet's eight): a sleepy face is "neutral", a relaxed smile and a happy surprise "happiness".
+#: among its intersubject variants). With 26 at E as well, the jaw drop outweighed the smile on
+#: the sector's inner ramp: ``render --va 0.25,0.3`` of the 7 dev photos read as afraid or sad to
+#: the judge harness (tools/judge; its FER valence -0.48 on average, its combined proxy -0.09), with
+#: 1+2+12+25 as more pleasant (-0.18 and +0.04; their neutral photos: -0.22 and -0.12). Labels are
+#: the categories a face annotator would give (AffectNet's eight): a sleepy face is "neutral", a
+#: relaxed smile and a happy surprise "happiness".
 EXTRA_STATES: Mapping[str, tuple[float, str, str]] = MappingProxyType({
     "sleepy": (270.0, "43B", "neutral"), "relaxed": (330.0, "12B+43A", "happiness"),
     "happily surprised": (45.0, "1E+2E+12E+25E", "happiness")})
