@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from affectsynth.affect.targets import parse_expression
+from affectsynth.affect.targets import parse_au, parse_expression
 from affectsynth.deform import retarget
 from affectsynth.io import load_image
 from affectsynth.pipeline import Synthesizer
@@ -127,3 +127,35 @@ def test_a_broader_smile_does_not_speckle_the_photos_teeth(synth, default_model,
     specks = (grey[ys, xs] < neighbours.min(0) - 20) | (grey[ys, xs] > neighbours.max(0) + 20)
     assert specks.mean() < 0.015, specks.mean()
     assert np.abs(grey[ys, xs] - neighbours.mean(0)).mean() < 18.0
+
+
+def lid_skin_bands(photo: np.ndarray, image: np.ndarray, xy: np.ndarray) -> int:
+    """Columns of the upper half of each iris disc (MediaPipe's iris landmarks on ``photo``, ``xy``
+    [478, 2]) of ``image`` where a pixel that looks like the lid (its colour nearer the photo's skin a
+    third of the way from the upper lid to the brow than its iris centre) lies below one that looks
+    like the iris: the band of lid skin a raised lid leaves across the top of the iris."""
+    bands = 0
+    for centre, rim, lid, brow in ((473, (474, 475, 476, 477), 386, 282), (468, (469, 470, 471, 472), 159, 52)):
+        c = xy[centre]
+        radius = float(np.mean([np.linalg.norm(xy[i] - c) for i in rim]))
+        k = max(1, int(radius / 3))
+        iris = np.median(photo[int(c[1]) - k:int(c[1]) + k + 1, int(c[0]) - k:int(c[0]) + k + 1].reshape(-1, 3), 0)
+        lid_at = (xy[lid] + (xy[brow] - xy[lid]) / 3).astype(int)
+        skin = np.median(photo[lid_at[1] - 1:lid_at[1] + 2, lid_at[0] - 1:lid_at[0] + 2].reshape(-1, 3), 0)
+        for x in range(int(c[0] - 0.6 * radius), int(c[0] + 0.6 * radius) + 1):
+            half = np.sqrt(max(radius ** 2 - (x + 0.5 - c[0]) ** 2, 0.0))
+            column = image[int(c[1] - half):int(c[1]) + 1, x].astype(np.float64)
+            lid_like = np.linalg.norm(column - skin, axis=1) < np.linalg.norm(column - iris, axis=1)
+            bands += int(lid_like[int(np.argmax(~lid_like)):].any()) if (~lid_like).any() else 0
+    return bands
+
+
+@pytest.mark.parametrize("intensity", [0.4, 0.7, 1.0])
+def test_raised_lids_leave_no_band_of_lid_skin_across_the_iris(synth, intensity):
+    """tw_16 (256 px, the size of FER datasets): its fitted upper lid margins sit a pixel above the
+    photo's, so eyeball points there take lid skin from the photo; AU5 lifted the lid off them and
+    left a skin-coloured band across the top of the iris (12 columns at every intensity before)."""
+    image = dev_neutral("tw_16")
+    raised = synth(image, parse_au(f"5:{intensity}"))
+    xy = raised.landmarks.xy[0].numpy()  # the photo's
+    assert lid_skin_bands(image, raised.image, xy) <= lid_skin_bands(image, image, xy) + 2

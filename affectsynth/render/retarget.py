@@ -40,6 +40,12 @@ INTERIOR_PHOTO_MAX_MOVE_PX = 1.0
 #: slit of a pixel or so in the fitted model (its rest lips are 0.7 mm apart), whose photo
 #: pixels are the line where the lips meet: right in a slit, a stripe across a parted mouth.
 INTERIOR_PHOTO_CLEARANCE_PX = 2
+#: An eyeball point keeps the photo's pixel unless the photo shows a lid (skin) within this many px
+#: of its source position, the target's lid is farther from it, and the pixel looks like skin (its
+#: colour nearer the face's skin tone than the eye's sclera and iris): the fitted lid margins match
+#: the photo's to a pixel or so, so such a pixel is often lid skin, which a raised lid (AU5) left
+#: as a band across the top of the iris on the 256 px dev photos.
+EYE_PHOTO_CLEARANCE_PX = 2
 #: Unshown gaps up to about 2 * SPECK_PX + 1 px wide are filled before feathering.
 SPECK_PX = 2
 #: Eyeballs are drawn this far behind where they are, for both depth tests (the photo's and
@@ -215,6 +221,28 @@ def _near(mask_in: Callable[[slice, slice], torch.Tensor], face: torch.Tensor, r
     return dilate(mask[:, None].float(), r)[face, 0, rows - r0, cols - c0] > 0
 
 
+def _skin_distance(selected: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, src_frags: Fragments,
+                   frags: Fragments, triangle_material: torch.Tensor, r: int,
+                   size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the M pixels of ``selected`` ([B, 1, N] bool over the drawn pixels ``pixels`` [B, N] of a
+    window of ``size``; in the order of ``selected.nonzero()``): how far (px, Chebyshev, as
+    :func:`dilate`) the nearest skin the photo shows is from each one's source position (``where``
+    [B, 1, N, 3], window px; as sample_image's "nearest", clamped to the window), and the nearest
+    skin the target draws from the pixel itself -> ([M] int64, [M] int64), r + 1 for none within r."""
+    face = selected.nonzero()[:, 0]
+    pixel = pixels[selected[:, 0]]
+    rows, cols = pixel // size[1], pixel % size[1]
+    source_xy = where[(selected,)][:, :2]
+    source_cols = source_xy[:, 0].floor().clamp(0, size[1] - 1).long()
+    source_rows = source_xy[:, 1].floor().clamp(0, size[0] - 1).long()
+    in_photo, in_target = torch.full_like(rows, r + 1), torch.full_like(rows, r + 1)
+    for k in range(r, 0, -1):  # skin within k px: it is at most k px away
+        in_photo[_near(lambda ys, xs: src_frags.mask[:, ys, xs], face, source_rows, source_cols, k, size)] = k
+        in_target[_near(lambda ys, xs: _drawn_skin(frags.tri_id[:, ys, xs], triangle_material), face, rows, cols,
+                        k, size)] = k
+    return in_photo, in_target
+
+
 def _interior_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
                     size: tuple[int, int]) -> torch.Tensor:
     """[M] the share of ``chosen`` among the ``interior`` pixels in the 3 x 3 neighbourhood of
@@ -343,17 +371,10 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         at = (interior,)
         face = interior.nonzero()[:, 0]
         pixel = pixels[interior[:, 0]]                                                      # [M]
-        rows, cols = pixel // size[1], pixel % size[1]
-        source_xy = where[at][:, :2]                                                        # [M, 2]
-        centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5
-        moved = (source_xy - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
-        # The photo's pixel at the source position (as sample_image's "nearest": clamped to the window).
-        source_cols = source_xy[:, 0].floor().clamp(0, size[1] - 1).long()
-        source_rows = source_xy[:, 1].floor().clamp(0, size[0] - 1).long()
-        slit_in_photo = _near(lambda ys, xs: src_frags.mask[:, ys, xs], face, source_rows, source_cols,
-                              INTERIOR_PHOTO_CLEARANCE_PX, size)
-        slit_in_target = _near(lambda ys, xs: _drawn_skin(frags.tri_id[:, ys, xs], triangle_material), face, rows,
-                               cols, INTERIOR_PHOTO_CLEARANCE_PX, size)
+        centres = torch.stack((pixel % size[1], pixel // size[1]), -1).to(where.dtype) + 0.5
+        moved = (where[at][:, :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
+        slit_in_photo, slit_in_target = (d <= INTERIOR_PHOTO_CLEARANCE_PX for d in _skin_distance(
+            interior, pixels, where, src_frags, frags, triangle_material, INTERIOR_PHOTO_CLEARANCE_PX, size))
         # The fit's opening is only as good as the landmarks: where the photo's teeth show
         # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
         # rows between) would stripe the teeth like braces.
@@ -366,6 +387,19 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         seen = seen.index_put(at, seen[at] & ~(moved | (slit_in_photo & ~slit_in_target)))
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
+    shown_eye = seen & (material == _EYEBALL)
+    if eyes is not None and bool(shown_eye.any()):
+        lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, triangle_material,
+                                                     EYE_PHOTO_CLEARANCE_PX, size)
+        face = shown_eye.nonzero()[:, 0]
+        shown_skin = seen & (material == _SKIN)
+        skin_tone = torch.stack([colour[i, 0][shown_skin[i, 0]].median(0).values for i in range(b)])  # [B, C]
+        pixel_colour = colour[(shown_eye,)]                                                  # [M, C]
+        eye_tones = torch.cat((eyes.sclera, eyes.iris), 1).to(colour.dtype)[face]            # [M, 4, C]
+        skin_like = ((pixel_colour - skin_tone[face]).norm(dim=-1)
+                     < (pixel_colour[:, None] - eye_tones).norm(dim=-1).amin(1))
+        lid_lifted = (lid_in_photo <= EYE_PHOTO_CLEARANCE_PX) & (lid_in_target > lid_in_photo)
+        seen = seen.index_put((shown_eye,), ~(lid_lifted & skin_like))
     hidden_eye = covered & (material == _EYEBALL) & ~seen
     if eyes is not None and bool(hidden_eye.any()):
         face = hidden_eye.nonzero()[:, 0]
