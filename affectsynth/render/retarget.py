@@ -391,15 +391,16 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     if eyes is not None and bool(shown_eye.any()):
         lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, triangle_material,
                                                      EYE_PHOTO_CLEARANCE_PX, size)
-        face = shown_eye.nonzero()[:, 0]
-        shown_skin = seen & (material == _SKIN)
-        skin_tone = torch.stack([colour[i, 0][shown_skin[i, 0]].median(0).values for i in range(b)])  # [B, C]
-        pixel_colour = colour[(shown_eye,)]                                                  # [M, C]
-        eye_tones = torch.cat((eyes.sclera, eyes.iris), 1).to(colour.dtype)[face]            # [M, 4, C]
-        skin_like = ((pixel_colour - skin_tone[face]).norm(dim=-1)
-                     < (pixel_colour[:, None] - eye_tones).norm(dim=-1).amin(1))
-        lid_lifted = (lid_in_photo <= EYE_PHOTO_CLEARANCE_PX) & (lid_in_target > lid_in_photo)
-        seen = seen.index_put((shown_eye,), ~(lid_lifted & skin_like))
+        lifted = (lid_in_photo <= EYE_PHOTO_CLEARANCE_PX) & (lid_in_target > lid_in_photo)     # [M]
+        if bool(lifted.any()):  # (a target that keeps the lids lifts none)
+            face = shown_eye.nonzero()[:, 0][lifted]
+            shown_skin = seen & (material == _SKIN)
+            skin_tone = torch.stack([colour[i, 0][shown_skin[i, 0]].median(0).values for i in range(b)])  # [B, C]
+            pixel_colour = colour[(shown_eye,)][lifted]                                      # [L, C]
+            eye_tones = torch.cat((eyes.sclera, eyes.iris), 1).to(colour.dtype)[face]        # [L, 4, C]
+            skin_like = ((pixel_colour - skin_tone[face]).norm(dim=-1)
+                         < (pixel_colour[:, None] - eye_tones).norm(dim=-1).amin(1))
+            seen = seen.index_put((shown_eye,), ~lifted.index_put((lifted,), skin_like))
     hidden_eye = covered & (material == _EYEBALL) & ~seen
     if eyes is not None and bool(hidden_eye.any()):
         face = hidden_eye.nonzero()[:, 0]
