@@ -206,19 +206,26 @@ def _box(rows: torch.Tensor, cols: torch.Tensor, margin: int, size: tuple[int, i
     return max(r0 - margin, 0), min(r1 + margin + 1, size[0]), max(c0 - margin, 0), min(c1 + margin + 1, size[1])
 
 
-def _near(mask_in: Callable[[slice, slice], torch.Tensor], face: torch.Tensor, rows: torch.Tensor,
-          cols: torch.Tensor, r: int, size: tuple[int, int]) -> torch.Tensor:
-    """[M] bool: whether a mask over the window is set within ``r`` px (a (2r + 1)^2 square, as
-    :func:`dilate`, clipped to the window) of each of M pixels (``rows``, ``cols`` of face ``face``:
-    [M] int64 each) of a window of ``size``.
+def _distance(mask_in: Callable[[slice, slice], torch.Tensor], face: torch.Tensor, rows: torch.Tensor,
+              cols: torch.Tensor, r: int, size: tuple[int, int]) -> torch.Tensor:
+    """[M] int64: how far (px, Chebyshev, as :func:`dilate`, clipped to the window) the nearest set
+    pixel of a mask over a window of ``size`` is from each of M pixels (``rows``, ``cols`` of face
+    ``face``: [M] int64 each), r + 1 for none within r.
 
     ``mask_in(ys, xs)`` gives the [B, h, w] bool mask over the window's rows ``ys`` and columns
-    ``xs``: only the box around the M pixels, grown by r, is made and dilated (they are the mouth's
-    interior; the whole window, read back at every drawn pixel, was ~1 ms at 224^2).
+    ``xs``: only the box around the M pixels, grown by r, is made and dilated, one px at a time
+    (they are the mouth's interior or the eyes; the whole window, read back at every drawn pixel,
+    was ~1 ms at 224^2).
     """
     r0, r1, c0, c1 = _box(rows, cols, r, size)
-    mask = mask_in(slice(r0, r1), slice(c0, c1))
-    return dilate(mask[:, None].float(), r)[face, 0, rows - r0, cols - c0] > 0
+    mask = mask_in(slice(r0, r1), slice(c0, c1))[:, None].float()
+    distance = torch.full_like(rows, r + 1)
+    for k in range(r + 1):
+        if k:
+            mask = dilate(mask, 1)
+        hit = mask[face, 0, rows - r0, cols - c0] > 0
+        distance = torch.where(hit & (distance > k), k, distance)
+    return distance
 
 
 def _skin_distance(selected: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, src_frags: Fragments,
@@ -235,12 +242,9 @@ def _skin_distance(selected: torch.Tensor, pixels: torch.Tensor, where: torch.Te
     source_xy = where[(selected,)][:, :2]
     source_cols = source_xy[:, 0].floor().clamp(0, size[1] - 1).long()
     source_rows = source_xy[:, 1].floor().clamp(0, size[0] - 1).long()
-    in_photo, in_target = torch.full_like(rows, r + 1), torch.full_like(rows, r + 1)
-    for k in range(r, 0, -1):  # skin within k px: it is at most k px away
-        in_photo[_near(lambda ys, xs: src_frags.mask[:, ys, xs], face, source_rows, source_cols, k, size)] = k
-        in_target[_near(lambda ys, xs: _drawn_skin(frags.tri_id[:, ys, xs], triangle_material), face, rows, cols,
-                        k, size)] = k
-    return in_photo, in_target
+    return (_distance(lambda ys, xs: src_frags.mask[:, ys, xs], face, source_rows, source_cols, r, size),
+            _distance(lambda ys, xs: _drawn_skin(frags.tri_id[:, ys, xs], triangle_material), face, rows, cols, r,
+                      size))
 
 
 def _interior_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
