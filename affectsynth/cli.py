@@ -234,7 +234,8 @@ def _render_va_path(args: argparse.Namespace) -> int:
                      for i, labels in enumerate(frame_labels)]
         save_json(args.json, {
             "image": str(args.image), "output": output_text, "kind": kind, "model": model.name,
-            "device": str(model.device), "rasterizer": first.rasterizer, "va_path": [list(p) for p in points],
+            "device": str(model.device), "rasterizer": first.rasterizer, "seed": args.seed,
+            "va_path": [list(p) for p in points],
             "frames": count, "fps": None if kind == "dir" else fps,
             "faces": [{"fit": _fit_summary(first.fit, i, model)} for i in range(first.fit.batch_size)],
             "frame_labels": per_frame,

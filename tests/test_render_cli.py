@@ -102,6 +102,20 @@ def test_va_path_writes_every_frame_with_labels(photo, astronaut, tmp_path, name
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clip.json", name.rstrip("/")])  # no temporaries
 
 
+def test_va_path_with_a_seed_is_reproducible_and_labels_its_draw(photo, tmp_path):
+    def clip(seed, folder):
+        assert main(["render", str(photo), "--va-path", PATH, "--frames", "4", "--seed", str(seed), "-o",
+                     f"{tmp_path}/{folder}/", "--json", str(tmp_path / f"{folder}.json")]) == 0
+        return read_clip(f"{tmp_path}/{folder}/"), json.loads((tmp_path / f"{folder}.json").read_text())
+
+    (first, meta), (again, _), (other, other_meta) = clip(3, "a"), clip(3, "b"), clip(4, "c")
+    assert all(np.array_equal(x, y) for x, y in zip(first, again)) and meta["seed"] == 3
+    # another seed draws other weights and variants (the path's start, the origin, is neutral either way)
+    labels = [f["labels"]["au"] for f in meta["frame_labels"]]
+    assert labels != [f["labels"]["au"] for f in other_meta["frame_labels"]] and labels[0] == {}
+    assert not all(np.array_equal(x, y) for x, y in zip(first, other))
+
+
 @pytest.mark.parametrize("name", ["clip.mp4", "frames/"])
 def test_va_path_failure_leaves_nothing(photo, tmp_path, monkeypatch, name):
     from affectsynth.pipeline import Synthesizer
