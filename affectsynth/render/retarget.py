@@ -207,43 +207,41 @@ def _box(rows: torch.Tensor, cols: torch.Tensor, margin: int, size: tuple[int, i
 
 
 def _distance(mask_in: Callable[[slice, slice], torch.Tensor], face: torch.Tensor, rows: torch.Tensor,
-              cols: torch.Tensor, r: int, size: tuple[int, int]) -> torch.Tensor:
-    """[M] int64: how far (px, Chebyshev, as :func:`dilate`, clipped to the window) the nearest set
-    pixel of a mask over a window of ``size`` is from each of M pixels (``rows``, ``cols`` of face
-    ``face``: [M] int64 each), r + 1 for none within r.
+              cols: torch.Tensor, radii: tuple[int, ...], size: tuple[int, int]) -> torch.Tensor:
+    """[M] int64: the smallest of the increasing ``radii`` (px, Chebyshev, as :func:`dilate`, clipped
+    to the window) within which a mask over a window of ``size`` is set around each of M pixels
+    (``rows``, ``cols`` of face ``face``: [M] int64 each), the last radius + 1 where it is not.
 
     ``mask_in(ys, xs)`` gives the [B, h, w] bool mask over the window's rows ``ys`` and columns
-    ``xs``: only the box around the M pixels, grown by r, is made and dilated, one px at a time
-    (they are the mouth's interior or the eyes; the whole window, read back at every drawn pixel,
-    was ~1 ms at 224^2).
+    ``xs``: only the box around the M pixels, grown by the last radius, is made and dilated (they
+    are the mouth's interior or the eyes; the whole window, read back at every drawn pixel, was
+    ~1 ms at 224^2).
     """
-    r0, r1, c0, c1 = _box(rows, cols, r, size)
+    r0, r1, c0, c1 = _box(rows, cols, radii[-1], size)
     mask = mask_in(slice(r0, r1), slice(c0, c1))[:, None].float()
-    distance = torch.full_like(rows, r + 1)
-    for k in range(r + 1):
-        if k:
-            mask = dilate(mask, 1)
-        hit = mask[face, 0, rows - r0, cols - c0] > 0
-        distance = torch.where(hit & (distance > k), k, distance)
+    distance = torch.full_like(rows, radii[-1] + 1)
+    for previous, r in zip((0,) + radii, radii):
+        mask = dilate(mask, r - previous) if r > previous else mask
+        distance = torch.where((mask[face, 0, rows - r0, cols - c0] > 0) & (distance > r), r, distance)
     return distance
 
 
 def _skin_distance(selected: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, src_frags: Fragments,
-                   frags: Fragments, triangle_material: torch.Tensor, r: int,
+                   frags: Fragments, triangle_material: torch.Tensor, radii: tuple[int, ...],
                    size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """For the M pixels of ``selected`` ([B, 1, N] bool over the drawn pixels ``pixels`` [B, N] of a
-    window of ``size``; in the order of ``selected.nonzero()``): how far (px, Chebyshev, as
-    :func:`dilate`) the nearest skin the photo shows is from each one's source position (``where``
+    window of ``size``; in the order of ``selected.nonzero()``): how far, in :func:`_distance`'s
+    ``radii``, the nearest skin the photo shows is from each one's source position (``where``
     [B, 1, N, 3], window px; as sample_image's "nearest", clamped to the window), and the nearest
-    skin the target draws from the pixel itself -> ([M] int64, [M] int64), r + 1 for none within r."""
+    skin the target draws from the pixel itself -> ([M] int64, [M] int64)."""
     face = selected.nonzero()[:, 0]
     pixel = pixels[selected[:, 0]]
     rows, cols = pixel // size[1], pixel % size[1]
     source_xy = where[(selected,)][:, :2]
     source_cols = source_xy[:, 0].floor().clamp(0, size[1] - 1).long()
     source_rows = source_xy[:, 1].floor().clamp(0, size[0] - 1).long()
-    return (_distance(lambda ys, xs: src_frags.mask[:, ys, xs], face, source_rows, source_cols, r, size),
-            _distance(lambda ys, xs: _drawn_skin(frags.tri_id[:, ys, xs], triangle_material), face, rows, cols, r,
+    return (_distance(lambda ys, xs: src_frags.mask[:, ys, xs], face, source_rows, source_cols, radii, size),
+            _distance(lambda ys, xs: _drawn_skin(frags.tri_id[:, ys, xs], triangle_material), face, rows, cols, radii,
                       size))
 
 
@@ -378,7 +376,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         centres = torch.stack((pixel % size[1], pixel // size[1]), -1).to(where.dtype) + 0.5
         moved = (where[at][:, :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
         slit_in_photo, slit_in_target = (d <= INTERIOR_PHOTO_CLEARANCE_PX for d in _skin_distance(
-            interior, pixels, where, src_frags, frags, triangle_material, INTERIOR_PHOTO_CLEARANCE_PX, size))
+            interior, pixels, where, src_frags, frags, triangle_material, (INTERIOR_PHOTO_CLEARANCE_PX,), size))
         # The fit's opening is only as good as the landmarks: where the photo's teeth show
         # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
         # rows between) would stripe the teeth like braces.
@@ -394,7 +392,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     shown_eye = seen & (material == _EYEBALL)
     if eyes is not None and bool(shown_eye.any()):
         lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, triangle_material,
-                                                     EYE_PHOTO_CLEARANCE_PX, size)
+                                                     tuple(range(EYE_PHOTO_CLEARANCE_PX + 1)), size)
         lifted = (lid_in_photo <= EYE_PHOTO_CLEARANCE_PX) & (lid_in_target > lid_in_photo)     # [M]
         if bool(lifted.any()):  # (a target that keeps the lids lifts none)
             face = shown_eye.nonzero()[:, 0][lifted]
