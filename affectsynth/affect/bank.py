@@ -169,6 +169,9 @@ class VABank:
             sets.setdefault(j, []).append(i)  # the kernel exemplar comes first: of[of] == of and i == j there
         object.__setattr__(self, "_kernel", (of == own).nonzero()[:, 0])
         object.__setattr__(self, "_sets", {j: tuple(sorted(m, key=lambda i: i != j)) for j, m in sets.items()})
+        # each kernel exemplar's label as a column of a seeded query's variant draws (labels in bank order)
+        labels = list(dict.fromkeys(self.labels[i] for i in self._kernel.tolist()))
+        object.__setattr__(self, "_label_column", {label: j for j, label in enumerate(labels)})
 
     def __len__(self) -> int:
         return self.va.shape[0]
@@ -249,10 +252,9 @@ class VABank:
         uniformly once per label and query row, in the bank's label order: the ramp exemplars of one
         emotion (its intensities) show the same variant, so a query does not average an emotion's
         variants into one weaker face, and a seed shows that variant wherever the label is a neighbour."""
-        labels = list(dict.fromkeys(self.labels[i] for i in self._kernel.tolist()))
-        draws = torch.empty((len(neighbours), len(labels)), dtype=torch.float64, device=generator.device)
+        column = self._label_column
+        draws = torch.empty((len(neighbours), len(column)), dtype=torch.float64, device=generator.device)
         draws = draws.uniform_(generator=generator).cpu().tolist()
-        column = {label: j for j, label in enumerate(labels)}
         picks = [[self._sets[i][min(int(draw[column[self.labels[i]]] * len(self._sets[i])), len(self._sets[i]) - 1)]
                   for i in row] for row, draw in zip(neighbours.tolist(), draws)]
         return torch.tensor(picks, dtype=torch.int64, device=neighbours.device)

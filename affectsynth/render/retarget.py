@@ -387,8 +387,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         slit_in_photo = slit_in_photo & ~tooth_in_photo
         moved = moved & ~tooth_in_photo
         seen = seen.index_put(at, seen[at] & ~(moved | (slit_in_photo & ~slit_in_target)))
-    # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
-    # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
+    # Eyeball pixels whose photo pixel is lid skin the target lifts the lid off are painted too
+    # (EYE_PHOTO_CLEARANCE_PX).
     shown_eye = seen & (material == _EYEBALL)
     if eyes is not None and bool(shown_eye.any()):
         lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, triangle_material,
@@ -403,6 +403,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
             skin_like = ((pixel_colour - skin_tone[face]).norm(dim=-1)
                          < (pixel_colour[:, None] - eye_tones).norm(dim=-1).amin(1))
             seen = seen.index_put((shown_eye,), ~lifted.index_put((lifted,), skin_like))
+    # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
+    # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     hidden_eye = covered & (material == _EYEBALL) & ~seen
     if eyes is not None and bool(hidden_eye.any()):
         face = hidden_eye.nonzero()[:, 0]
