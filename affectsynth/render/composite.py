@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import kernels
+
 __all__ = ["dilate", "feathered_mask", "fill_specks", "composite"]
 
 
@@ -51,7 +53,10 @@ def _running_max(x: torch.Tensor, dim: int, r: int) -> torch.Tensor:
 def dilate(x: torch.Tensor, r: int) -> torch.Tensor:
     """Square (2r + 1)^2 max-filter of float [B, 1, H, W] (dilation of a mask; -dilate(-x)
     erodes), pixels off the image left out (as ``max_pool2d`` with padding r), as a row pass
-    then a column pass: the same result as the 2-D filter."""
+    then a column pass: the same result as the 2-D filter (on the CPU without autograd,
+    OpenCV's: :func:`.kernels.max_filter`)."""
+    if r > 0 and kernels.use_kernels(x):
+        return kernels.max_filter(x, r)
     return _running_max(_running_max(x, 3, r), 2, r)
 
 

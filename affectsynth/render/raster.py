@@ -37,7 +37,7 @@ available one in ``AUTO_ORDER`` that accepts the input's device.
 * ``"numba"`` — a CPU z-buffer compiled with numba: triangles are binned into bands of
   rows and the bands are rasterised in parallel (each band owns its rows: no races), or
   one after another where ``torch.get_num_threads()`` is 1 (DataLoader workers; see
-  ``_compiled``). The default on the CPU (measured in ``scripts/bench_raster.py``).
+  :func:`.kernels.compiled`). The default on the CPU (measured in ``scripts/bench_raster.py``).
 * ``"moderngl"`` — OpenGL through a headless EGL context (Mesa llvmpipe on a machine with
   no GPU; needs the system's libEGL/libGL and Mesa's EGL and DRI drivers). Follows the same
   conventions; it may disagree with ``"numba"`` only for pixel centres within ~1/256 px of
@@ -57,12 +57,13 @@ import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import FunctionType, MappingProxyType
+from types import MappingProxyType
 
 import numba
 import numpy as np
 import torch
 
+from .kernels import compiled
 from .raster_nvdiffrast import nvdiffrast_available, rasterize_nvdiffrast
 
 __all__ = ["Fragments", "RasterBackend", "BACKENDS", "AUTO_ORDER", "rasterize", "Rasterizer",
@@ -250,20 +251,8 @@ def _raster_bands(verts, faces, box, start, ids, band_rows, tri_id, bary, depth)
                         bary[b, i, j, 2] = w2
 
 
-def _compiled(kernel) -> tuple[Callable, Callable]:
-    """(parallel, serial) numba builds of a kernel that loops with ``numba.prange``.
-
-    The serial build runs where torch is asked for one thread: DataLoader workers (which set it)
-    and batch workers. There it is also the only one that works: numba's threading layer in the
-    PyPI wheels (workqueue) hangs or aborts in a forked child, and it would oversubscribe cores
-    that other processes already use."""
-    serial = FunctionType(kernel.__code__, kernel.__globals__, kernel.__name__ + "_serial")
-    serial.__qualname__ = kernel.__qualname__ + "_serial"  # its own cache file: numba keys its cache by name, not flags
-    return numba.njit(cache=True, parallel=True)(kernel), numba.njit(cache=True)(serial)
-
-
-_TRIANGLE_BOXES = _compiled(_triangle_boxes)
-_RASTER_BANDS = _compiled(_raster_bands)
+_TRIANGLE_BOXES = compiled(_triangle_boxes)
+_RASTER_BANDS = compiled(_raster_bands)
 
 
 def _rasterize_numba(verts_img: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],

@@ -1,0 +1,219 @@
+"""CPU kernels (numba; OpenCV's morphology) for the per-pixel ops of :mod:`.shade`,
+:mod:`.materials` and :mod:`.composite`.
+
+The torch formulations in those modules are the reference and the differentiable path. On the
+CPU, where no gradient is asked for (``torch.no_grad``, as in ``render`` and the training hook),
+they call these instead: one pass over the pixels in place of a dozen tensor ops, each of which
+costs more in dispatch and temporaries than in arithmetic at a face's size (224^2: ~20k pixels).
+Each kernel does the reference's floating-point operations in the reference's order, so it returns
+the same bits (``tests/test_kernels.py``); numba does not contract a * b + c into a fused
+multiply-add unless asked (``fastmath``), and none of these ask. The exception is
+:func:`vertex_normals`: torch's ``cross`` and ``norm`` fuse multiply-adds, so the two agree to
+~1e-7.
+
+Shapes and conventions are those of the torch ops that call them; arrays are numpy views of the
+tensors (no copies where the tensor is already contiguous).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import FunctionType
+
+import cv2
+import numba
+import numpy as np
+import torch
+
+__all__ = ["compiled", "use_kernels", "interpolate_rows", "surface_depth", "sample_bilinear", "sample_nearest",
+           "vertex_normals", "max_filter"]
+
+
+def compiled(kernel) -> tuple[Callable, Callable]:
+    """(parallel, serial) numba builds of a kernel that loops with ``numba.prange``.
+
+    The serial build runs where torch is asked for one thread: DataLoader workers (which set it)
+    and batch workers. There it is also the only one that works: numba's threading layer in the
+    PyPI wheels (workqueue) hangs or aborts in a forked child, and it would oversubscribe cores
+    that other processes already use."""
+    serial = FunctionType(kernel.__code__, kernel.__globals__, kernel.__name__ + "_serial")
+    serial.__qualname__ = kernel.__qualname__ + "_serial"  # its own cache file: numba keys its cache by name, not flags
+    return numba.njit(cache=True, parallel=True)(kernel), numba.njit(cache=True)(serial)
+
+
+def _build(kernel) -> Callable:
+    """The build of ``kernel`` (:func:`compiled`) for torch's current number of threads."""
+    parallel, serial = compiled(kernel)
+    return lambda *args: (serial if torch.get_num_threads() == 1 else parallel)(*args)
+
+
+def use_kernels(*tensors: torch.Tensor) -> bool:
+    """Whether an op on these tensors takes its kernel: all on the CPU, and no gradient asked for."""
+    if any(t.device.type != "cpu" for t in tensors):
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def _interpolate_rows(attr, faces, tri_id, bary, out):  # pragma: no cover - jitted
+    """out[b, p] = sum_k bary[b, p, k] * attr[b, faces[tri, k]] (zero where tri_id < 0), summed
+    from corner 0 as :func:`~affectsynth.render.shade.interpolate` does."""
+    n_batch, n_pixels, channels = out.shape
+    for task in numba.prange(n_batch * n_pixels):
+        b, p = task // n_pixels, task % n_pixels
+        tri = tri_id[b, p]
+        if tri < 0:
+            for c in range(channels):
+                out[b, p, c] = 0.0
+            continue
+        i0, i1, i2 = faces[tri, 0], faces[tri, 1], faces[tri, 2]
+        w0, w1, w2 = bary[b, p, 0], bary[b, p, 1], bary[b, p, 2]
+        for c in range(channels):
+            value = w0 * attr[b, i0, c]
+            value += w1 * attr[b, i1, c]
+            value += w2 * attr[b, i2, c]
+            out[b, p, c] = value
+
+
+def _surface_depth(tri_id, verts, faces, points, depth, covered):  # pragma: no cover - jitted
+    """depth[b, n], covered[b, n] of :func:`~affectsynth.render.shade.surface_depth_at` (float64);
+    depth is 0 where not covered."""
+    n_batch, height, width = tri_id.shape
+    n_points = points.shape[1]
+    for task in numba.prange(n_batch * n_points):
+        b, n = task // n_points, task % n_points
+        x, y = points[b, n, 0], points[b, n, 1]
+        depth[b, n] = 0.0
+        covered[b, n] = False
+        col, row = np.floor(x), np.floor(y)
+        if not (col >= 0 and col < width and row >= 0 and row < height):
+            continue
+        tri = tri_id[b, int(row), int(col)]
+        if tri < 0:
+            continue
+        covered[b, n] = True
+        i0, i1, i2 = faces[tri, 0], faces[tri, 1], faces[tri, 2]
+        x0, y0, z0 = verts[b, i0, 0], verts[b, i0, 1], verts[b, i0, 2]
+        e1x, e1y, e1z = verts[b, i1, 0] - x0, verts[b, i1, 1] - y0, verts[b, i1, 2] - z0
+        e2x, e2y, e2z = verts[b, i2, 0] - x0, verts[b, i2, 1] - y0, verts[b, i2, 2] - z0
+        det = e1x * e2y - e1y * e2x
+        px, py = x - x0, y - y0
+        w1 = (px * e2y - py * e2x) / det
+        w2 = (e1x * py - e1y * px) / det
+        depth[b, n] = z0 + w1 * e1z + w2 * e2z
+
+
+def _sample_bilinear(image, points, out):  # pragma: no cover - jitted
+    """out[b, n, c]: :func:`~affectsynth.render.shade.sample_image`'s bilinear lookup, in its order."""
+    n_batch, channels, height, width = image.shape
+    n_points = points.shape[1]
+    # Constants in the image's dtype, as torch takes Python scalars: float32 stays float32.
+    one, half = image.dtype.type(1.0), image.dtype.type(0.5)
+    right, bottom_edge = image.dtype.type(width - 0.5), image.dtype.type(height - 0.5)
+    for task in numba.prange(n_batch * n_points):
+        b, n = task // n_points, task % n_points
+        x = min(max(points[b, n, 0], half), right) - half
+        y = min(max(points[b, n, 1], half), bottom_edge) - half
+        x0, y0 = np.floor(x), np.floor(y)
+        fx, fy = x - x0, y - y0
+        c0, r0 = int(x0), int(y0)
+        c1, r1 = min(c0 + 1, width - 1), min(r0 + 1, height - 1)
+        for c in range(channels):
+            top = image[b, c, r0, c0] * (one - fx) + image[b, c, r0, c1] * fx
+            bottom = image[b, c, r1, c0] * (one - fx) + image[b, c, r1, c1] * fx
+            out[b, n, c] = top * (one - fy) + bottom * fy
+
+
+def _sample_nearest(image, points, out):  # pragma: no cover - jitted
+    """out[b, n, c]: the pixel whose square holds the point (clamped to the image)."""
+    n_batch, channels, height, width = image.shape
+    n_points = points.shape[1]
+    for task in numba.prange(n_batch * n_points):
+        b, n = task // n_points, task % n_points
+        col = int(min(max(np.floor(points[b, n, 0]), 0.0), width - 1.0))
+        row = int(min(max(np.floor(points[b, n, 1]), 0.0), height - 1.0))
+        for c in range(channels):
+            out[b, n, c] = image[b, c, row, col]
+
+
+@numba.njit(cache=True)
+def _vertex_normals(verts, faces, out):  # pragma: no cover - jitted
+    """Area-weighted unit vertex normals of :func:`~affectsynth.render.materials.vertex_normals`:
+    face normals added corner by corner (all first corners, then the second, then the third)."""
+    n_batch, n_verts = verts.shape[0], verts.shape[1]
+    n_faces = faces.shape[0]
+    normal = np.empty((n_faces, 3), verts.dtype)
+    tiny = verts.dtype.type(1e-12)
+    for b in range(n_batch):
+        out[b] = 0.0
+        for f in range(n_faces):
+            i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+            ax, ay, az = verts[b, i1, 0] - verts[b, i0, 0], verts[b, i1, 1] - verts[b, i0, 1], verts[b, i1, 2] - verts[b, i0, 2]
+            bx, by, bz = verts[b, i2, 0] - verts[b, i0, 0], verts[b, i2, 1] - verts[b, i0, 1], verts[b, i2, 2] - verts[b, i0, 2]
+            normal[f, 0] = ay * bz - az * by
+            normal[f, 1] = az * bx - ax * bz
+            normal[f, 2] = ax * by - ay * bx
+        for k in range(3):
+            for f in range(n_faces):
+                v = faces[f, k]
+                out[b, v, 0] += normal[f, 0]
+                out[b, v, 1] += normal[f, 1]
+                out[b, v, 2] += normal[f, 2]
+        for v in range(n_verts):
+            length = np.sqrt(out[b, v, 0] * out[b, v, 0] + out[b, v, 1] * out[b, v, 1] + out[b, v, 2] * out[b, v, 2])
+            length = max(length, tiny)
+            out[b, v, 0] /= length
+            out[b, v, 1] /= length
+            out[b, v, 2] /= length
+
+
+_INTERPOLATE_ROWS = _build(_interpolate_rows)
+_SURFACE_DEPTH = _build(_surface_depth)
+_SAMPLE_BILINEAR = _build(_sample_bilinear)
+_SAMPLE_NEAREST = _build(_sample_nearest)
+
+
+def interpolate_rows(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
+    """attr [B, V, C], faces [F, 3] int64, tri_id [B, P] int64, bary [B, P, 3] (attr's dtype)
+    -> [B, P, C]."""
+    out = torch.empty(*tri_id.shape, attr.shape[-1], dtype=attr.dtype)
+    _INTERPOLATE_ROWS(attr.numpy(), faces.numpy(), tri_id.numpy(), bary.numpy(), out.numpy())
+    return out
+
+
+def surface_depth(tri_id: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor,
+                  points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tri_id [B, H, W] int64, verts [B, V, 3] float64, faces [F, 3] int64, points [B, N, 2]
+    float64 -> depth [B, N] float64, covered [B, N] bool."""
+    depth = torch.empty(points.shape[:2], dtype=torch.float64)
+    covered = torch.empty(points.shape[:2], dtype=torch.bool)
+    _SURFACE_DEPTH(tri_id.numpy(), verts.numpy(), faces.numpy(), points.numpy(), depth.numpy(), covered.numpy())
+    return depth, covered
+
+
+def sample_bilinear(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """image [B, C, H, W], points [B, N, 2] (image's dtype) -> [B, N, C]."""
+    out = torch.empty(*points.shape[:2], image.shape[1], dtype=image.dtype)
+    _SAMPLE_BILINEAR(image.numpy(), points.numpy(), out.numpy())
+    return out
+
+
+def sample_nearest(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """image [B, C, H, W], points [B, N, 2] (image's dtype) -> [B, N, C]."""
+    out = torch.empty(*points.shape[:2], image.shape[1], dtype=image.dtype)
+    _SAMPLE_NEAREST(image.numpy(), points.numpy(), out.numpy())
+    return out
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """verts [B, V, 3], faces [F, 3] int64 -> [B, V, 3] unit normals."""
+    out = torch.empty_like(verts)
+    _vertex_normals(verts.numpy(), faces.numpy(), out.numpy())
+    return out
+
+
+def max_filter(x: torch.Tensor, r: int) -> torch.Tensor:
+    """x [B, 1, H, W] float -> the maximum over each pixel's (2r + 1)^2 square, pixels off the
+    image left out (OpenCV's dilation: its default border takes no part in a maximum)."""
+    element = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))
+    return torch.stack([torch.from_numpy(cv2.dilate(np.ascontiguousarray(image[0].numpy()), element))
+                        for image in x])[:, None]

@@ -1,0 +1,73 @@
+"""The CPU kernels return what the torch ops they stand in for return (the same bits), on the
+default model's face rasterised at several poses, and step aside where a gradient is asked for."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from affectsynth.model.default import load_default_model
+from affectsynth.render import interpolate, kernels, rasterize, sample_image
+from affectsynth.render.composite import _running_max, dilate
+from affectsynth.render.materials import vertex_normals
+from affectsynth.render.shade import _surface_depth_torch, surface_depth_at
+
+from .test_raster import posed_model
+
+
+@pytest.fixture(scope="module")
+def posed():
+    """The default model's mean face at three yaws in a 96^2 image, its faces and fragments."""
+    model = load_default_model()
+    verts = posed_model(model, 96, yaws=(-40.0, 0.0, 25.0), pitch=10.0)
+    return verts, model.triangles, rasterize(verts, model.triangles, (96, 96), backend="numba")
+
+
+def test_interpolate_kernel_matches_torch_and_steps_aside_for_gradients(posed):
+    verts, faces, frags = posed
+    attr = torch.randn(3, verts.shape[1], 7, generator=torch.Generator().manual_seed(0))
+    fast = interpolate(attr, frags, faces)
+    reference = interpolate(attr.clone().requires_grad_(), frags, faces)   # the torch path: a gradient is asked for
+    assert reference.requires_grad and not fast.requires_grad
+    assert frags.mask.sum() > 3000 and torch.equal(fast, reference.detach())
+    assert (fast[~frags.mask] == 0).all()
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_sample_image_kernel_matches_torch(mode):
+    g = torch.Generator().manual_seed(1)
+    photo = torch.rand(1, 3, 120, 130, generator=g)
+    window = photo[..., 10:90, 20:110].expand(2, -1, -1, -1)               # a strided view, as the renderer passes
+    points = torch.rand(2, 40, 50, 2, generator=g) * torch.tensor([100.0, 90.0]) - 5   # some off the window
+    fast = sample_image(window, points, mode)
+    reference = sample_image(window.clone().requires_grad_(), points, mode)
+    assert fast.shape == (2, 40, 50, 3) and torch.equal(fast, reference.detach())
+
+
+def test_surface_depth_kernel_matches_torch(posed):
+    verts, faces, frags = posed
+    points = torch.rand(3, 5000, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 110 - 7
+    depth, covered = surface_depth_at(frags, verts, faces, points)
+    ref_depth, ref_covered = _surface_depth_torch(frags.tri_id, verts.double(), faces, points)
+    assert covered.sum() > 1000 and (~covered).sum() > 1000
+    assert torch.equal(covered, ref_covered) and torch.equal(depth[covered], ref_depth[covered])
+
+
+def test_vertex_normals_kernel_agrees_with_torch(posed):
+    verts, faces, _ = posed
+    fast = vertex_normals(verts.float(), faces)
+    reference = vertex_normals(verts.float().requires_grad_(), faces).detach()
+    used = torch.zeros(verts.shape[1], dtype=torch.bool)
+    used[faces.reshape(-1)] = True
+    assert torch.allclose(fast, reference, atol=1e-6, rtol=0)     # torch's cross and norm fuse multiply-adds
+    assert torch.allclose(fast[:, used].norm(dim=-1), torch.ones(1), atol=1e-6) and (fast[:, ~used] == 0).all()
+
+
+@pytest.mark.parametrize("radius", [1, 2, 5])
+def test_dilate_kernel_matches_the_running_maxima(radius):
+    g = torch.Generator().manual_seed(radius)
+    mask = (torch.rand(2, 1, 37, 45, generator=g) > 0.8).float() * torch.rand(2, 1, 37, 45, generator=g)
+    reference = _running_max(_running_max(mask, 3, radius), 2, radius)
+    assert torch.equal(dilate(mask, radius), reference)
+    assert torch.equal(-dilate(-mask, radius), -_running_max(_running_max(-mask, 3, radius), 2, radius))
+    assert not kernels.use_kernels(mask.clone().requires_grad_()) and kernels.use_kernels(mask)
