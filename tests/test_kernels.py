@@ -9,7 +9,7 @@ import torch
 from affectsynth.model.default import load_default_model
 from affectsynth.render import interpolate, kernels, rasterize, sample_image
 from affectsynth.render.composite import _running_max, dilate
-from affectsynth.render.materials import vertex_normals
+from affectsynth.render.materials import shading_ratio, vertex_normals
 from affectsynth.render.shade import _surface_depth_torch, surface_depth_at
 
 from .test_raster import posed_model
@@ -71,3 +71,29 @@ def test_dilate_kernel_matches_the_running_maxima(radius):
     assert torch.equal(dilate(mask, radius), reference)
     assert torch.equal(-dilate(-mask, radius), -_running_max(_running_max(-mask, 3, radius), 2, radius))
     assert not kernels.use_kernels(mask.clone().requires_grad_()) and kernels.use_kernels(mask)
+
+
+@pytest.mark.parametrize("radii", [(2,), (0, 1, 2), (1, 3)])
+def test_radius_reached_matches_growing_the_mask(radii):
+    """The search kernel gives what dilating the mask radius by radius gives (the torch path of
+    ``retarget._distance``), at pixels near the mask's edge and near the window's border."""
+    g = torch.Generator().manual_seed(len(radii))
+    mask = torch.rand(2, 30, 40, generator=g) > 0.93
+    face = torch.randint(0, 2, (500,), generator=g)
+    rows, cols = torch.randint(0, 30, (500,), generator=g), torch.randint(0, 40, (500,), generator=g)
+    grown, expected = mask[:, None].float(), torch.full_like(rows, radii[-1] + 1)
+    for previous, r in zip((0,) + radii, radii):
+        grown = _running_max(_running_max(grown, 3, r - previous), 2, r - previous)
+        expected = torch.where((grown[face, 0, rows, cols] > 0) & (expected > r), r, expected)
+    got = kernels.radius_reached(mask, face, rows, cols, radii)
+    assert len(set(got.tolist())) == len(radii) + 1 and torch.equal(got, expected)
+
+
+def test_shading_ratio_kernel_agrees_with_torch(posed):
+    verts, faces, frags = posed
+    normals = vertex_normals(verts.float(), faces)
+    turned = vertex_normals(verts.float() * torch.tensor([1.0, 1.3, 0.7]), faces)     # a stretched face
+    fast = shading_ratio(normals, turned)
+    reference = shading_ratio(normals.requires_grad_(), turned).detach()
+    assert fast.dtype == reference.dtype and fast.std() > 0.01
+    assert torch.allclose(fast, reference, rtol=1e-6, atol=0)     # libm's and torch's pow may differ in the last bit

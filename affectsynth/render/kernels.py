@@ -7,9 +7,9 @@ they call these instead: one pass over the pixels in place of a dozen tensor ops
 costs more in dispatch and temporaries than in arithmetic at a face's size (224^2: ~20k pixels).
 Each kernel does the reference's floating-point operations in the reference's order, so it returns
 the same bits (``tests/test_kernels.py``); numba does not contract a * b + c into a fused
-multiply-add unless asked (``fastmath``), and none of these ask. The exception is
-:func:`vertex_normals`: torch's ``cross`` and ``norm`` fuse multiply-adds, so the two agree to
-~1e-7.
+multiply-add unless asked (``fastmath``), and none of these ask. The exceptions agree to the
+last bit or so: :func:`vertex_normals` (torch's ``cross`` and ``norm`` fuse multiply-adds) and
+:func:`shading_ratio` (torch's and libm's ``pow``).
 
 Shapes and conventions are those of the torch ops that call them; arrays are numpy views of the
 tensors (no copies where the tensor is already contiguous).
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 __all__ = ["compiled", "use_kernels", "interpolate_rows", "surface_depth", "sample_bilinear", "sample_nearest",
-           "vertex_normals", "max_filter"]
+           "vertex_normals", "max_filter", "radius_reached", "shading_ratio"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -166,10 +166,42 @@ def _vertex_normals(verts, faces, out):  # pragma: no cover - jitted
             out[b, v, 2] /= length
 
 
+def _radius_reached(mask, face, rows, cols, radii, out):  # pragma: no cover - jitted
+    """out[m]: the smallest of the increasing ``radii`` within which (Chebyshev distance, inside
+    the mask's bounds) ``mask[face[m]]`` is set around (rows[m], cols[m]); the last + 1 if none is."""
+    height, width = mask.shape[1], mask.shape[2]
+    reach = radii[-1]
+    for m in numba.prange(face.shape[0]):
+        f, r, c = face[m], rows[m], cols[m]
+        nearest = reach + 1
+        for i in range(max(r - reach, 0), min(r + reach + 1, height)):
+            for j in range(max(c - reach, 0), min(c + reach + 1, width)):
+                if mask[f, i, j]:
+                    nearest = min(nearest, max(abs(i - r), abs(j - c)))
+        out[m] = reach + 1
+        for radius in radii:
+            if nearest <= radius:
+                out[m] = radius
+                break
+
+
+def _shading_ratio(source, target, light, ambient, diffuse, lowest, highest, exponent, out):  # pragma: no cover - jitted
+    """out[n] of :func:`~affectsynth.render.materials.shading_ratio` for normals [N, 3] (every
+    scalar in their dtype: a Python int or float would make numba compute in float64)."""
+    zero = ambient - ambient
+    for n in numba.prange(out.shape[0]):
+        lit_source = -(source[n, 0] * light[0] + source[n, 1] * light[1] + source[n, 2] * light[2])
+        lit_target = -(target[n, 0] * light[0] + target[n, 1] * light[1] + target[n, 2] * light[2])
+        ratio = (ambient + diffuse * max(lit_target, zero)) / (ambient + diffuse * max(lit_source, zero))
+        out[n] = min(max(ratio, lowest), highest) ** exponent
+
+
 _INTERPOLATE_ROWS = _build(_interpolate_rows)
 _SURFACE_DEPTH = _build(_surface_depth)
 _SAMPLE_BILINEAR = _build(_sample_bilinear)
 _SAMPLE_NEAREST = _build(_sample_nearest)
+_RADIUS_REACHED = _build(_radius_reached)
+_SHADING_RATIO = _build(_shading_ratio)
 
 
 def interpolate_rows(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
@@ -211,9 +243,31 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def shading_ratio(source: torch.Tensor, target: torch.Tensor, light: torch.Tensor, ambient: float,
+                  ratio_range: tuple[float, float], exponent: float) -> torch.Tensor:
+    """source, target [..., 3] unit normals, light [3] (unit) -> [...] the clamped Lambert ratio
+    target / source raised to ``exponent``, in the normals' dtype."""
+    one = np.dtype(str(source.dtype).removeprefix("torch.")).type  # the scalars in the normals' dtype
+    flat = (source.reshape(-1, 3), target.reshape(-1, 3))   # strided views (channels of an interpolation) as they are
+    out = torch.empty(flat[0].shape[0], dtype=source.dtype)
+    _SHADING_RATIO(flat[0].numpy(), flat[1].numpy(), light.to(source.dtype).numpy(), one(ambient), one(1 - ambient),
+                   one(ratio_range[0]), one(ratio_range[1]), one(exponent), out.numpy())
+    return out.view(source.shape[:-1])
+
+
 def max_filter(x: torch.Tensor, r: int) -> torch.Tensor:
     """x [B, 1, H, W] float -> the maximum over each pixel's (2r + 1)^2 square, pixels off the
     image left out (OpenCV's dilation: its default border takes no part in a maximum)."""
     element = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))
     return torch.stack([torch.from_numpy(cv2.dilate(np.ascontiguousarray(image[0].numpy()), element))
                         for image in x])[:, None]
+
+
+def radius_reached(mask: torch.Tensor, face: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                   radii: tuple[int, ...]) -> torch.Tensor:
+    """mask [B, h, w] bool; face, rows, cols [M] int64; increasing radii -> [M] int64: for each
+    pixel the smallest radius within which (Chebyshev) the mask is set, the last + 1 where none."""
+    out = torch.empty_like(rows)
+    _RADIUS_REACHED(mask.contiguous().numpy(), face.contiguous().numpy(), rows.contiguous().numpy(),
+                    cols.contiguous().numpy(), np.asarray(radii, np.int64), out.numpy())
+    return out

@@ -208,6 +208,8 @@ def shading_ratio(source_normals: torch.Tensor, target_normals: torch.Tensor) ->
     """
     light = source_normals.new_tensor(KEY_LIGHT)
     light = light / light.norm()
+    if kernels.use_kernels(source_normals, target_normals):
+        return kernels.shading_ratio(source_normals, target_normals, light, AMBIENT, RATIO_RANGE, 1.0 / PHOTO_GAMMA)
 
     def lambert(n: torch.Tensor) -> torch.Tensor:
         return AMBIENT + (1 - AMBIENT) * (-(n * light).sum(-1)).clamp(min=0)  # outward normal = -n
