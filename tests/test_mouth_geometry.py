@@ -14,7 +14,7 @@ from affectsynth.affect.targets import AU_KEYS, au_to_model_coeffs, emfacs_table
 from affectsynth.model import FaceModel
 from affectsynth.model import mesh_ops as mo
 from affectsynth.model.default import build_default_model
-from affectsynth.model.mouth import OVERBITE_MM, OVERJET_MM
+from affectsynth.model.mouth import OVERBITE_MM, OVERJET_MM, TONGUE_DORSUM_ABOVE_LOWER_INCISORS_MM
 from affectsynth.render.raster import rasterize
 
 PARTS = ("mouth_socket", "teeth_upper", "teeth_lower", "gums", "tongue")
@@ -152,8 +152,10 @@ def test_teeth_sit_behind_the_lips_like_teeth(model):
     assert upper_labial - lower_labial == pytest.approx(OVERJET_MM, abs=0.5)
     width = np.ptp(v[upper[(v[upper, 0] > 0) & (v[upper, 0] < 8.0) & (v[upper, 1] < upper_edge + 3.0)], 0])
     assert 7.0 < width < 9.5  # a central incisor's edge, mesial to distal
-    tongue = region(model, "tongue")
-    assert 2.0 <= lower_edge - v[tongue, 1].max() <= 6.0
+    tongue = v[region(model, "tongue")]
+    assert tongue[:, 1].max() - lower_edge == pytest.approx(TONGUE_DORSUM_ABOVE_LOWER_INCISORS_MM, abs=0.5)
+    front = tongue[tongue[:, 2] > tongue[:, 2].max() - 2.0]
+    assert tongue[:, 2].max() < lower_labial - 2.0 and front[:, 1].max() < lower_edge - 4.0  # its tip low behind them
 
 
 # ------------------------------------------------------------------------ motion
@@ -197,6 +199,8 @@ def test_interior_is_hidden_by_closed_lips_and_shows_when_they_part(model):
         assert visible_area(model, c, teeth) > teeth_mm2, name
         assert visible_area(model, c, socket) > socket_mm2, name  # the pouch faces the opening
     assert visible_area(model, coefficients(model, AU27=1.0), tongue) > 20.0
+    assert visible_area(model, coefficients(model, AU26=1.0), tongue) > 20.0     # behind the lower teeth
+    assert visible_area(model, coefficients(model, AU25=1.0), tongue) < 1.0      # the teeth together hide it
 
 
 def test_slightly_parted_lips_show_a_strip_of_upper_incisor(model):

@@ -20,8 +20,10 @@ lips part the renderer draws a mouth, not the photo's old lips or a hole.
   vertical overlap.
 * Gums (``gums``): a band along each arch over the crowns' necks, its margin scalloped
   (high over each crown, down between crowns).
-* Tongue (``tongue``): an ellipsoid on the floor of the mouth behind the lower teeth, its
-  top :data:`TONGUE_BELOW_LOWER_INCISORS_MM` below the lower incisal edges.
+* Tongue (``tongue``): an ellipsoid filling the floor of the mouth inside the lower arch, its
+  tip low behind the lower incisors and its dorsum rising backward to
+  :data:`TONGUE_DORSUM_ABOVE_LOWER_INCISORS_MM` above the lower incisal edges, as a tongue at
+  rest lies (its back near the palate): a mouth that opens shows it behind the lower teeth.
 
 Motion. The upper teeth and gums are fixed to the skull: no expression moves them. The
 lower teeth, gums and the tongue move rigidly with the mandible: exactly the rigid motion
@@ -52,7 +54,7 @@ from .parts import MeshPart
 
 __all__ = ["mouth_interior", "JAW_EXPRESSIONS", "Tooth", "UPPER_TEETH", "LOWER_TEETH", "ARCH_MM", "SOCKET_RINGS",
            "SOCKET_DEPTH_MM", "UPPER_INCISAL_BELOW_LIP_MM", "INCISOR_BEHIND_LIP_MM", "OVERBITE_MM", "OVERJET_MM",
-           "TONGUE_BELOW_LOWER_INCISORS_MM"]
+           "TONGUE_DORSUM_ABOVE_LOWER_INCISORS_MM", "TONGUE_HALF_SIZE_MM"]
 
 #: The expressions that move the mandible; the lower parts follow their rigid jaw motion.
 JAW_EXPRESSIONS = ("AU26", "AU27")
@@ -66,8 +68,12 @@ INCISOR_BEHIND_LIP_MM = 3.2
 OVERBITE_MM = 2.0
 #: Horizontal distance from the upper arch's labial line to the lower one's (top view).
 OVERJET_MM = 2.5
-#: The tongue's highest point lies this far below the lower incisal edges.
-TONGUE_BELOW_LOWER_INCISORS_MM = 4.0
+#: The tongue's highest point (its dorsum, :data:`TONGUE_HALF_SIZE_MM` behind its tip) lies this
+#: far above the lower incisal edges.
+TONGUE_DORSUM_ABOVE_LOWER_INCISORS_MM = 1.0
+#: The tongue ellipsoid's half length (front to back), half width and half height, mm: the oral
+#: tongue of an adult is ~5 cm long and, inside the lower arch, ~3 cm wide at the premolars.
+TONGUE_HALF_SIZE_MM = (20.0, 13.0, 10.0)
 #: How far the gum covers each crown's neck, and how far the band reaches beyond the crown.
 GUM_OVERLAP_MM = 1.0
 GUM_HEIGHT_MM = 3.0
@@ -491,14 +497,14 @@ def _gum_band(arch: _Arch, teeth: tuple[Tooth, ...], edge_y: float, up: float) -
 
 def _tongue(lower_arch: _Arch, teeth: tuple[Tooth, ...], lower_edge_y: float) -> _Piece:
     """An ellipsoid resting on the floor of the mouth: its tip behind the lower incisors'
-    necks, its top :data:`TONGUE_BELOW_LOWER_INCISORS_MM` below their edges, its bottom
+    necks, its top :data:`TONGUE_DORSUM_ABOVE_LOWER_INCISORS_MM` above their edges, its bottom
     flattened."""
     incisor = teeth[0]
     labial_z = lower_arch.points[0, 1]
     neck_lingual_z = labial_z - np.tan(np.radians(incisor.tilt_deg)) * incisor.height - incisor.thickness[1]
     tip_z = neck_lingual_z - 1.5  # clear of the incisors and their gum
-    half_length, half_width, half_height = 9.0, 14.0, 7.0
-    centre = np.array([0.0, lower_edge_y - TONGUE_BELOW_LOWER_INCISORS_MM - half_height, tip_z - half_length])
+    half_length, half_width, half_height = TONGUE_HALF_SIZE_MM
+    centre = np.array([0.0, lower_edge_y + TONGUE_DORSUM_ABOVE_LOWER_INCISORS_MM - half_height, tip_z - half_length])
     beta = np.pi * np.arange(1, _TONGUE_RINGS + 1) / (_TONGUE_RINGS + 1)  # from the tip back
     gamma = 2.0 * np.pi * np.arange(_TONGUE_AROUND) / _TONGUE_AROUND
     ring = np.sin(beta)[:, None]
