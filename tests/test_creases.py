@@ -84,3 +84,19 @@ def test_creases_fade_out_at_their_free_ends(lines):
     factor = crease_shading(ends, activation(AU10_R=1.0), lines, torch.tensor([8.0]))[0]
     assert factor[0] == pytest.approx(1.0, abs=1e-3) and factor[1] == pytest.approx(1.0, abs=1e-3)
     assert factor[2] < 0.95
+
+
+def test_forehead_rows_run_unbroken_where_inner_and_outer_brow_raisers_meet(model, lines):
+    """With AU1 and AU2 both at full intensity each forehead row is one line from the midline to
+    its lateral fade: nowhere in its inner three quarters does it fade to under half its darkest."""
+    from affectsynth.render.creases import _FOREHEAD_ROWS
+
+    landmarks = model.landmark_map("mp478").gather(model.mean[None])[0, :, :2]
+    for row in _FOREHEAD_ROWS:
+        xy = torch.stack([sum(w * landmarks[i] for i, w in point) for point in row])      # [P, 2] mm, the right side
+        t = torch.linspace(0.0, 1.0, 200)[:, None]
+        along = torch.cat([a + t * (b - a) for a, b in zip(xy[:-1], xy[1:])])              # points along the row
+        arc = torch.cat((torch.zeros(1), (along[1:] - along[:-1]).norm(dim=1).cumsum(0)))
+        inner = along[arc <= 0.75 * arc[-1]][None]
+        dark = 1 - crease_shading(inner, activation(AU1_R=1.0, AU2_R=1.0), lines, torch.tensor([8.0]))[0]
+        assert dark.max() > 0.05 and dark.min() > 0.5 * dark.max()

@@ -116,3 +116,22 @@ def test_skin_hides_the_mouth_interior_a_wide_jaw_swings_through_the_chin(defaul
 
     assert int((interior_over_skin(rasterize(image, default_model.triangles, (size, size))) > 0).sum()) >= 3
     assert int(interior_over_skin(rasterize_target(image, default_model, scale, (size, size))).sum()) == 0
+
+
+def test_the_upper_lid_shades_the_eyeball_it_uncovers():
+    """An uncovered eyeball pixel right under the target's lid skin is darkened by LID_SHADOW,
+    less so further down its column (e-fold every LID_SHADOW_MM), and not at all with no skin
+    above it within reach."""
+    from affectsynth.render.raster import Fragments
+    from affectsynth.render.retarget import LID_SHADOW, LID_SHADOW_MM, _lid_shadow
+
+    size, px_per_mm = (20, 3), torch.tensor([2.0])
+    material = torch.tensor([MATERIALS.index("skin"), MATERIALS.index("eyeball")])
+    tri_id = torch.ones(1, *size, dtype=torch.int64)                         # eyeball everywhere...
+    tri_id[0, :4, :2] = 0                                                    # ...under skin in rows 0-3 of columns 0-1
+    frags = Fragments(tri_id=tri_id, bary=torch.zeros(1, *size, 3), depth=torch.zeros(1, *size), backend="test")
+    pixels = torch.tensor([[4 * 3 + 0, 5 * 3 + 0, 8 * 3 + 1, 19 * 3 + 1, 4 * 3 + 2]])    # rows 4, 5, 8, 19; column 2
+    shade = _lid_shadow(torch.ones(1, 1, 5, dtype=torch.bool), pixels, frags, material, px_per_mm, size)
+    expected = 1 - LID_SHADOW * torch.exp(-torch.tensor([1.0, 2.0, 5.0]) / 2.0 / LID_SHADOW_MM)
+    torch.testing.assert_close(shade[:3], expected)
+    assert shade[3] == 1.0 and shade[4] == 1.0                               # out of reach; no lid above

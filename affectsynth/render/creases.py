@@ -88,14 +88,19 @@ _FOREHEAD_ROWS = (  # three rows between the brows and the hairline, from the mi
     (_at(151, 1.0), _at(108, 1.0), _at(69, 1.0), _at(104, 1.0)),
     (_mid(151, 10), _mid(108, 109), _mid(69, 67)),
 )
+#: Depth of each forehead row: the middle one deepest. Three rows of one depth, evenly spaced,
+#: read as a printed ladder of stripes; real forehead lines differ from row to row.
+_FOREHEAD_DEPTHS = (0.12, 0.16, 0.10)
 _NASOLABIAL = (_at(129, 1.0), _at(203, 1.0), _at(206, 1.0), _at(216, 1.0))
 
 #: The creases of the subject's right side; :data:`MIRROR` gives the left side's landmarks.
 CREASES: tuple[Crease, ...] = (
     # AU1: the central part of each forehead row (joining its mirror image at the midline);
-    # AU2: the lateral part
-    *(Crease(1, row[:2], 2.0, 0.15, from_midline=True) for row in _FOREHEAD_ROWS),
-    *(Crease(2, row[1:], 2.0, 0.15) for row in _FOREHEAD_ROWS),
+    # AU2: the lateral part. They overlap over the row's second segment, where one fades out as the
+    # other fades in: with both (surprise, fear) a row runs on unbroken (abutting at one point,
+    # both faded there, each row had a gap above the inner brow).
+    *(Crease(1, row[:3], 2.0, d, from_midline=True) for row, d in zip(_FOREHEAD_ROWS, _FOREHEAD_DEPTHS)),
+    *(Crease(2, row[1:], 2.0, d) for row, d in zip(_FOREHEAD_ROWS, _FOREHEAD_DEPTHS)),
     # AU4: the vertical glabellar furrow beside the midline, converging downward
     Crease(4, (_at(9, 0.6, 107, 0.4), _at(8, 0.6, 55, 0.4), _at(168, 0.6, 193, 0.4)), 2.2, 0.22),
     # AU9: across the root and the bridge of the nose, obliquely down its side, the upper furrow

@@ -5,6 +5,7 @@ the model's interior parts (mouth socket, teeth, tongue) where the target opens 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +48,12 @@ INTERIOR_PHOTO_CLEARANCE_PX = 2
 #: the photo's to a pixel or so, so such a pixel is often lid skin, which a raised lid (AU5) left
 #: as a band across the top of the iris on the 256 px dev photos.
 EYE_PHOTO_CLEARANCE_PX = 2
+#: An eyeball pixel the photo did not show (painted: a widened eye's uncovered sclera and iris) is
+#: darkened by the shadow of the upper lid and its lashes: by LID_SHADOW right under the lid,
+#: falling off e-fold every LID_SHADOW_MM below it (a design, as a portrait's light from above
+#: shades the top of an open eye). Painted evenly, the band a raised lid uncovers read as a
+#: flat white crescent.
+LID_SHADOW, LID_SHADOW_MM = 0.4, 1.0
 #: Unshown gaps up to about 2 * SPECK_PX + 1 px wide are filled before feathering.
 SPECK_PX = 2
 #: Eyeballs are drawn this far behind where they are, for both depth tests (the photo's and
@@ -250,6 +257,28 @@ def _skin_distance(selected: torch.Tensor, pixels: torch.Tensor, where: torch.Te
                       size))
 
 
+def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, triangle_material: torch.Tensor,
+                px_per_mm: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[M] the light left on each of the M eyeball pixels of ``selected`` ([B, 1, N] bool over the
+    drawn pixels ``pixels`` of a window of ``size``, in the order of ``selected.nonzero()``) under
+    the shadow of the upper lid and its lashes: 1 - :data:`LID_SHADOW` e^(-d / :data:`LID_SHADOW_MM`),
+    d the distance (mm, at the faces' ``px_per_mm`` [B]) up to the first skin the target draws in
+    the pixel's column (no skin within 4 widths: no shadow)."""
+    face = selected.nonzero()[:, 0]
+    pixel = pixels[selected[:, 0]]
+    rows, cols = pixel // size[1], pixel % size[1]
+    scale = px_per_mm[face]                                                                 # [M]
+    reach = max(1, int(math.ceil(4 * LID_SHADOW_MM * float(px_per_mm.max()))))
+    r0, r1, c0, c1 = _box(rows, cols, reach, size)
+    skin = _drawn_skin(frags.tri_id[:, r0:r1, c0:c1], triangle_material)                     # [B, h, w]
+    up_px = torch.full_like(scale, float("inf"))
+    for k in range(reach, 0, -1):  # nearest last: it wins
+        above = rows - r0 - k
+        hit = skin[face, above.clamp(min=0), cols - c0] & (above >= 0)
+        up_px = torch.where(hit, float(k), up_px)
+    return 1.0 - LID_SHADOW * torch.exp(-(up_px / scale) / LID_SHADOW_MM)
+
+
 def _interior_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
                     size: tuple[int, int]) -> torch.Tensor:
     """[M] the share of ``chosen`` among the ``interior`` pixels in the 3 x 3 neighbourhood of
@@ -413,8 +442,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     hidden_eye = covered & (material == _EYEBALL) & ~seen
     if eyes is not None and bool(hidden_eye.any()):
         face = hidden_eye.nonzero()[:, 0]
-        painted = eyeball_colour(target_mm[hidden_eye][:, None], _rows(eyes, face))               # [N, 1, 3]
-        colour = colour.index_put((hidden_eye,), painted[:, 0].to(colour.dtype))
+        painted = eyeball_colour(target_mm[hidden_eye][:, None], _rows(eyes, face))[:, 0]        # [N, 3]
+        shade = _lid_shadow(hidden_eye, pixels, frags, triangle_material, dst_px_per_mm, size)       # [N]
+        colour = colour.index_put((hidden_eye,), (painted * shade[:, None]).to(colour.dtype))
         seen = seen | hidden_eye
     if mouth_appearance is not None and bool((interior & ~seen).any()):
         rim = _lip_rim(model).to(faces.device)
