@@ -135,21 +135,3 @@ def test_the_upper_lid_shades_the_eyeball_it_uncovers():
     expected = 1 - LID_SHADOW * torch.exp(-torch.tensor([1.0, 2.0, 5.0]) / 2.0 / LID_SHADOW_MM)
     torch.testing.assert_close(shade[:3], expected)
     assert shade[3] == 1.0 and shade[4] == 1.0                               # out of reach; no lid above
-
-
-def test_shaded_pixels_and_their_neighbours_are_softened_and_nothing_else():
-    """A hard-edged shaded block in a flat photo: its edge steps shrink, pixels more than one
-    pixel from it keep their values exactly, and so does every pixel of another face."""
-    from affectsynth.render.retarget import _soften_shaded
-
-    colour = torch.zeros(2, 30, 40, 3)
-    colour[0, 10:20, 12:25] = 1.0
-    colour[1] = torch.rand(30, 40, 3, generator=torch.Generator().manual_seed(0))
-    shaded = torch.zeros(2, 30, 40, dtype=torch.bool)
-    shaded[0, 10:20, 12:25] = True
-    out = _soften_shaded(colour.clone(), shaded)
-    assert (colour[0, 14, 11] - colour[0, 14, 12]).abs().max() == 1.0
-    assert (out[0, 14, 11] - out[0, 14, 12]).abs().max() < 0.7           # the step across the edge
-    near = torch.zeros(30, 40, dtype=torch.bool)
-    near[9:21, 11:26] = True
-    assert torch.equal(out[0][~near], colour[0][~near]) and torch.equal(out[1], colour[1])

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from . import kernels
 
-__all__ = ["dilate", "gaussian_blur", "feathered_mask", "fill_specks", "composite"]
+__all__ = ["dilate", "feathered_mask", "fill_specks", "composite"]
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of [B, 1, H, W] with replicate padding.
 
     Each pass sums shifted copies of the padded image tap by tap, a fused multiply-add per tap
@@ -78,7 +78,7 @@ def feathered_mask(coverage: torch.Tensor, feather_px: float) -> torch.Tensor:
     if feather_px <= 0:
         return coverage
     eroded = -dilate(-coverage, max(1, int(round(feather_px))))
-    return gaussian_blur(eroded, feather_px / 2)
+    return _gaussian_blur(eroded, feather_px / 2)
 
 
 def composite(photo: torch.Tensor, layer: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

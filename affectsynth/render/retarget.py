@@ -15,7 +15,7 @@ from ..affect.targets import model_coeffs_to_au
 from ..deform import Deformation
 from ..model.face_model import MATERIALS, FaceModel
 from . import kernels
-from .composite import composite, dilate, feathered_mask, fill_specks, gaussian_blur
+from .composite import composite, dilate, feathered_mask, fill_specks
 from .creases import CreaseLines, crease_lines, crease_shading
 from .eyes import EyeAppearance, eyeball_colour
 from .materials import (MouthAppearance, estimate_mouth_appearance, looks_like_teeth, shade_mouth, shading_ratio,
@@ -54,11 +54,6 @@ EYE_PHOTO_CLEARANCE_PX = 2
 #: shades the top of an open eye). Painted evenly, the band a raised lid uncovers read as a
 #: flat white crescent.
 LID_SHADOW, LID_SHADOW_MM = 0.4, 1.0
-#: Shaded pixels (a painted eyeball, a shaded mouth interior) and the pixels next to them are
-#: blurred with this sigma (px), about a camera's blur at the pixel scale: drawn one sample per
-#: pixel, their edges against the photo's texture (the lips' inner edge, the lid margin, the
-#: teeth) were stair-stepped and sharper than anything in a photo of a face-crop's size.
-SHADED_EDGE_SIGMA_PX = 0.6
 #: Unshown gaps up to about 2 * SPECK_PX + 1 px wide are filled before feathering.
 SPECK_PX = 2
 #: Eyeballs are drawn this far behind where they are, for both depth tests (the photo's and
@@ -284,21 +279,6 @@ def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, 
     return 1.0 - LID_SHADOW * torch.exp(-(up_px / scale) / LID_SHADOW_MM)
 
 
-def _soften_shaded(colour: torch.Tensor, shaded: torch.Tensor) -> torch.Tensor:
-    """``colour`` [B, h, w, C], changed in place: the ``shaded`` [B, h, w] pixels and their 8
-    neighbours blurred (:data:`SHADED_EDGE_SIGMA_PX`); only their bounding box is blurred."""
-    _, rows, cols = shaded.nonzero(as_tuple=True)
-    reach = 1 + max(1, int(3 * SHADED_EDGE_SIGMA_PX + 0.5))
-    r0, r1, c0, c1 = _box(rows, cols, reach, shaded.shape[1:])
-    box = colour[:, r0:r1, c0:c1]
-    n_batch, h, w, channels = box.shape
-    blurred = gaussian_blur(box.permute(0, 3, 1, 2).reshape(n_batch * channels, 1, h, w), SHADED_EDGE_SIGMA_PX)
-    blurred = blurred.reshape(n_batch, channels, h, w).permute(0, 2, 3, 1)
-    zone = dilate(shaded[:, None, r0:r1, c0:c1].to(colour.dtype), 1)[:, 0, ..., None] > 0
-    colour[:, r0:r1, c0:c1] = torch.where(zone, blurred, box)
-    return colour
-
-
 def _interior_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
                     size: tuple[int, int]) -> torch.Tensor:
     """[M] the share of ``chosen`` among the ``interior`` pixels in the 3 x 3 neighbourhood of
@@ -460,9 +440,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     hidden_eye = covered & (material == _EYEBALL) & ~seen
-    shaded = torch.zeros_like(covered)
     if eyes is not None and bool(hidden_eye.any()):
-        shaded = hidden_eye
         face = hidden_eye.nonzero()[:, 0]
         painted = eyeball_colour(target_mm[hidden_eye][:, None], _rows(eyes, face))[:, 0]        # [N, 3]
         shade = _lid_shadow(hidden_eye, pixels, frags, triangle_material, dst_px_per_mm, size)       # [N]
@@ -488,18 +466,15 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
             shown = teeth & (face == i) & (photo_share[:, 0] > 0.5)
             if bool(shown.any()):
                 behind_mm = torch.where(teeth & (face == i), behind_mm - behind_mm[shown].median(), behind_mm)
-        interior_colour = shade_mouth(material[at][:, None, None], behind_mm[:, None, None],
-                                      target_normal_px[at][:, 2].abs()[:, None, None], _rows(mouth_appearance, face))
-        colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * interior_colour[:, 0, 0].to(colour.dtype))
-        shaded = shaded | interior.index_put(at, photo_share[:, 0] < 1)
+        shaded = shade_mouth(material[at][:, None, None], behind_mm[:, None, None],
+                             target_normal_px[at][:, 2].abs()[:, None, None], _rows(mouth_appearance, face))
+        colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * shaded[:, 0, 0].to(colour.dtype))
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
     coverage = fill_specks(_in_place((seen | interior)[:, 0], pixels, size, False).to(photo.dtype)[:, None], SPECK_PX)
     # Undrawn pixels hold the photo's own: the feathered mask reaches about half a feather past
     # the coverage, so they show, faintly, and must not bring in another pixel's colour.
     colour = _in_place(colour[:, 0], pixels, size, window.permute(0, 2, 3, 1).expand(b, -1, -1, -1))  # [B, h, w, C]
-    if bool(shaded.any()):
-        colour = _soften_shaded(colour, _in_place(shaded[:, 0], pixels, size, False))
     out = window
     masks = []
     for i in range(b):  # faces of one photo are composited in turn (B is the number of faces, small)
