@@ -49,8 +49,7 @@ def test_shade_mouth_tones_and_light_fall_off():
     far = shade_mouth(material, torch.full((1, 1, 4), 40.0), torch.ones(1, 1, 4), appearance)[0, 0]
     teeth, gums, tongue, socket = near
     luma = torch.tensor([0.299, 0.587, 0.114])
-    assert teeth @ luma > 0.75 and teeth[0] >= teeth[1] >= teeth[2]     # bright, warm
-    assert far[0, 0] / far[0, 2] > 1.2 * teeth[0] / teeth[2]            # deep inside, lit by the red walls
+    assert teeth @ luma > 0.75 and teeth[0] >= teeth[1] >= teeth[2]     # bright, not blue
     assert gums[0] > gums[1] and tongue[0] > tongue[1]                  # red
     assert socket.sum() < tongue.sum() < gums.sum() < teeth.sum()
     assert (far < near).all() and (far @ luma > 0.9 * OCCLUSION_FLOOR * near @ luma).all()  # darker deep inside, never black
