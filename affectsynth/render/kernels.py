@@ -25,7 +25,7 @@ import numba
 import numpy as np
 import torch
 
-__all__ = ["compiled", "use_kernels", "interpolate_rows", "surface_depth", "sample_bilinear", "sample_nearest",
+__all__ = ["compiled", "use_kernels", "interpolate_rows", "surface_depth", "sample_image",
            "vertex_normals", "max_filter", "radius_reached", "shading_ratio"]
 
 
@@ -222,17 +222,10 @@ def surface_depth(tri_id: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor
     return depth, covered
 
 
-def sample_bilinear(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """image [B, C, H, W], points [B, N, 2] (image's dtype) -> [B, N, C]."""
+def sample_image(image: torch.Tensor, points: torch.Tensor, mode: str) -> torch.Tensor:
+    """image [B, C, H, W], points [B, N, 2] (image's dtype), mode "bilinear" or "nearest" -> [B, N, C]."""
     out = torch.empty(*points.shape[:2], image.shape[1], dtype=image.dtype)
-    _SAMPLE_BILINEAR(image.numpy(), points.numpy(), out.numpy())
-    return out
-
-
-def sample_nearest(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """image [B, C, H, W], points [B, N, 2] (image's dtype) -> [B, N, C]."""
-    out = torch.empty(*points.shape[:2], image.shape[1], dtype=image.dtype)
-    _SAMPLE_NEAREST(image.numpy(), points.numpy(), out.numpy())
+    (_SAMPLE_BILINEAR if mode == "bilinear" else _SAMPLE_NEAREST)(image.numpy(), points.numpy(), out.numpy())
     return out
 
 
@@ -247,9 +240,9 @@ def shading_ratio(source: torch.Tensor, target: torch.Tensor, light: torch.Tenso
                   ratio_range: tuple[float, float], exponent: float) -> torch.Tensor:
     """source, target [..., 3] unit normals, light [3] (unit) -> [...] the clamped Lambert ratio
     target / source raised to ``exponent``, in the normals' dtype."""
-    one = np.dtype(str(source.dtype).removeprefix("torch.")).type  # the scalars in the normals' dtype
     flat = (source.reshape(-1, 3), target.reshape(-1, 3))   # strided views (channels of an interpolation) as they are
     out = torch.empty(flat[0].shape[0], dtype=source.dtype)
+    one = out.numpy().dtype.type  # the scalars in the normals' dtype
     _SHADING_RATIO(flat[0].numpy(), flat[1].numpy(), light.to(source.dtype).numpy(), one(ambient), one(1 - ambient),
                    one(ratio_range[0]), one(ratio_range[1]), one(exponent), out.numpy())
     return out.view(source.shape[:-1])

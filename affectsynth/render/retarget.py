@@ -214,6 +214,15 @@ def _box(rows: torch.Tensor, cols: torch.Tensor, margin: int, size: tuple[int, i
     return max(r0 - margin, 0), min(r1 + margin + 1, size[0]), max(c0 - margin, 0), min(c1 + margin + 1, size[1])
 
 
+def _selected_pixels(selected: torch.Tensor, pixels: torch.Tensor,
+                     size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The face, row and column ([M] int64 each) of the M pixels of ``selected`` ([B, 1, N] bool
+    over the drawn pixels ``pixels`` [B, N] of a window of ``size``), in the order of
+    ``selected.nonzero()``."""
+    pixel = pixels[selected[:, 0]]
+    return selected.nonzero()[:, 0], pixel // size[1], pixel % size[1]
+
+
 def _distance(mask_in: Callable[[slice, slice], torch.Tensor], face: torch.Tensor, rows: torch.Tensor,
               cols: torch.Tensor, radii: tuple[int, ...], size: tuple[int, int]) -> torch.Tensor:
     """[M] int64: the smallest of the increasing ``radii`` (px, Chebyshev, as :func:`dilate`, clipped
@@ -246,9 +255,7 @@ def _skin_distance(selected: torch.Tensor, pixels: torch.Tensor, where: torch.Te
     ``radii``, the nearest skin the photo shows is from each one's source position (``where``
     [B, 1, N, 3], window px; as sample_image's "nearest", clamped to the window), and the nearest
     skin the target draws from the pixel itself -> ([M] int64, [M] int64)."""
-    face = selected.nonzero()[:, 0]
-    pixel = pixels[selected[:, 0]]
-    rows, cols = pixel // size[1], pixel % size[1]
+    face, rows, cols = _selected_pixels(selected, pixels, size)
     source_xy = where[(selected,)][:, :2]
     source_cols = source_xy[:, 0].floor().clamp(0, size[1] - 1).long()
     source_rows = source_xy[:, 1].floor().clamp(0, size[0] - 1).long()
@@ -264,9 +271,7 @@ def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, 
     the shadow of the upper lid and its lashes: 1 - :data:`LID_SHADOW` e^(-d / :data:`LID_SHADOW_MM`),
     d the distance (mm, at the faces' ``px_per_mm`` [B]) up to the first skin the target draws in
     the pixel's column (no skin within 4 widths: no shadow)."""
-    face = selected.nonzero()[:, 0]
-    pixel = pixels[selected[:, 0]]
-    rows, cols = pixel // size[1], pixel % size[1]
+    face, rows, cols = _selected_pixels(selected, pixels, size)
     scale = px_per_mm[face]                                                                 # [M]
     reach = max(1, int(math.ceil(4 * LID_SHADOW_MM * float(px_per_mm.max()))))
     r0, r1, c0, c1 = _box(rows, cols, reach, size)
@@ -405,9 +410,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         mouth_appearance = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
         # Decided at the interior pixels alone ([M], in the order of interior.nonzero()): they are few.
         at = (interior,)
-        face = interior.nonzero()[:, 0]
-        pixel = pixels[interior[:, 0]]                                                      # [M]
-        centres = torch.stack((pixel % size[1], pixel // size[1]), -1).to(where.dtype) + 0.5
+        face, rows, cols = _selected_pixels(interior, pixels, size)                          # [M] each
+        centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5
         moved = (where[at][:, :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
         slit_in_photo, slit_in_target = (d <= INTERIOR_PHOTO_CLEARANCE_PX for d in _skin_distance(
             interior, pixels, where, src_frags, frags, triangle_material, (INTERIOR_PHOTO_CLEARANCE_PX,), size))

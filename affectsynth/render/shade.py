@@ -103,8 +103,7 @@ def sample_image(image: torch.Tensor, points_px: torch.Tensor, mode: str = "bili
     n_batch, channels, height, width = image.shape
     points = points_px.reshape(n_batch, -1, 2).to(image.dtype)
     if mode in ("bilinear", "nearest") and kernels.use_kernels(image, points):
-        sample = kernels.sample_bilinear if mode == "bilinear" else kernels.sample_nearest
-        return sample(image, points).reshape(*points_px.shape[:-1], channels)
+        return kernels.sample_image(image, points, mode).reshape(*points_px.shape[:-1], channels)
     flat = image.reshape(n_batch, channels, height * width)
 
     def pick(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:   # [B, N] -> [B, C, N]
