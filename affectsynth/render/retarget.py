@@ -42,18 +42,22 @@ INTERIOR_PHOTO_MAX_MOVE_PX = 1.0
 #: slit of a pixel or so in the fitted model (its rest lips are 0.7 mm apart), whose photo
 #: pixels are the line where the lips meet: right in a slit, a stripe across a parted mouth.
 INTERIOR_PHOTO_CLEARANCE_PX = 2
-#: An eyeball point keeps the photo's pixel unless the photo shows a lid (skin) within this many px
-#: of its source position, the target's lid is farther from it, and the pixel looks like skin (its
-#: colour nearer the face's skin tone than the eye's sclera and iris): the fitted lid margins match
-#: the photo's to a pixel or so, so such a pixel is often lid skin, which a raised lid (AU5) left
-#: as a band across the top of the iris on the 256 px dev photos.
-EYE_PHOTO_CLEARANCE_PX = 2
-#: An eyeball pixel the photo did not show (painted: a widened eye's uncovered sclera and iris) is
-#: darkened by the shadow of the upper lid and its lashes: by LID_SHADOW right under the lid,
-#: falling off e-fold every LID_SHADOW_MM below it (a design, as a portrait's light from above
-#: shades the top of an open eye). Painted evenly, the band a raised lid uncovers read as a
-#: flat white crescent.
-LID_SHADOW, LID_SHADOW_MM = 0.4, 1.0
+#: An eyeball point keeps the photo's pixel unless the photo shows a lid (skin) within this band
+#: (mm at the photo's scale, and at least EYE_PHOTO_MIN_BAND_PX) of its source position and the
+#: target's lid is farther from it: that band is the shadow of the photo's lid and lashes on the
+#: eye (and, where the fitted lid margin is a pixel or so off, lid skin). A raised lid (AU5)
+#: takes its shadow along, so the band is painted as the rest of the uncovered eyeball: kept, it
+#: cut the top of the iris flat and left a dark line across it under a painted white crescent.
+EYE_LID_BAND_MM = 0.8
+EYE_PHOTO_MIN_BAND_PX = 2
+#: A painted eyeball pixel (the uncovered sclera and iris of a widened eye) is darkened by the
+#: shadow of the upper lid and its lashes: by LID_SHADOW right under the lid, falling off e-fold
+#: every LID_SHADOW_MM below it; and it is lit as EYEBALL_AMBIENT + (1 - EYEBALL_AMBIENT) cos, cos
+#: the cosine between its normal and the view, so that the globe darkens toward the canthi (both
+#: designs, as a portrait's light from above and the front shades an open eye). Painted evenly,
+#: the band a raised lid uncovers read as a flat white crescent.
+LID_SHADOW, LID_SHADOW_MM = 0.5, 1.5
+EYEBALL_AMBIENT = 0.6
 #: Unshown gaps up to about 2 * SPECK_PX + 1 px wide are filled before feathering.
 SPECK_PX = 2
 #: Eyeballs are drawn this far behind where they are, for both depth tests (the photo's and
@@ -284,14 +288,14 @@ def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, 
     return 1.0 - LID_SHADOW * torch.exp(-(up_px / scale) / LID_SHADOW_MM)
 
 
-def _interior_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
-                    size: tuple[int, int]) -> torch.Tensor:
+def _neighbour_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
+                     size: tuple[int, int]) -> torch.Tensor:
     """[M] the share of ``chosen`` among the ``interior`` pixels in the 3 x 3 neighbourhood of
     each of the M interior pixels, in the order of ``interior.nonzero()`` (``chosen`` and
     ``interior``: [B, N] bool over the drawn pixels ``pixels`` of a window of ``size``; ``chosen``
-    only where ``interior``).
+    only where ``interior``). ``interior`` is a part: the mouth's interior, or the eyeballs.
 
-    Only the interior pixels are placed, on a grid over their bounding box grown by 1 px: a
+    Only the part's pixels are placed, on a grid over their bounding box grown by 1 px: a
     mouth is a small part of the window (pooling the whole window cost ~1 ms at 224^2).
     """
     face, slot = interior.nonzero(as_tuple=True)                                       # [M] each
@@ -425,31 +429,32 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         slit_in_photo = slit_in_photo & ~tooth_in_photo
         moved = moved & ~tooth_in_photo
         seen = seen.index_put(at, seen[at] & ~(moved | (slit_in_photo & ~slit_in_target)))
-    # Eyeball pixels whose photo pixel is lid skin the target lifts the lid off are painted too
-    # (EYE_PHOTO_CLEARANCE_PX).
+    # Eyeball pixels in the photo's lid band that the target lifts the lid off are painted too
+    # (EYE_LID_BAND_MM).
     shown_eye = seen & (material == _EYEBALL)
     if eyes is not None and bool(shown_eye.any()):
+        band_px = (EYE_LID_BAND_MM * src_px_per_mm).ceil().long().clamp(min=EYE_PHOTO_MIN_BAND_PX)   # [B]
         lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, triangle_material,
-                                                     tuple(range(EYE_PHOTO_CLEARANCE_PX + 1)), size)
-        lifted = (lid_in_photo <= EYE_PHOTO_CLEARANCE_PX) & (lid_in_target > lid_in_photo)     # [M]
-        if bool(lifted.any()):  # (a target that keeps the lids lifts none)
-            face = shown_eye.nonzero()[:, 0][lifted]
-            shown_skin = seen & (material == _SKIN)
-            skin_tone = torch.stack([colour[i, 0][shown_skin[i, 0]].median(0).values for i in range(b)])  # [B, C]
-            pixel_colour = colour[(shown_eye,)][lifted]                                      # [L, C]
-            eye_tones = torch.cat((eyes.sclera, eyes.iris), 1).to(colour.dtype)[face]        # [L, 4, C]
-            skin_like = ((pixel_colour - skin_tone[face]).norm(dim=-1)
-                         < (pixel_colour[:, None] - eye_tones).norm(dim=-1).amin(1))
-            seen = seen.index_put((shown_eye,), ~lifted.index_put((lifted,), skin_like))
+                                                     tuple(range(int(band_px.max()) + 1)), size)
+        lifted = (lid_in_photo <= band_px[shown_eye.nonzero()[:, 0]]) & (lid_in_target > lid_in_photo)   # [M]
+        seen = seen.index_put((shown_eye,), ~lifted)
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
-    hidden_eye = covered & (material == _EYEBALL) & ~seen
-    if eyes is not None and bool(hidden_eye.any()):
-        face = hidden_eye.nonzero()[:, 0]
-        painted = eyeball_colour(target_mm[hidden_eye][:, None], _rows(eyes, face))[:, 0]        # [N, 3]
-        shade = _lid_shadow(hidden_eye, pixels, frags, triangle_material, dst_px_per_mm, size)       # [N]
-        colour = colour.index_put((hidden_eye,), (painted * shade[:, None]).to(colour.dtype))
-        seen = seen | hidden_eye
+    # Painted and photo eyeball pixels are blended as the mouth's are (by the share of photo
+    # pixels around each): decided pixel by pixel, a band a pixel or two wide became a checkerboard.
+    eyeball_px = covered & (material == _EYEBALL)
+    if eyes is not None and bool((eyeball_px & ~seen).any()):
+        at = (eyeball_px,)
+        face = eyeball_px.nonzero()[:, 0]
+        painted = eyeball_colour(target_mm[at][:, None], _rows(eyes, face))[:, 0]            # [N, 3]
+        normal = target_normal_px[at]
+        facing = normal[:, 2].abs() / normal.norm(dim=-1).clamp(min=1e-12)
+        light = _lid_shadow(eyeball_px, pixels, frags, triangle_material, dst_px_per_mm, size) \
+            * (EYEBALL_AMBIENT + (1.0 - EYEBALL_AMBIENT) * facing)                           # [N]
+        photo_share = _neighbour_share(seen[:, 0] & eyeball_px[:, 0], eyeball_px[:, 0], pixels, size)[:, None]
+        photo_share = photo_share.to(colour.dtype)
+        colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * (painted * light[:, None]).to(colour.dtype))
+        seen = seen | eyeball_px
     if mouth_appearance is not None and bool((interior & ~seen).any()):
         rim = _lip_rim(model).to(faces.device)
         rim_z = deformation.target[:, rim, 2].mean(1)                                      # [B] mm
@@ -459,7 +464,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         # a raised lip uncovers, the lower ones a jaw moves) the decision flips pixel by pixel: a
         # speckle of photo teeth and dark socket. Each interior pixel takes the photo by the share
         # of the interior pixels around it that take it.
-        photo_share = _interior_share((interior & seen)[:, 0], interior[:, 0], pixels, size)[:, None]   # [M, 1]
+        photo_share = _neighbour_share((interior & seen)[:, 0], interior[:, 0], pixels, size)[:, None]   # [M, 1]
         photo_share = photo_share.to(colour.dtype)
         behind_mm = rim_z[face] - target_mm[at][:, 2]                                      # [M]
         # The teeth's tone is the photo's own teeth, lit and occluded as they are where the photo
