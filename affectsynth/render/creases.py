@@ -65,6 +65,10 @@ class Crease:
             by depth * (1 - :data:`SHOULDER`).
         from_midline: it starts on the midline, where it joins its mirror image: only its
             lateral end fades out (both ends do otherwise).
+        cross_fade: (at the start, at the end): that end fades out over its whole end segment
+            instead of the last :data:`TAPER_FRACTION` of the length, because another crease
+            fades in over the same segment (smoothsteps over one interval sum to 1: the two
+            run on as one line, neither gapped nor darkened twice).
     """
 
     au: int
@@ -72,6 +76,7 @@ class Crease:
     sigma_mm: float
     depth: float
     from_midline: bool = False
+    cross_fade: tuple[bool, bool] = (False, False)
 
 
 def _at(*pairs: float) -> Point:
@@ -99,8 +104,9 @@ CREASES: tuple[Crease, ...] = (
     # AU2: the lateral part. They overlap over the row's second segment, where one fades out as the
     # other fades in: with both (surprise, fear) a row runs on unbroken (abutting at one point,
     # both faded there, each row had a gap above the inner brow).
-    *(Crease(1, row[:3], 2.0, d, from_midline=True) for row, d in zip(_FOREHEAD_ROWS, _FOREHEAD_DEPTHS)),
-    *(Crease(2, row[1:], 2.0, d) for row, d in zip(_FOREHEAD_ROWS, _FOREHEAD_DEPTHS)),
+    *(Crease(1, row[:3], 2.0, d, from_midline=True, cross_fade=(False, True))
+      for row, d in zip(_FOREHEAD_ROWS, _FOREHEAD_DEPTHS)),
+    *(Crease(2, row[1:], 2.0, d, cross_fade=(True, False)) for row, d in zip(_FOREHEAD_ROWS, _FOREHEAD_DEPTHS)),
     # AU4: the vertical glabellar furrow beside the midline, converging downward
     Crease(4, (_at(9, 0.6, 107, 0.4), _at(8, 0.6, 55, 0.4), _at(168, 0.6, 193, 0.4)), 2.2, 0.22),
     # AU9: across the root and the bridge of the nose, obliquely down its side, the upper furrow
@@ -137,7 +143,12 @@ class CreaseLines:
             first), so that all creases are evaluated in one pass.
         arc: [C, K, 2] where each segment starts and ends along its crease, as a fraction of the
             crease's length.
-        fades_at_start: [C] bool, whether the crease's first end fades (it is free).
+        fade: [C, 2] the fraction of each crease's length over which it fades out at its start
+            and at its end (0: it does not fade there).
+        midline_side: [C] 0, or for a crease that starts on the midline (:attr:`Crease.from_midline`)
+            -1 (the subject's right, -x) or +1 (left): it is drawn only on its own side of its first
+            point's x, where its mirror image takes over (drawn on both, the two darkened the join
+            twice: a dark spot on the midline of the nose's root and of each forehead row).
         au_column: [C] int64 column of :data:`~affectsynth.affect.targets.AU_KEYS` that deepens it.
         sigma_mm: [C] profile half-width, mm.
         depth: [C] profile weight at full activation (:attr:`Crease.depth`).
@@ -145,7 +156,8 @@ class CreaseLines:
 
     segments: torch.Tensor
     arc: torch.Tensor
-    fades_at_start: torch.Tensor
+    fade: torch.Tensor
+    midline_side: torch.Tensor
     au_column: torch.Tensor
     sigma_mm: torch.Tensor
     depth: torch.Tensor
@@ -161,9 +173,9 @@ def crease_lines(model: FaceModel) -> CreaseLines | None:
     landmarks = lm_map.gather(model.mean[None].double().cpu())[0, :, :2]                # [478, 2]
     valid = lm_map.valid.cpu()
     column = {key: i for i, key in enumerate(AU_KEYS)}
-    segments, arcs, fades, columns, sigma, depth = [], [], [], [], [], []
+    segments, arcs, fades, sides, columns, sigma, depth = [], [], [], [], [], [], []
     for crease in CREASES:
-        for side, ids in (("R", lambda i: i), ("L", MIRROR.__getitem__)):
+        for side, sign, ids in (("R", -1.0, lambda i: i), ("L", 1.0, MIRROR.__getitem__)):
             points = [[(ids(i), w) for i, w in point] for point in crease.points]
             if not all(bool(valid[i]) for point in points for i, _ in point):
                 continue
@@ -172,7 +184,9 @@ def crease_lines(model: FaceModel) -> CreaseLines | None:
             arc = torch.cat((xy.new_zeros(1), (xy[1:] - xy[:-1]).norm(dim=1).cumsum(0)))
             arc = arc / arc[-1]
             arcs.append(torch.stack((arc[:-1], arc[1:]), 1))
-            fades.append(not crease.from_midline)
+            start = 0.0 if crease.from_midline else float(arc[1]) if crease.cross_fade[0] else TAPER_FRACTION
+            fades.append([start, float(1.0 - arc[-2]) if crease.cross_fade[1] else TAPER_FRACTION])
+            sides.append(sign if crease.from_midline else 0.0)
             columns.append(column[f"AU{crease.au}_{side}"])
             sigma.append(crease.sigma_mm)
             depth.append(crease.depth)
@@ -183,16 +197,17 @@ def crease_lines(model: FaceModel) -> CreaseLines | None:
     def padded(rows: list[torch.Tensor]) -> torch.Tensor:   # each crease's last row repeated up to `most`
         return torch.stack([torch.cat((own, own[-1:].expand(most - len(own), *own.shape[1:]))) for own in rows]).float()
 
-    return CreaseLines(padded(segments), padded(arcs), torch.tensor(fades), torch.tensor(columns),
+    return CreaseLines(padded(segments), padded(arcs), torch.tensor(fades), torch.tensor(sides), torch.tensor(columns),
                        torch.tensor(sigma), torch.tensor(depth))
 
 
 def _crease_factor(px: torch.Tensor, py: torch.Tensor, segments: torch.Tensor, arc: torch.Tensor,
-                   fades_at_start: torch.Tensor, s2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+                   fade: torch.Tensor, midline_side: torch.Tensor, s2: torch.Tensor,
+                   weight: torch.Tensor) -> torch.Tensor:
     """[U, P] the shading factor of U creases, each at its own rest-space points (``px``, ``py``:
-    [U, P], mm), from its segments [U, K, 2, 2], their arc fractions [U, K, 2], whether its first
-    end fades [U] (bool), its profile's 2 sigma^2 [U] (mm^2, sigma widened) and its profile's
-    weight [U] (depth, activation and widening included).
+    [U, P], mm), from its segments [U, K, 2, 2], their arc fractions [U, K, 2], its
+    :attr:`CreaseLines.fade` [U, 2] and ``midline_side`` [U], its profile's 2 sigma^2 [U] (mm^2, sigma widened) and
+    its profile's weight [U] (depth, activation and widening included).
 
     The x and y terms are separate [U, P, K] operations (not a sum over a last axis of 2: the
     same two roundings, several times faster on the CPU).
@@ -205,9 +220,15 @@ def _crease_factor(px: torch.Tensor, py: torch.Tensor, segments: torch.Tensor, a
     t = t.gather(2, nearest[..., None])[..., 0]
     start, stop = (arc[..., k].gather(1, nearest) for k in (0, 1))
     along = start + t * (stop - start)                                  # position along the crease, 0..1
-    end = torch.where(fades_at_start[:, None], torch.minimum(along, 1.0 - along), 1.0 - along)
-    x = (end / TAPER_FRACTION).clamp(0.0, 1.0)
-    taper = x * x * (3.0 - 2.0 * x)                                      # smoothstep
+    taper = along.new_ones(())
+    for k, left in enumerate((along, 1.0 - along)):                      # fading in at the start, out at the end
+        span = fade[:, k, None]
+        x = torch.where(span > 0, left / span.clamp(min=1e-12), 1.0).clamp(0.0, 1.0)
+        taper = taper * (x * x * (3.0 - 2.0 * x))                        # smoothstep
+    side = midline_side[:, None]
+    # a midline crease only on its own side of its first point (see CreaseLines.midline_side)
+    beyond = torch.where(side < 0, px[..., 0] >= ax[..., 0], px[..., 0] < ax[..., 0]) & (side != 0)
+    taper = torch.where(beyond, 0.0, taper)
     s2 = s2[:, None]
     profile = taper * (torch.exp(-d2 / s2) - SHOULDER * torch.exp(-d2 / (4.0 * s2)))
     return 1.0 - (weight[:, None] * profile).clamp(max=1.0)
@@ -269,7 +290,7 @@ def _face_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: Crease
     # as much ink when widened: the depth scaled by sigma_mm / sigma
     weight = lines.depth.to(device, dtype)[used] * strength[used] * sigma_mm.to(dtype) / sigma.to(dtype)
     windows = _crease_factor(low[0] + cell * i.to(dtype), low[1] + cell * j.to(dtype),
-                             corners, lines.arc.to(device, dtype)[used], lines.fades_at_start.to(device)[used],
+                             corners, lines.arc.to(device, dtype)[used], lines.fade.to(device, dtype)[used], lines.midline_side.to(device, dtype)[used],
                              s2, weight)
     factor = rest_xy.new_ones(ny, nx)
     for window, (i0, j0, i1, j1) in zip(windows, boxes):
