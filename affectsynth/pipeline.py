@@ -235,8 +235,8 @@ class Synthesizer:
 
     def __init__(self, model: FaceModel, detector: Detector | str = "mediapipe", backend: str = "auto",
                  config: FitConfig = FitConfig()):
-        from .render.creases import crease_lines
         from .render.raster import BACKENDS, available_backends, resolve_backend
+        from .render.retarget import model_parts
 
         if backend != "auto" and backend not in BACKENDS:
             raise InputError(f"unknown rasteriser backend {backend!r} (known: auto, {', '.join(BACKENDS)})")
@@ -246,7 +246,7 @@ class Synthesizer:
                              f"{', '.join(usable) or 'none'}); use --device cpu")
         self.model = model
         self.backend = resolve_backend(backend, model.device)
-        self.creases = crease_lines(model)
+        self.parts = model_parts(model)
         self.face_fitter = FaceFitter(model, detector, config)
 
     def __call__(self, image: np.ndarray, target: ExpressionCode, all_faces: bool = False,
@@ -310,7 +310,7 @@ class Synthesizer:
         with torch.no_grad():
             deformation = retarget(self.model, fitted.fit, coeffs[None].expand(fitted.fit.batch_size, -1))
             clock.lap("deform")
-            rendered = render_retargeted(photo, deformation, self.model, self.backend, creases=self.creases,
+            rendered = render_retargeted(photo, deformation, self.model, self.backend, parts=self.parts,
                                          **appearance)
             out = (rendered.image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
             mask = rendered.mask[:, 0].float().cpu().numpy().max(0)  # numpy: torch.amax over dim 0 was ~100x slower

@@ -13,7 +13,7 @@ from affectsynth.pipeline import FaceFitter
 from affectsynth.camera import rotation_from_euler_deg, to_image_space
 from affectsynth.model.face_model import MATERIALS
 from affectsynth.render.raster import rasterize
-from affectsynth.render.retarget import rasterize_target, render_retargeted
+from affectsynth.render.retarget import model_parts, rasterize_target, render_retargeted
 
 
 def _to_tensor(image):
@@ -71,17 +71,15 @@ def test_brow_lowerer_creases_darken_the_glabella_only(default_model, astronaut,
     """AU4 at full intensity on the astronaut, rendered with the model's creases and with the
     same creases at zero depth: the renders differ only around the glabellar furrows (between
     the inner brow ends, above the nasal root), where the photo got darker on the whole."""
-    from affectsynth.render.creases import crease_lines
-
     fitted = FaceFitter(default_model, mp_detector)(astronaut)
     fit = fitted.fit
     frown, _ = parse_au("4:1").to_model_coeffs(default_model)
     deformation = retarget(default_model, fit, torch.maximum(fit.exp_coeffs, frown[None].to(fit.exp_coeffs)))
     photo = _to_tensor(astronaut)
-    lines = crease_lines(default_model)
-    flat = dataclasses.replace(lines, depth=torch.zeros_like(lines.depth))
-    creased = render_retargeted(photo, deformation, default_model, creases=lines).image
-    plain = render_retargeted(photo, deformation, default_model, creases=flat).image
+    parts = model_parts(default_model)
+    flat = dataclasses.replace(parts, creases=dataclasses.replace(parts.creases, depth=torch.zeros_like(parts.creases.depth)))
+    creased = render_retargeted(photo, deformation, default_model, parts=parts).image
+    plain = render_retargeted(photo, deformation, default_model, parts=flat).image
     luma = (creased - plain).mean(1)[0]                                                  # [H, W]
     changed = luma.abs() > 1.5 / 255
     assert int(changed.sum()) > 30
@@ -115,7 +113,7 @@ def test_skin_hides_the_mouth_interior_a_wide_jaw_swings_through_the_chin(defaul
         return (interior & skin.mask & (frags.depth > skin.depth)).sum((1, 2))
 
     assert int((interior_over_skin(rasterize(image, default_model.triangles, (size, size))) > 0).sum()) >= 3
-    assert int(interior_over_skin(rasterize_target(image, default_model, scale, (size, size))).sum()) == 0
+    assert int(interior_over_skin(rasterize_target(image, model_parts(default_model), scale, (size, size))).sum()) == 0
 
 
 def test_the_upper_lid_shades_the_eyeball_it_uncovers():

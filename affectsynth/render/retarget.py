@@ -23,7 +23,7 @@ from .materials import (MouthAppearance, estimate_mouth_appearance, looks_like_t
 from .raster import Fragments, rasterize, resolve_backend
 from .shade import gather_rows, interpolate, sample_image, surface_depth_at
 
-__all__ = ["rasterize_target", "RetargetRender", "render_retargeted"]
+__all__ = ["ModelParts", "model_parts", "rasterize_target", "RetargetRender", "render_retargeted"]
 
 #: Feather width as a fraction of the face's size (its outer-eye-corner distance is ~90 mm;
 #: this is ~1.5 % of the face box), so the seam scales with the face.
@@ -94,12 +94,48 @@ class RetargetRender:
     backend: str
 
 
-def _lip_rim(model: FaceModel) -> torch.Tensor:
-    """Vertex ids of the lips' inner edge (the mouth opening), or of the lips when the model
-    does not name it."""
-    if "lip_inner_upper" in model.regions and "lip_inner_lower" in model.regions:
-        return torch.cat((model.regions["lip_inner_upper"], model.regions["lip_inner_lower"]))
-    return model.regions["lips"]
+@dataclass(frozen=True)
+class ModelParts:
+    """What rendering needs of a face model besides its vertices, derived once per model
+    (:func:`model_parts`) and shared by all its renders.
+
+    Attributes:
+        triangles: [F, 3] int64, the model's triangles.
+        triangle_material: [F] int64 index into :data:`~affectsynth.model.face_model.MATERIALS`.
+        skin_triangles: [S, 3] int64, the skin's triangles (all the photo's depth test needs).
+        interior_only: [V] bool, the vertices of mouth-interior triangles that no skin triangle uses
+            (not the rim the socket shares with the lips: pushing that back would move the lips'
+            inner edge).
+        eyeballs: [E] int64 vertex ids of both eyeballs, or None (a model without them).
+        lip_rim: [R] int64 vertex ids of the lips' inner edge (the mouth opening), or of the lips
+            when the model does not name it.
+        creases: the model's :func:`~affectsynth.render.creases.crease_lines`, or None.
+    """
+
+    triangles: torch.Tensor
+    triangle_material: torch.Tensor
+    skin_triangles: torch.Tensor
+    interior_only: torch.Tensor
+    eyeballs: torch.Tensor | None
+    lip_rim: torch.Tensor
+    creases: CreaseLines | None
+
+
+def model_parts(model: FaceModel) -> ModelParts:
+    """:class:`ModelParts` of ``model``, on its device."""
+    material = model.triangle_materials()
+    triangles = model.triangles
+    used = torch.zeros(2, model.mean.shape[0], dtype=torch.bool, device=triangles.device)   # by skin, by interior
+    used[0, triangles[material == _SKIN].reshape(-1)] = True
+    used[1, triangles[(material != _SKIN) & (material != _EYEBALL)].reshape(-1)] = True
+    eyeball = model.regions.get("eyeball_L"), model.regions.get("eyeball_R")
+    regions = model.regions
+    rim = (torch.cat((regions["lip_inner_upper"], regions["lip_inner_lower"]))
+           if "lip_inner_upper" in regions and "lip_inner_lower" in regions else regions["lips"])
+    return ModelParts(triangles=triangles, triangle_material=material, skin_triangles=triangles[material == _SKIN],
+                      interior_only=used[1] & ~used[0],
+                      eyeballs=None if eyeball[0] is None or eyeball[1] is None else torch.cat(eyeball),
+                      lip_rim=rim, creases=crease_lines(model))
 
 
 def _px_per_mm(image_points: torch.Tensor, model_points: torch.Tensor) -> torch.Tensor:
@@ -118,7 +154,7 @@ def _pushed_back(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: 
     return out
 
 
-def rasterize_target(target_image: torch.Tensor, model: FaceModel, px_per_mm: torch.Tensor,
+def rasterize_target(target_image: torch.Tensor, parts: ModelParts, px_per_mm: torch.Tensor,
                      size: tuple[int, int], backend: str = "auto") -> Fragments:
     """The target faces' fragments: every triangle of ``model``, with the mouth interior's own
     vertices drawn :data:`MOUTH_INTERIOR_DEPTH_BIAS_MM` behind where they are, so that skin
@@ -127,26 +163,15 @@ def rasterize_target(target_image: torch.Tensor, model: FaceModel, px_per_mm: to
 
     Args:
         target_image: [B, V, 3] image-space vertices (u, v, depth px) of B faces.
-        model: their face model (triangles, materials).
+        parts: their face model's :class:`ModelParts`.
         px_per_mm: [B] the faces' image scale.
         size: (H, W).
         backend: rasteriser backend name or "auto".
     Returns:
         :class:`~affectsynth.render.raster.Fragments` [B, H, W].
     """
-    interior_only = _interior_only_vertices(model).to(target_image.device)
-    pushed = _pushed_back(target_image, px_per_mm, interior_only, MOUTH_INTERIOR_DEPTH_BIAS_MM)
-    return rasterize(pushed, model.triangles.to(target_image.device), size, backend)
-
-
-def _interior_only_vertices(model: FaceModel) -> torch.Tensor:
-    """[V] bool: the vertices of mouth-interior triangles that no skin triangle uses (not the rim
-    the socket shares with the lips: pushing that back would move the lips' inner edge)."""
-    material = model.triangle_materials()
-    used = torch.zeros(2, model.mean.shape[0], dtype=torch.bool, device=material.device)   # by skin, by interior
-    used[0, model.triangles[material == _SKIN].reshape(-1)] = True
-    used[1, model.triangles[(material != _SKIN) & (material != _EYEBALL)].reshape(-1)] = True
-    return used[1] & ~used[0]
+    pushed = _pushed_back(target_image, px_per_mm, parts.interior_only, MOUTH_INTERIOR_DEPTH_BIAS_MM)
+    return rasterize(pushed, parts.triangles, size, backend)
 
 
 def _rows(appearance: EyeAppearance | MouthAppearance, face: torch.Tensor) -> EyeAppearance | MouthAppearance:
@@ -316,7 +341,7 @@ def _neighbour_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch
 
 def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
                       backend: str = "auto", eyes: EyeAppearance | None = None,
-                      mouth: MouthAppearance | None = None, creases: CreaseLines | None = None) -> RetargetRender:
+                      mouth: MouthAppearance | None = None, parts: ModelParts | None = None) -> RetargetRender:
     """Re-render B faces of one photo with their target geometry and composite them.
 
     Texture: each target pixel's surface point is looked up on the *source* mesh in the
@@ -336,22 +361,21 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         eyes: the B faces' :class:`~affectsynth.render.eyes.EyeAppearance`, or None.
         mouth: the B faces' :class:`~affectsynth.render.materials.MouthAppearance`, or None
             to measure it here (pass it when rendering one photo to many targets).
-        creases: the model's :func:`~affectsynth.render.creases.crease_lines`, or None to place
-            them here (pass them when rendering many).
+        parts: ``model``'s :func:`model_parts`, or None to derive them here
+            (pass them when rendering many).
     Returns:
         :class:`RetargetRender`.
     """
     height, width = photo.shape[-2:]
     backend = resolve_backend(backend, photo.device)
-    faces = model.triangles.to(photo.device)
+    parts = parts if parts is not None else model_parts(model)
+    faces = parts.triangles
     src, dst = deformation.source_image, deformation.target_image
     # Scales of the unmoved points: the biases below are for depth tests only.
     src_px_per_mm, dst_px_per_mm = _px_per_mm(src, deformation.source), _px_per_mm(dst, deformation.target)
-    eyeball = model.regions.get("eyeball_L"), model.regions.get("eyeball_R")
-    if eyeball[0] is not None and eyeball[1] is not None:
-        ids = torch.cat(eyeball).to(photo.device)
-        src = _pushed_back(src, src_px_per_mm, ids, EYEBALL_DEPTH_BIAS_MM)
-        dst = _pushed_back(dst, dst_px_per_mm, ids, EYEBALL_DEPTH_BIAS_MM)
+    if parts.eyeballs is not None:
+        src = _pushed_back(src, src_px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
+        dst = _pushed_back(dst, dst_px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
     b = src.shape[0]
     face_size = (src[..., :2].amax(1) - src[..., :2].amin(1)).amax(-1)                      # [B] px
     feather = [float(f) * FEATHER_FRACTION for f in face_size]
@@ -368,12 +392,12 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     window = photo[..., y0:y1, x0:x1]
     size = (y1 - y0, x1 - x0)
 
-    triangle_material = model.triangle_materials().to(faces.device)
+    triangle_material = parts.triangle_material
     # Only skin hides things in a photo: interior parts lie behind it, and where a fitted face
     # lets one poke through (a premolar beside a wide mouth's corner) it must not hide the skin.
-    skin_faces = faces[triangle_material == _SKIN]
+    skin_faces = parts.skin_triangles
     src_frags = rasterize(src_w, skin_faces, size, backend)
-    frags = rasterize_target(dst_w, model, dst_px_per_mm, size, backend)
+    frags = rasterize_target(dst_w, parts, dst_px_per_mm, size, backend)
     # Per-pixel work is done on the drawn pixels only, as a [B, 1, N] image of them (the rest
     # of the window is the photo's), then put back in place for the masks and the compositing.
     pixels, drawn_frags = _drawn_pixels(frags)                                               # [B, N]
@@ -398,7 +422,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # Skin the photo shows is re-shaded where the expression turned it (folds, bulges) and
     # darkened along the creases its action units deepen.
     ratio = shading_ratio(source_normal_px, target_normal_px)
-    lines = creases if creases is not None else crease_lines(model)
+    lines = parts.creases
     if lines is not None:
         target_au, source_au = model_coeffs_to_au(torch.cat((deformation.exp_target, deformation.exp_source)),
                                                   model).split(b)
@@ -456,8 +480,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * (painted * light[:, None]).to(colour.dtype))
         seen = seen | eyeball_px
     if mouth_appearance is not None and bool((interior & ~seen).any()):
-        rim = _lip_rim(model).to(faces.device)
-        rim_z = deformation.target[:, rim, 2].mean(1)                                      # [B] mm
+        rim_z = deformation.target[:, parts.lip_rim, 2].mean(1)                                      # [B] mm
         face = interior.nonzero()[:, 0]
         at = (interior,)
         # Photo or shading is decided per pixel, and along the edge between them (the upper teeth
