@@ -238,8 +238,8 @@ def test_va_target_maps_to_the_default_model(bank, default_model):
     code = target_from_va(*at("anger", 1.0), bank)
     coeffs, report = code.to_model_coeffs(default_model)
     names = {default_model.exp_names[i] for i in coeffs.nonzero()[:, 0].tolist()}
-    assert {"AU4", "AU5", "AU7_L", "AU7_R", "AU23"} <= names and report.missing == ()  # the prototype 4+5+7+23
-    # a seed that draws anger's 4+5+7+10+22+23+25 variant: the default model has no AU22
+    assert {"AU4", "AU5", "AU7_L", "AU7_R", "AU23"} <= names and report.missing == ()  # the prototype 4+5B+7+23
+    # a seed that draws anger's 4+5B+7+10+22+23+25 variant: the default model has no AU22
     for seed in range(50):
         code = target_from_va(*at("anger", 1.0), bank, generator=torch.Generator().manual_seed(seed))
         if "AU22" in code.au:

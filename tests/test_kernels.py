@@ -97,3 +97,23 @@ def test_shading_ratio_kernel_agrees_with_torch(posed):
     reference = shading_ratio(normals.requires_grad_(), turned).detach()
     assert fast.dtype == reference.dtype and fast.std() > 0.01
     assert torch.allclose(fast, reference, rtol=1e-6, atol=0)     # libm's and torch's pow may differ in the last bit
+
+
+def test_crease_kernel_agrees_with_torch():
+    """Every crease of the default model at full activation (both sides), on a face at 8 and at
+    0.8 px per mm (its profiles widened): the kernel's shading agrees with the torch ops' to the
+    last bit or so (torch's and libm's exp), through the whole of crease_shading."""
+    from affectsynth.affect.targets import AU_KEYS
+    from affectsynth.render.creases import crease_lines, crease_shading
+
+    model = load_default_model()
+    lines = crease_lines(model)
+    rest = model.mean[None, :, :2].float()
+    activation = torch.ones(1, len(AU_KEYS))
+    for px_per_mm in (8.0, 0.8):
+        scale = torch.tensor([px_per_mm])
+        fast = crease_shading(rest, activation, lines, scale)
+        reference = crease_shading(rest, activation.requires_grad_(), lines, scale).detach()  # the torch ops
+        activation = activation.detach()
+        assert (fast < 0.95).sum() > 100                                       # many vertices lie in a crease
+        assert torch.allclose(fast, reference, rtol=0, atol=1e-6), (fast - reference).abs().max()

@@ -35,6 +35,7 @@ import torch
 
 from ..affect.targets import AU_KEYS
 from ..model.face_model import FaceModel
+from . import kernels
 
 __all__ = ["Crease", "CREASES", "CreaseLines", "crease_lines", "crease_shading", "MIN_SIGMA_PX", "SHOULDER",
            "FACTOR_RANGE", "GRID_MM", "TAPER_FRACTION", "MIRROR"]
@@ -212,6 +213,8 @@ def _crease_factor(px: torch.Tensor, py: torch.Tensor, segments: torch.Tensor, a
     The x and y terms are separate [U, P, K] operations (not a sum over a last axis of 2: the
     same two roundings, several times faster on the CPU).
     """
+    if kernels.use_kernels(px, py, segments, arc, fade, midline_side, s2, weight):
+        return kernels.crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, SHOULDER)
     (ax, ay), (bx, by) = (corner.unbind(-1) for corner in segments[:, None].unbind(3))   # [U, 1, K] each
     abx, aby = bx - ax, by - ay
     px, py = px[..., None], py[..., None]                                                   # [U, P, 1]

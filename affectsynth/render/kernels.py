@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 __all__ = ["compiled", "use_kernels", "interpolate_rows", "surface_depth", "sample_image",
-           "vertex_normals", "max_filter", "radius_reached", "shading_ratio"]
+           "vertex_normals", "max_filter", "radius_reached", "shading_ratio", "crease_factor"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -196,12 +196,45 @@ def _shading_ratio(source, target, light, ambient, diffuse, lowest, highest, exp
         out[n] = min(max(ratio, lowest), highest) ** exponent
 
 
+def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, shoulder, out):  # pragma: no cover - jitted
+    """out[u, p] of :func:`~affectsynth.render.creases._crease_factor` (every scalar in the points'
+    dtype, as :func:`_shading_ratio`'s)."""
+    zero, one = shoulder - shoulder, shoulder / shoulder
+    two, three, four = one + one, one + one + one, one + one + one + one
+    for u in numba.prange(out.shape[0]):
+        for p in range(out.shape[1]):
+            x, y = px[u, p], py[u, p]
+            best, best_t, nearest = zero, zero, 0
+            for k in range(segments.shape[1]):
+                ax, ay = segments[u, k, 0, 0], segments[u, k, 0, 1]
+                abx, aby = segments[u, k, 1, 0] - ax, segments[u, k, 1, 1] - ay
+                t = min(max(((x - ax) * abx + (y - ay) * aby) / (abx * abx + aby * aby), zero), one)
+                dx, dy = x - (ax + t * abx), y - (ay + t * aby)
+                d2 = dx * dx + dy * dy
+                if k == 0 or d2 < best:  # the first of equal minima, as torch's min
+                    best, best_t, nearest = d2, t, k
+            start, stop = arc[u, nearest, 0], arc[u, nearest, 1]
+            along = start + best_t * (stop - start)
+            taper = one
+            for end in range(2):
+                left = along if end == 0 else one - along
+                span = fade[u, end]
+                f = min(max(left / span, zero), one) if span > zero else one
+                taper = taper * (f * f * (three - two * f))
+            side = midline_side[u]
+            if (side < zero and x >= segments[u, 0, 0, 0]) or (side > zero and x < segments[u, 0, 0, 0]):
+                taper = zero
+            profile = taper * (np.exp(-best / s2[u]) - shoulder * np.exp(-best / (four * s2[u])))
+            out[u, p] = one - min(weight[u] * profile, one)
+
+
 _INTERPOLATE_ROWS = _build(_interpolate_rows)
 _SURFACE_DEPTH = _build(_surface_depth)
 _SAMPLE_BILINEAR = _build(_sample_bilinear)
 _SAMPLE_NEAREST = _build(_sample_nearest)
 _RADIUS_REACHED = _build(_radius_reached)
 _SHADING_RATIO = _build(_shading_ratio)
+_CREASE_FACTOR = _build(_crease_factor)
 
 
 def interpolate_rows(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
@@ -263,4 +296,14 @@ def radius_reached(mask: torch.Tensor, face: torch.Tensor, rows: torch.Tensor, c
     out = torch.empty_like(rows)
     _RADIUS_REACHED(mask.contiguous().numpy(), face.contiguous().numpy(), rows.contiguous().numpy(),
                     cols.contiguous().numpy(), np.asarray(radii, np.int64), out.numpy())
+    return out
+
+
+def crease_factor(px: torch.Tensor, py: torch.Tensor, segments: torch.Tensor, arc: torch.Tensor, fade: torch.Tensor,
+                  midline_side: torch.Tensor, s2: torch.Tensor, weight: torch.Tensor, shoulder: float) -> torch.Tensor:
+    """px, py [U, P]; segments [U, K, 2, 2]; arc [U, K, 2]; fade [U, 2]; midline_side, s2, weight [U]
+    (all one float dtype) -> [U, P] (:func:`~affectsynth.render.creases._crease_factor`)."""
+    out = torch.empty(px.shape, dtype=px.dtype)
+    arrays = [t.contiguous().numpy() for t in (px, py, segments, arc, fade, midline_side, s2, weight)]
+    _CREASE_FACTOR(*arrays, out.numpy().dtype.type(shoulder), out.numpy())
     return out
