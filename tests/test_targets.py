@@ -44,7 +44,8 @@ def test_emfacs_table_matches_the_published_prototypes():
                "surprise": ({"AU25": 1.0}, "EMFACS+25"),
                "fear": ({"AU25": 1.0, "AU26": letter("B")}, "EMFACS+25, 26B"),
                "disgust": ({"AU15": letter("B"), "AU16": letter("B")}, "EMFACS, 15B+16B"),
-               "anger": ({"AU5": letter("B")}, "EMFACS, 5B")}
+               "anger": ({"AU5": letter("B")}, "EMFACS, 5B"),
+               "sadness": ({"AU43": letter("C")}, "EMFACS, 43C")}
     for emotion, au in PUBLISHED.items():
         first = table.variants[emotion][0]
         changes, source = refined.get(emotion, ({}, "EMFACS"))

@@ -109,7 +109,7 @@ CREASES: tuple[Crease, ...] = (
       for row, d in zip(_FOREHEAD_ROWS, _FOREHEAD_DEPTHS)),
     *(Crease(2, row[1:], 2.0, d, cross_fade=(True, False)) for row, d in zip(_FOREHEAD_ROWS, _FOREHEAD_DEPTHS)),
     # AU4: the vertical glabellar furrow beside the midline, converging downward
-    Crease(4, (_at(9, 0.6, 107, 0.4), _at(8, 0.6, 55, 0.4), _at(168, 0.6, 193, 0.4)), 2.2, 0.22),
+    Crease(4, (_at(9, 0.6, 107, 0.4), _at(8, 0.6, 55, 0.4), _at(168, 0.6, 193, 0.4)), 1.2, 0.22),
     # AU9: across the root and the bridge of the nose, obliquely down its side, the upper furrow
     Crease(9, (_at(168, 1.0), _at(193, 1.0)), 1.4, 0.20, from_midline=True),
     Crease(9, (_at(6, 1.0), _at(122, 1.0), _at(188, 1.0)), 1.3, 0.20, from_midline=True),
