@@ -192,3 +192,35 @@ def test_a_raised_lid_takes_its_lash_shadow_along(synth):
     raised = synth(image, parse_au("5:1"))
     xy, px_per_mm = raised.landmarks.xy[0].numpy(), float(raised.fit.scale[0])
     assert under_lid_luma(raised.image, xy, px_per_mm) > under_lid_luma(image, xy, px_per_mm) + 35
+
+
+def eye_openings(xy: np.ndarray) -> tuple[float, float]:
+    """(the distance between the upper and the lower lid's midpoints, how far the upper one lies
+    above the line between the eye corners), both in eye widths, mean of both eyes (MediaPipe's
+    landmarks ``xy`` [478, 2])."""
+    opening, upper_lid = [], []
+    for upper, lower, outer, inner in ((159, 145, 33, 133), (386, 374, 263, 362)):
+        width = np.linalg.norm(xy[outer] - xy[inner])
+        opening.append(np.linalg.norm(xy[upper] - xy[lower]) / width)
+        upper_lid.append(((xy[outer][1] + xy[inner][1]) / 2 - xy[upper][1]) / width)
+    return float(np.mean(opening)), float(np.mean(upper_lid))
+
+
+def test_anger_and_sadness_set_the_lids_as_the_dev_subjects_pose_them(synth):
+    """On the dev subjects' neutral photos, the rendered anger does not open the eyes wider (their
+    posed anger: 0.88 of the neutral opening, mean of 7; rendered with AU5 at full intensity, 1.00),
+    and the rendered sadness lowers the upper lids (their posed sadness: by 0.049 eye widths, mean
+    of 5; rendered without AU43, by 0.000)."""
+    subjects = [d for d in sorted(need_shared(DEV_FACES).iterdir()) if d.is_dir()]
+    opening, drop = [], []
+    for d in subjects:
+        neutral = load_image(next(d.glob("neutral.*")))
+        before = eye_openings(synth.face_fitter(neutral).landmarks.xy[0].numpy())
+        for name, out in (("anger", opening), ("sadness", drop)):
+            if not list(d.glob(name + ".*")):
+                continue
+            after = eye_openings(synth.face_fitter(synth(neutral, parse_expression(name)).image).landmarks.xy[0].numpy())
+            out.append(after[0] / before[0] if name == "anger" else before[1] - after[1])
+    assert len(opening) == 7 and len(drop) == 5
+    assert np.mean(opening) < 0.96, opening
+    assert np.mean(drop) > 0.03, drop
