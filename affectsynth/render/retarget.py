@@ -132,10 +132,11 @@ def model_parts(model: FaceModel) -> ModelParts:
     regions = model.regions
     rim = (torch.cat((regions["lip_inner_upper"], regions["lip_inner_lower"]))
            if "lip_inner_upper" in regions and "lip_inner_lower" in regions else regions["lips"])
+    device = triangles.device
     return ModelParts(triangles=triangles, triangle_material=material, skin_triangles=triangles[material == _SKIN],
                       interior_only=used[1] & ~used[0],
-                      eyeballs=None if eyeball[0] is None or eyeball[1] is None else torch.cat(eyeball),
-                      lip_rim=rim, creases=crease_lines(model))
+                      eyeballs=None if eyeball[0] is None or eyeball[1] is None else torch.cat(eyeball).to(device),
+                      lip_rim=rim.to(device), creases=crease_lines(model))
 
 
 def _px_per_mm(image_points: torch.Tensor, model_points: torch.Tensor) -> torch.Tensor:
