@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 __all__ = ["compiled", "use_kernels", "interpolate_rows", "surface_depth", "sample_image",
-           "vertex_normals", "max_filter", "radius_reached", "shading_ratio", "crease_factor"]
+           "vertex_normals", "max_filter", "radius_reached", "shading_ratio", "crease_factor", "separable_filter"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -287,6 +287,15 @@ def max_filter(x: torch.Tensor, r: int) -> torch.Tensor:
     element = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))
     return torch.stack([torch.from_numpy(cv2.dilate(np.ascontiguousarray(image[0].numpy()), element))
                         for image in x])[:, None]
+
+
+def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """x [B, 1, H, W] float, taps [2r + 1] -> x filtered by ``taps`` along rows, then along columns,
+    the border replicated (OpenCV's ``sepFilter2D``: its own order of summation, so it agrees with
+    :func:`~affectsynth.render.composite._gaussian_blur`'s taps to the last bit or so)."""
+    k = np.ascontiguousarray(taps.numpy().astype(x.numpy().dtype))
+    return torch.stack([torch.from_numpy(cv2.sepFilter2D(np.ascontiguousarray(image[0].numpy()), -1, k, k,
+                                                         borderType=cv2.BORDER_REPLICATE)) for image in x])[:, None]
 
 
 def radius_reached(mask: torch.Tensor, face: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
