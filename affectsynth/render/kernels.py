@@ -196,10 +196,10 @@ def _shading_ratio(source, target, light, ambient, diffuse, lowest, highest, exp
         out[n] = min(max(ratio, lowest), highest) ** exponent
 
 
-def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, shoulder, out):  # pragma: no cover - jitted
-    """out[u, p] of :func:`~affectsynth.render.creases._crease_factor` (every scalar in the points'
-    dtype, as :func:`_shading_ratio`'s)."""
-    zero, one = shoulder - shoulder, shoulder / shoulder
+def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, shoulder, one, out):  # pragma: no cover - jitted
+    """out[u, p] of :func:`~affectsynth.render.creases._crease_factor` (every scalar, ``one`` too, in
+    the points' dtype, as :func:`_shading_ratio`'s)."""
+    zero = one - one
     two, three, four = one + one, one + one + one, one + one + one + one
     for u in numba.prange(out.shape[0]):
         for p in range(out.shape[1]):
@@ -314,5 +314,6 @@ def crease_factor(px: torch.Tensor, py: torch.Tensor, segments: torch.Tensor, ar
     (all one float dtype) -> [U, P] (:func:`~affectsynth.render.creases._crease_factor`)."""
     out = torch.empty(px.shape, dtype=px.dtype)
     arrays = [t.contiguous().numpy() for t in (px, py, segments, arc, fade, midline_side, s2, weight)]
-    _CREASE_FACTOR(*arrays, out.numpy().dtype.type(shoulder), out.numpy())
+    scalar = out.numpy().dtype.type
+    _CREASE_FACTOR(*arrays, scalar(shoulder), scalar(1.0), out.numpy())
     return out
