@@ -219,7 +219,8 @@ def test_anger_and_sadness_set_the_lids_as_the_dev_subjects_pose_them(synth):
         for name, out in (("anger", opening), ("sadness", drop)):
             if not list(d.glob(name + ".*")):
                 continue
-            after = eye_openings(synth.face_fitter(synth(neutral, parse_expression(name)).image).landmarks.xy[0].numpy())
+            rendered = synth(neutral, parse_expression(name)).image
+            after = eye_openings(synth.face_fitter(rendered).landmarks.xy[0].numpy())
             out.append(after[0] / before[0] if name == "anger" else before[1] - after[1])
     assert len(opening) == 7 and len(drop) == 5
     assert np.mean(opening) < 0.96, opening

@@ -21,8 +21,11 @@ exp(-d^2 / (2 s^2)): a dark valley between two faint light shoulders (the skin b
 either side), so a crease reads as relief rather than as a drawn line, with the folded region a
 little darker overall (the valleys are shadowed: :data:`SHOULDER` < 1/2 gives less light than
 dark); ``taper`` fades it out over the last :data:`TAPER_FRACTION` of its length at a free
-end (the creases' factors are multiplied). Below :data:`MIN_SIGMA_PX` the profile is widened and made shallower in
-proportion, so that a small face gets a faint band rather than an aliased line.
+end, or over its whole end segment where another crease fades in over the same one
+(:attr:`Crease.cross_fade`), and a crease that starts on the midline stops there, where its
+mirror image goes on (the creases' factors are multiplied). Below :data:`MIN_SIGMA_PX` the
+profile is widened and made shallower in proportion, so that a small face gets a faint band
+rather than an aliased line.
 
 Convention: landmark ids are MediaPipe's; "R" is the subject's right side (-x in the model).
 """
@@ -207,8 +210,8 @@ def _crease_factor(px: torch.Tensor, py: torch.Tensor, segments: torch.Tensor, a
                    weight: torch.Tensor) -> torch.Tensor:
     """[U, P] the shading factor of U creases, each at its own rest-space points (``px``, ``py``:
     [U, P], mm), from its segments [U, K, 2, 2], their arc fractions [U, K, 2], its
-    :attr:`CreaseLines.fade` [U, 2] and ``midline_side`` [U], its profile's 2 sigma^2 [U] (mm^2, sigma widened) and
-    its profile's weight [U] (depth, activation and widening included).
+    :attr:`CreaseLines.fade` [U, 2] and ``midline_side`` [U], its profile's 2 sigma^2 [U] (mm^2,
+    sigma widened) and its profile's weight [U] (depth, activation and widening included).
 
     The x and y terms are separate [U, P, K] operations (not a sum over a last axis of 2: the
     same two roundings, several times faster on the CPU).
@@ -293,8 +296,8 @@ def _face_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: Crease
     # as much ink when widened: the depth scaled by sigma_mm / sigma
     weight = lines.depth.to(device, dtype)[used] * strength[used] * sigma_mm.to(dtype) / sigma.to(dtype)
     windows = _crease_factor(low[0] + cell * i.to(dtype), low[1] + cell * j.to(dtype),
-                             corners, lines.arc.to(device, dtype)[used], lines.fade.to(device, dtype)[used], lines.midline_side.to(device, dtype)[used],
-                             s2, weight)
+                             corners, lines.arc.to(device, dtype)[used], lines.fade.to(device, dtype)[used],
+                             lines.midline_side.to(device, dtype)[used], s2, weight)
     factor = rest_xy.new_ones(ny, nx)
     for window, (i0, j0, i1, j1) in zip(windows, boxes):
         factor[j0:j1, i0:i1] *= window[:(i1 - i0) * (j1 - j0)].view(j1 - j0, i1 - i0)

@@ -471,14 +471,14 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     if eyes is not None and bool((eyeball_px & ~seen).any()):
         at = (eyeball_px,)
         face = eyeball_px.nonzero()[:, 0]
-        painted = eyeball_colour(target_mm[at][:, None], _rows(eyes, face))[:, 0]            # [N, 3]
         normal = target_normal_px[at]
         facing = normal[:, 2].abs() / normal.norm(dim=-1).clamp(min=1e-12)
         light = _lid_shadow(eyeball_px, pixels, frags, triangle_material, dst_px_per_mm, size) \
             * (EYEBALL_AMBIENT + (1.0 - EYEBALL_AMBIENT) * facing)                           # [N]
+        painted = eyeball_colour(target_mm[at][:, None], _rows(eyes, face))[:, 0] * light[:, None]   # [N, 3]
         photo_share = _neighbour_share(seen[:, 0] & eyeball_px[:, 0], eyeball_px[:, 0], pixels, size)[:, None]
         photo_share = photo_share.to(colour.dtype)
-        colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * (painted * light[:, None]).to(colour.dtype))
+        colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * painted.to(colour.dtype))
         seen = seen | eyeball_px
     if mouth_appearance is not None and bool((interior & ~seen).any()):
         rim_z = deformation.target[:, parts.lip_rim, 2].mean(1)                                      # [B] mm
