@@ -1,5 +1,5 @@
-"""CPU kernels (numba; OpenCV's morphology) for the per-pixel ops of :mod:`.shade`,
-:mod:`.materials` and :mod:`.composite`.
+"""CPU kernels (numba; OpenCV's morphology and separable filter) for the per-pixel ops of
+:mod:`.shade`, :mod:`.materials`, :mod:`.creases` and :mod:`.composite`.
 
 The torch formulations in those modules are the reference and the differentiable path. On the
 CPU, where no gradient is asked for (``torch.no_grad``, as in ``render`` and the training hook),
@@ -8,8 +8,9 @@ costs more in dispatch and temporaries than in arithmetic at a face's size (224^
 Each kernel does the reference's floating-point operations in the reference's order, so it returns
 the same bits (``tests/test_kernels.py``); numba does not contract a * b + c into a fused
 multiply-add unless asked (``fastmath``), and none of these ask. The exceptions agree to the
-last bit or so: :func:`vertex_normals` (torch's ``cross`` and ``norm`` fuse multiply-adds) and
-:func:`shading_ratio` (torch's and libm's ``pow``).
+last bit or so: :func:`vertex_normals` (torch's ``cross`` and ``norm`` fuse multiply-adds),
+:func:`shading_ratio` and :func:`crease_factor` (torch's and libm's ``pow`` and ``exp``) and
+:func:`separable_filter` (OpenCV's order of summation).
 
 Shapes and conventions are those of the torch ops that call them; arrays are numpy views of the
 tensors (no copies where the tensor is already contiguous).
@@ -285,8 +286,7 @@ def max_filter(x: torch.Tensor, r: int) -> torch.Tensor:
     """x [B, 1, H, W] float -> the maximum over each pixel's (2r + 1)^2 square, pixels off the
     image left out (OpenCV's dilation: its default border takes no part in a maximum)."""
     element = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))
-    return torch.stack([torch.from_numpy(cv2.dilate(np.ascontiguousarray(image[0].numpy()), element))
-                        for image in x])[:, None]
+    return _each_image(x, lambda image: cv2.dilate(image, element))
 
 
 def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
@@ -294,8 +294,12 @@ def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     the border replicated (OpenCV's ``sepFilter2D``: its own order of summation, so it agrees with
     :func:`~affectsynth.render.composite._gaussian_blur`'s taps to the last bit or so)."""
     k = np.ascontiguousarray(taps.numpy().astype(x.numpy().dtype))
-    return torch.stack([torch.from_numpy(cv2.sepFilter2D(np.ascontiguousarray(image[0].numpy()), -1, k, k,
-                                                         borderType=cv2.BORDER_REPLICATE)) for image in x])[:, None]
+    return _each_image(x, lambda image: cv2.sepFilter2D(image, -1, k, k, borderType=cv2.BORDER_REPLICATE))
+
+
+def _each_image(x: torch.Tensor, op: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
+    """An OpenCV ``op`` on each [H, W] image of x [B, 1, H, W] -> [B, 1, H, W]."""
+    return torch.stack([torch.from_numpy(op(np.ascontiguousarray(image[0].numpy()))) for image in x])[:, None]
 
 
 def radius_reached(mask: torch.Tensor, face: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,

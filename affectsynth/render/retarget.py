@@ -123,17 +123,16 @@ class ModelParts:
 
 def model_parts(model: FaceModel) -> ModelParts:
     """:class:`ModelParts` of ``model``, on its device."""
-    material = model.triangle_materials()
-    triangles = model.triangles
-    used = torch.zeros(2, model.mean.shape[0], dtype=torch.bool, device=triangles.device)   # by skin, by interior
-    used[0, triangles[material == _SKIN].reshape(-1)] = True
-    used[1, triangles[(material != _SKIN) & (material != _EYEBALL)].reshape(-1)] = True
-    eyeball = model.regions.get("eyeball_L"), model.regions.get("eyeball_R")
-    regions = model.regions
+    material, triangles, regions = model.triangle_materials(), model.triangles, model.regions
+    device = triangles.device
+    skin = material == _SKIN
+    used = torch.zeros(2, model.mean.shape[0], dtype=torch.bool, device=device)            # by skin, by interior
+    used[0, triangles[skin].reshape(-1)] = True
+    used[1, triangles[~skin & (material != _EYEBALL)].reshape(-1)] = True
+    eyeball = regions.get("eyeball_L"), regions.get("eyeball_R")
     rim = (torch.cat((regions["lip_inner_upper"], regions["lip_inner_lower"]))
            if "lip_inner_upper" in regions and "lip_inner_lower" in regions else regions["lips"])
-    device = triangles.device
-    return ModelParts(triangles=triangles, triangle_material=material, skin_triangles=triangles[material == _SKIN],
+    return ModelParts(triangles=triangles, triangle_material=material, skin_triangles=triangles[skin],
                       interior_only=used[1] & ~used[0],
                       eyeballs=None if eyeball[0] is None or eyeball[1] is None else torch.cat(eyeball).to(device),
                       lip_rim=rim.to(device), creases=crease_lines(model))
@@ -157,7 +156,7 @@ def _pushed_back(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: 
 
 def rasterize_target(target_image: torch.Tensor, parts: ModelParts, px_per_mm: torch.Tensor,
                      size: tuple[int, int], backend: str = "auto") -> Fragments:
-    """The target faces' fragments: every triangle of ``model``, with the mouth interior's own
+    """The target faces' fragments: every triangle of the model, with the mouth interior's own
     vertices drawn :data:`MOUTH_INTERIOR_DEPTH_BIAS_MM` behind where they are, so that skin
     always hides the interior it lies in front of (the bias is for this depth test only:
     barycentrics, and everything interpolated with them, are those of the true surface).
@@ -312,6 +311,15 @@ def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, 
         hit = skin[face, above.clamp(min=0), cols - c0] & (above >= 0)
         up_px = torch.where(hit, float(k), up_px)
     return 1.0 - LID_SHADOW * torch.exp(-(up_px / scale) / LID_SHADOW_MM)
+
+
+def _photo_share(part: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int],
+                 dtype: torch.dtype) -> torch.Tensor:
+    """[M, 1] (``dtype``) the share of photo pixels (``seen``) among the pixels of ``part`` around
+    each of its M pixels (both [B, 1, N] bool over the drawn pixels ``pixels`` of a window of
+    ``size``; in the order of ``part.nonzero()``): where a part is partly the photo's and partly
+    shaded, each pixel takes the photo by this share (:func:`_neighbour_share`)."""
+    return _neighbour_share((part & seen)[:, 0], part[:, 0], pixels, size)[:, None].to(dtype)
 
 
 def _neighbour_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch.Tensor,
@@ -469,15 +477,16 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # pixels around each): decided pixel by pixel, a band a pixel or two wide became a checkerboard.
     eyeball_px = covered & (material == _EYEBALL)
     if eyes is not None and bool((eyeball_px & ~seen).any()):
-        at = (eyeball_px,)
-        face = eyeball_px.nonzero()[:, 0]
+        photo_share = _photo_share(eyeball_px, seen, pixels, size, colour.dtype)           # [N, 1]
+        mixed = photo_share[:, 0] < 1.0
+        painted_px = eyeball_px.index_put((eyeball_px,), mixed)    # only where some paint goes in
+        at, photo_share = (painted_px,), photo_share[mixed]
         normal = target_normal_px[at]
         facing = normal[:, 2].abs() / normal.norm(dim=-1).clamp(min=1e-12)
-        light = _lid_shadow(eyeball_px, pixels, frags, triangle_material, dst_px_per_mm, size) \
-            * (EYEBALL_AMBIENT + (1.0 - EYEBALL_AMBIENT) * facing)                           # [N]
-        painted = eyeball_colour(target_mm[at][:, None], _rows(eyes, face))[:, 0] * light[:, None]   # [N, 3]
-        photo_share = _neighbour_share(seen[:, 0] & eyeball_px[:, 0], eyeball_px[:, 0], pixels, size)[:, None]
-        photo_share = photo_share.to(colour.dtype)
+        light = _lid_shadow(painted_px, pixels, frags, triangle_material, dst_px_per_mm, size) \
+            * (EYEBALL_AMBIENT + (1.0 - EYEBALL_AMBIENT) * facing)                           # [P]
+        face = painted_px.nonzero()[:, 0]
+        painted = eyeball_colour(target_mm[at][:, None], _rows(eyes, face))[:, 0] * light[:, None]   # [P, 3]
         colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * painted.to(colour.dtype))
         seen = seen | eyeball_px
     if mouth_appearance is not None and bool((interior & ~seen).any()):
@@ -488,8 +497,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         # a raised lip uncovers, the lower ones a jaw moves) the decision flips pixel by pixel: a
         # speckle of photo teeth and dark socket. Each interior pixel takes the photo by the share
         # of the interior pixels around it that take it.
-        photo_share = _neighbour_share((interior & seen)[:, 0], interior[:, 0], pixels, size)[:, None]   # [M, 1]
-        photo_share = photo_share.to(colour.dtype)
+        photo_share = _photo_share(interior, seen, pixels, size, colour.dtype)                # [M, 1]
         behind_mm = rim_z[face] - target_mm[at][:, 2]                                      # [M]
         # The teeth's tone is the photo's own teeth, lit and occluded as they are where the photo
         # shows them: teeth are darkened only by how much deeper they lie than those (per face;
