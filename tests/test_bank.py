@@ -95,6 +95,22 @@ def test_beyond_the_rim_is_full_intensity(bank):
     assert torch.allclose(corner, rim)
 
 
+def test_a_blend_of_two_emotions_keeps_their_full_intensity():
+    """Between two exemplars with disjoint units, each shows at full strength on the rim (a compound
+    face), not at half as a plain average gives, and at half strength at half the radius."""
+    au = torch.zeros(2, len(AU_KEYS))
+    au[0, column("AU1_L")] = au[1, column("AU4_L")] = 1.0
+    va = torch.tensor([[math.cos(math.radians(a)), math.sin(math.radians(a))] for a in (80.0, 100.0)])
+    pair = VABank(va, au, ("surprise", "anger"))
+    (rim, half), weights, _ = pair.query(torch.tensor([[0.0, 1.0], [0.0, 0.5]]), k=2)
+    assert weights[0].tolist() == pytest.approx([0.5, 0.5])
+    assert rim[column("AU1_L")] == pytest.approx(1.0) and rim[column("AU4_L")] == pytest.approx(1.0)
+    assert torch.allclose(half, rim / 2)
+    one_sided = pair.query(torch.tensor([[0.5, 0.6]]), k=2)[0][0]  # nearer the first: it leads
+    assert 0.99 < one_sided[column("AU1_L")] / (0.5 ** 2 + 0.6 ** 2) ** 0.5 <= 1.0 + 1e-6
+    assert one_sided[column("AU4_L")] < one_sided[column("AU1_L")]
+
+
 def test_intensity_and_soft_label_follow_the_radius(bank):
     inner, outer = target_from_va(*at("surprise", 0.3), bank), target_from_va(*at("surprise", 0.9), bank)
     assert inner.intensity == pytest.approx(0.3) and outer.intensity == pytest.approx(0.9)

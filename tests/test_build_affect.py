@@ -100,7 +100,9 @@ def test_va_bank_loads_and_answers_at_and_between_exemplars(built):
         au, _, _ = bank.query(bank.va[i:i + 1], bandwidth=0.05)
         assert (au[0] - bank.au[i]).abs().max() < 0.05, (i, bank.labels[i])
     # between happiness and surprise the AUs change continuously: small steps that halve when the arc
-    # is sampled twice as finely (a jump would not shrink), from one emotion's face to the other's
+    # is sampled twice as finely (a jump would not shrink), from one emotion's face to the other's.
+    # The blend keeps its peak (bank docstring), so each face fades over half the arc: the largest
+    # step is 0.052 (0.027 with a plain average).
     def largest_step(n: int) -> float:
         angles = torch.linspace(math.radians(CIRCUMPLEX_DEG["happiness"]), math.radians(CIRCUMPLEX_DEG["surprise"]), n)
         au, _, _ = bank.query(0.8 * torch.stack((angles.cos(), angles.sin()), 1))
@@ -109,7 +111,7 @@ def test_va_bank_loads_and_answers_at_and_between_exemplars(built):
     coarse, au = largest_step(200)
     fine, _ = largest_step(400)
     assert (au[0] - au[-1]).abs().max() > 0.5
-    assert coarse < 0.05 and fine < 0.6 * coarse, (coarse, fine)
+    assert coarse < 0.07 and fine < 0.6 * coarse, (coarse, fine)
 
 
 def test_render_targets_come_from_the_affect_model(built):

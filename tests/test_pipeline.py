@@ -116,7 +116,11 @@ def test_va_path_targets_change_smoothly(seed):
         return float((au[1:] - au[:-1]).abs().max())
 
     coarse, fine = largest_step(96), largest_step(960)
-    assert coarse < 0.2  # no AU moves more than 20 % of its range between frames (the path is 4.6 VA long)
+    # No AU moves more than 45 % of its range between frames (0.048 VA a frame). The blend keeps an
+    # emotion at full strength until its neighbour takes over (bank docstring), so where the rim is
+    # sparse (fear to disgust, 45 degrees apart) a unit fades within about 0.15 VA: 41 % a frame
+    # here, 17 % with a plain average, which showed both emotions at half strength there instead.
+    assert coarse < 0.45
     assert fine < 0.15 * coarse  # ten times the frames, a tenth the step: continuous, no jump anywhere
 
 
