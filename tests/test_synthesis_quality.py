@@ -165,10 +165,10 @@ def test_raised_lids_leave_no_band_of_lid_skin_across_the_iris(synth, intensity)
 UPPER_LIDS = {473: (263, 466, 388, 387, 386, 385, 384, 398, 362), 468: (33, 246, 161, 160, 159, 158, 157, 173, 133)}
 
 
-def under_lid_luma(image: np.ndarray, xy: np.ndarray, px_per_mm: float) -> float:
-    """Mean luminance (8 bit) of the strip 0.3-0.8 mm under the upper lids (MediaPipe's, ``xy``
-    [478, 2]) over the sclera: beside the iris (beyond 1.3 iris radii of its centre) and away from
-    the canthi (half an iris radius)."""
+def under_lid_luma(image: np.ndarray, xy: np.ndarray, px_per_mm: float, mm: tuple[float, float] = (0.3, 0.8)) -> float:
+    """Mean luminance (8 bit) of the strip ``mm`` (0.3-0.8 mm) under the upper lids (MediaPipe's,
+    ``xy`` [478, 2]) over the sclera: beside the iris (beyond 1.3 iris radii of its centre) and
+    away from the canthi (half an iris radius)."""
     grey = image.astype(np.float64) @ [0.299, 0.587, 0.114]
     values = []
     for centre, lid in UPPER_LIDS.items():
@@ -178,7 +178,7 @@ def under_lid_luma(image: np.ndarray, xy: np.ndarray, px_per_mm: float) -> float
             if abs(x - c[0]) < 1.3 * r or min(x - points[0, 0], points[-1, 0] - x) < 0.5 * r:
                 continue
             y = np.interp(x, points[:, 0], points[:, 1])
-            values += list(grey[int(y + 0.3 * px_per_mm):int(y + 0.8 * px_per_mm) + 1, x])
+            values += list(grey[int(y + mm[0] * px_per_mm):int(y + mm[1] * px_per_mm) + 1, x])
     return float(np.mean(values))
 
 
@@ -192,6 +192,20 @@ def test_a_raised_lid_takes_its_lash_shadow_along(synth):
     raised = synth(image, parse_au("5:1"))
     xy, px_per_mm = raised.landmarks.xy[0].numpy(), float(raised.fit.scale[0])
     assert under_lid_luma(raised.image, xy, px_per_mm) > under_lid_luma(image, xy, px_per_mm) + 35
+
+
+def test_a_raised_lid_keeps_its_lash_line(synth):
+    """tw_16 (256 px, the hook's scale): the lashes and their shadow darken the sclera right under
+    her upper lids (the strip 0-0.4 mm under them 21 darker than 1-1.5 mm under, 8-bit luma). AU5
+    lifts the lids; the band under the lid's margin goes with it, so under the raised lids (found
+    on the render) the top strip is still darker (by 10). Painted as the rest of the uncovered
+    eyeball, as before, it was 7 lighter: a bare white crescent under a lid without lashes."""
+    image = dev_neutral("tw_16")
+    raised = synth(image, parse_au("5:1"))
+    px_per_mm = float(raised.fit.scale[0])
+    for picture, xy in ((image, raised.landmarks.xy[0].numpy()),
+                        (raised.image, synth.face_fitter(raised.image).landmarks.xy[0].numpy())):
+        assert under_lid_luma(picture, xy, px_per_mm, (0.0, 0.4)) < under_lid_luma(picture, xy, px_per_mm, (1.0, 1.5)) - 5
 
 
 def eye_openings(xy: np.ndarray) -> tuple[float, float]:

@@ -48,6 +48,7 @@ INTERIOR_PHOTO_CLEARANCE_PX = 2
 #: eye (and, where the fitted lid margin is a pixel or so off, lid skin). A raised lid (AU5)
 #: takes its shadow along, so the band is painted as the rest of the uncovered eyeball: kept, it
 #: cut the top of the iris flat and left a dark line across it under a painted white crescent.
+#: The band goes with the lid instead (:func:`_lid_band`): painted, the raised lid had no lashes.
 EYE_LID_BAND_MM = 0.8
 EYE_PHOTO_MIN_BAND_PX = 2
 #: A painted eyeball pixel (the uncovered sclera and iris of a widened eye) is darkened by the
@@ -313,6 +314,58 @@ def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, 
     return 1.0 - LID_SHADOW * torch.exp(-(up_px / scale) / LID_SHADOW_MM)
 
 
+def _margin_rows(skin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a [B, h, w] bool mask of skin: ([B, h, w] int64 the last skin row at or above each
+    pixel in its column, -h where there is none; [B, h, w] int64 the first row at or below it
+    that is not skin, h where there is none)."""
+    height = skin.shape[1]
+    rows = torch.arange(height, device=skin.device).view(1, height, 1)
+    above = torch.where(skin, rows, -height).cummax(dim=1).values
+    below = torch.where(skin, height, rows).flip(1).cummin(dim=1).values.flip(1)
+    return above, below
+
+
+def _lid_band(eyeball: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, src_frags: Fragments,
+              frags: Fragments, triangle_material: torch.Tensor, band_px: torch.Tensor,
+              size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the target raised an upper lid, the band under its margin (the lashes and their
+    shadow, :data:`EYE_LID_BAND_MM`) goes with it: for the M pixels of ``eyeball`` ([B, 1, N] bool
+    over the drawn pixels ``pixels`` of a window of ``size``, in the order of ``eyeball.nonzero()``),
+    which lie within ``band_px`` ([B]) under the skin the target draws in their column, that
+    margin above the photo's, and where to sample the photo for them: in the column of their
+    source position (``where`` [B, 1, N, 3]), as far under the photo's margin there (the photo's
+    skin, ``src_frags``; for a source position under a lid, the lid's lower edge) -> ([M] bool,
+    [M, 2] window px). A sample that would leave the photo's eye opening is not taken.
+
+    Columns are the image's: a lid's margin runs across them unless the head is rolled far. A
+    lowered lid (AU43) keeps the photo's eyeball under it: in the narrow opening it leaves, the
+    fitted margin's pixel of error against the photo's lash line made the moved band a zigzag.
+    The margins are searched in the boxes around the eyes, grown by the band: the skin right
+    above an eye's top row is its lid's.
+    """
+    face, rows, cols = _selected_pixels(eyeball, pixels, size)
+    reach = int(band_px.max()) + 1
+    r0, _, c0, _ = box = _box(rows, cols, reach, size)
+    above, _ = _margin_rows(_drawn_skin(frags.tri_id[:, box[0]:box[1], box[2]:box[3]], triangle_material))
+    depth_target = rows - r0 - above[face, rows - r0, cols - c0]            # [M] px; 1: right under the skin
+    source = where[(eyeball,)][:, :2]
+    src_rows = source[:, 1].floor().clamp(0, size[0] - 1).long()
+    src_cols = source[:, 0].floor().clamp(0, size[1] - 1).long()
+    r0, r1, c0, c1 = _box(src_rows, src_cols, reach, size)
+    skin = src_frags.mask[:, r0:r1, c0:c1]
+    above, below = _margin_rows(skin)
+    at = (face, src_rows - r0, src_cols - c0)
+    margin = torch.where(skin[at], below[at] - 1, above[at])                 # [M] the photo's margin (box row)
+    depth_photo = src_rows - r0 - margin                                     # [M] px; <= 0 under the lid
+    y = source[:, 1] + (depth_target - depth_photo).to(source.dtype)
+    sample_rows = y.floor().long() - r0
+    inside = (sample_rows >= 0) & (sample_rows < r1 - r0)
+    sample_at = (face, sample_rows.clamp(0, r1 - r0 - 1), src_cols - c0)
+    take = (depth_target <= band_px[face]) & (depth_target > depth_photo) & inside \
+        & ~skin[sample_at] & (above[sample_at] == margin)                    # in the same opening
+    return take, torch.stack((source[:, 0], y), -1)
+
+
 def _photo_share(part: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int],
                  dtype: torch.dtype) -> torch.Tensor:
     """[M, 1] (``dtype``) the share of photo pixels (``seen``) among the pixels of ``part`` around
@@ -462,20 +515,27 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         slit_in_photo = slit_in_photo & ~tooth_in_photo
         moved = moved & ~tooth_in_photo
         seen = seen.index_put(at, seen[at] & ~(moved | (slit_in_photo & ~slit_in_target)))
-    # Eyeball pixels in the photo's lid band that the target lifts the lid off are painted too
-    # (EYE_LID_BAND_MM).
-    shown_eye = seen & (material == _EYEBALL)
+    # Eyeball pixels in the photo's lid band that the target lifts the lid off are painted too,
+    # and the band goes with the lid (EYE_LID_BAND_MM).
+    eyeball_px = covered & (material == _EYEBALL)
+    shown_eye = seen & eyeball_px
     if eyes is not None and bool(shown_eye.any()):
         band_px = (EYE_LID_BAND_MM * src_px_per_mm).ceil().long().clamp(min=EYE_PHOTO_MIN_BAND_PX)   # [B]
         lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, triangle_material,
                                                      tuple(range(int(band_px.max()) + 1)), size)
         lifted = (lid_in_photo <= band_px[shown_eye.nonzero()[:, 0]]) & (lid_in_target > lid_in_photo)   # [M]
+        raised = bool(lifted.any()) or bool((eyeball_px & ~seen).any())  # a lid moved off some eyeball
         seen = seen.index_put((shown_eye,), ~lifted)
+        take, band_xy = _lid_band(eyeball_px, pixels, where, src_frags, frags, triangle_material, band_px, size) \
+            if raised else (None, None)
+        if raised and bool(take.any()):
+            band = eyeball_px.index_put((eyeball_px,), take)
+            colour = colour.index_put((band,), sample_image(window, band_xy[take][None])[0])
+            seen = seen | band
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     # Painted and photo eyeball pixels are blended as the mouth's are (by the share of photo
     # pixels around each): decided pixel by pixel, a band a pixel or two wide became a checkerboard.
-    eyeball_px = covered & (material == _EYEBALL)
     if eyes is not None and bool((eyeball_px & ~seen).any()):
         photo_share = _photo_share(eyeball_px, seen, pixels, size, colour.dtype)           # [N, 1]
         mixed = photo_share[:, 0] < 1.0
