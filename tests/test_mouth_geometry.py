@@ -89,7 +89,7 @@ def rigid_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 def test_part_sizes_regions_and_materials(model):
     skin = arr(model.regions["skin"])
     ids = region(model, *PARTS)
-    assert len(np.unique(ids)) == len(ids) < 1500  # disjoint regions, a modest part
+    assert len(np.unique(ids)) == len(ids) < 1600  # disjoint regions, a modest part (1,541)
     assert np.array_equal(np.sort(ids), np.arange(ids.min(), ids.max() + 1))  # one contiguous block ...
     assert not np.isin(ids, skin).any()  # ... after the skin
     tri = arr(model.triangles)
@@ -249,3 +249,22 @@ def test_nothing_pokes_through_the_skin(model, yaw, pitch):
         assert (ahead_mm < 0.0).all(), (arr(coeffs), ahead_mm.max())
         checked += len(points)
     assert checked > 1000 * (model.num_expressions + 1)  # most interior points lie under skin
+
+
+def test_gum_margin_arches_over_each_crown():
+    """The labial gum margin over the central incisor: highest over its middle, lowest (the
+    papillae) between crowns, and rounded over the crown: half way from the papilla to the
+    middle it has risen 3/4 of the way, not half as a straight zigzag does (whose crowns
+    showed as fangs)."""
+    from affectsynth.model.mouth import ARCH_MM, UPPER_TEETH, _Arch, _gum_band
+
+    band = _gum_band(_Arch.from_control_points(ARCH_MM, 0.0), UPPER_TEETH, 0.0, +1.0)
+    margin = band.vertices[:-2:5]                 # each ring's first point is the labial margin
+    incisor = margin[(margin[:, 0] > -0.01) & (margin[:, 0] < UPPER_TEETH[0].width)]    # left central
+    incisor = incisor[np.argsort(incisor[:, 0])]
+    x, y = incisor[:, 0], incisor[:, 1]
+    middle = int(np.argmax(y))
+    depth = y[middle] - y[0]                      # from the papilla on the midline
+    assert 0 < middle < len(y) - 1 and depth == pytest.approx(0.25 * UPPER_TEETH[0].height, rel=0.05)
+    halfway = np.interp(0.5 * x[middle], x, y)
+    assert halfway - y[0] > 0.7 * depth

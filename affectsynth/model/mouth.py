@@ -147,6 +147,7 @@ SOCKET_DEPTH_MM = 36.0
 # Mesh resolution: points around a crown, rings along it (edge to neck); tongue rings and
 # points around them.
 _CROWN_AROUND = 8
+_GUM_COLUMNS = 4
 _CROWN_RINGS = (0.0, 0.15, 0.4, 0.7, 1.0)
 _TONGUE_RINGS = 7
 _TONGUE_AROUND = 12
@@ -468,19 +469,23 @@ def _crown(tooth: Tooth, tip: np.ndarray, tangent: np.ndarray, labial: np.ndarra
 def _gum_band(arch: _Arch, teeth: tuple[Tooth, ...], edge_y: float, up: float) -> _Piece:
     """The gum over one arch's necks: a closed band along the arch, at each crown's middle
     its margin :data:`GUM_OVERLAP_MM` over the neck, between crowns (the papillae) lower by
-    a quarter of the crown height; cross-section labial margin, labial top, ridge, lingual
-    top, lingual margin."""
+    a quarter of the crown height, along a parabola across each crown (:data:`_GUM_COLUMNS`
+    columns a crown): a rounded arch over the crown, pointed between two. With a column at
+    the middle and one between, the margin zigzagged and the crowns showed as fangs.
+    Cross-section: labial margin, labial top, ridge, lingual top, lingual margin."""
     order, mesial, distal = _tooth_slots(teeth)
-    columns = []  # (signed arc length, the crown there, between two crowns?) from the right end
+    columns = []  # (signed arc length, the crown there, |2t - 1| across it) from the right end
     for tooth, a0, a1 in zip(order, mesial, distal):
-        columns += [(min(a0, a1), tooth, True), (0.5 * (a0 + a1), tooth, False)]
-    columns.append((distal[-1], order[-1], True))
+        start, end = min(a0, a1), max(a0, a1)
+        columns += [(start + t * (end - start), tooth, abs(2.0 * t - 1.0))
+                    for t in np.arange(_GUM_COLUMNS) / _GUM_COLUMNS]
+    columns.append((distal[-1], order[-1], 1.0))
     rings = []
-    for arc, tooth, between in columns:
+    for arc, tooth, off_middle in columns:
         p, _, n = arch.frame(np.array([arc]))
         tilt = np.tan(np.radians(tooth.tilt_deg))
         neck = tooth.height - GUM_OVERLAP_MM
-        margin = tooth.recess + neck - (0.25 * tooth.height if between else 0.0)
+        margin = tooth.recess + neck - 0.25 * tooth.height * off_middle ** 2
         top = tooth.recess + tooth.height + GUM_HEIGHT_MM
         thick = tooth.thickness[1]
         section = np.array([  # (outward from the labial face, height above the edge level)
