@@ -1,10 +1,12 @@
 """Face detection and landmarks, offline: MediaPipe's face mesh (default) or dlib.
 
-Both detectors take an upright RGB image [H, W, 3] uint8 and return
+Both detectors take an RGB image [H, W, 3] uint8 and return
 :class:`~affectsynth.landmarks.Landmarks` for every face found, largest (box area) first,
 in the input's pixel frame (:mod:`affectsynth.camera`: pixel (i, j) spans
 [j, j+1) x [i, i+1)). Large photos are downscaled to ``max_side`` on the long side for
-detection and the coordinates mapped back with the exact per-axis size ratios.
+detection and the coordinates mapped back with the exact per-axis size ratios. dlib needs
+the faces upright; MediaPipe's detector turns a photo on its side or upside down upright
+first (:meth:`MediaPipeDetector._upright_detections`).
 
 Pixel conventions of the backends (measured, see below):
     MediaPipe's normalised coordinates times the image size are *pixel-index*
@@ -175,8 +177,10 @@ class MediaPipeDetector(Detector):
             raise AffectsynthError("this MediaPipeDetector is closed")
         image = _check_image(image)
         work, to_input = _resize(image, max_side=self.max_side)
+        unturned_hw = work.shape[:2]
+        turns, detections = self._upright_detections(work)
+        work = np.ascontiguousarray(np.rot90(work, turns))
         h, w = work.shape[:2]
-        detections = self._face_detection.process(work).detections or []
         boxes = [_mp_box(d, w, h) for d in detections]
         scores = [float(d.score[0]) for d in detections]
         largest = sorted(range(len(boxes)), key=lambda i: -float(np.prod(boxes[i][2:] - boxes[i][:2])))
@@ -193,10 +197,28 @@ class MediaPipeDetector(Detector):
                 faces.append((*mesh, self.min_confidence))
 
         in_h, in_w = image.shape[:2]
-        xy = [f[0] * to_input for f in faces]
+        xy = [_unturn(f[0], turns, unturned_hw) * to_input for f in faces]
         depth = [f[1] * to_input[0] for f in faces]
         box = [_grown_box(p, _BOX_MARGIN, in_w, in_h) for p in xy]
         return _pack(xy, depth, box, [f[2] for f in faces], (in_h, in_w), self.scheme)
+
+    def _upright_detections(self, image: np.ndarray) -> tuple[int, list]:
+        """(turns, detections): MediaPipe's face detections in ``np.rot90(image, turns)``, the
+        first of turns 0-3 (quarter turns anticlockwise) with a face the right way up
+        (:func:`_upright`); turns 0 when none has one. The face mesh reads faces within about
+        45 degrees of upright: on a photo turned a quarter or half turn (no EXIF orientation to
+        undo it) it put the eyes' landmarks between the eyes or on the brows, and such a fit
+        passed as reliable; the detector's eye and mouth keypoints say which way is up.
+        """
+        found = self._face_detection.process(image).detections or []
+        if any(_upright(d, image.shape) for d in found):
+            return 0, found
+        for turns in (1, 2, 3):
+            turned = np.ascontiguousarray(np.rot90(image, turns))
+            detections = self._face_detection.process(turned).detections or []
+            if any(_upright(d, turned.shape) for d in detections):
+                return turns, detections
+        return 0, found
 
     def _mesh_in_region(self, image: np.ndarray, region: tuple[int, int, int, int]
                         ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -215,6 +237,29 @@ class MediaPipeDetector(Detector):
         xy = (xyz[:, :2] * (w, h) + 0.5) * to_image + (x0, y0)  # pixel-index -> our convention
         depth = -xyz[:, 2] * w * to_image[0]
         return xy, depth
+
+
+def _upright(detection, hw: tuple[int, ...]) -> bool:
+    """Whether a MediaPipe detection in an image of size ``hw`` (h, w, ...) is a face the right
+    way up: its mouth keypoint lies below the midpoint of its eyes, within 45 degrees of straight down."""
+    right_eye, left_eye, _, mouth = detection.location_data.relative_keypoints[:4]
+    down_x = (mouth.x - (right_eye.x + left_eye.x) / 2) * hw[1]
+    down_y = (mouth.y - (right_eye.y + left_eye.y) / 2) * hw[0]
+    return down_y > abs(down_x)
+
+
+def _unturn(xy: np.ndarray, turns: int, hw: tuple[int, int]) -> np.ndarray:
+    """Points [N, 2] (continuous px) of ``np.rot90(image, turns)`` as points of ``image`` [h, w]."""
+    h, w = hw
+    x, y = xy[:, 0], xy[:, 1]
+    turns %= 4
+    if turns == 1:
+        return np.stack((w - y, x), 1)
+    if turns == 2:
+        return np.stack((w - x, h - y), 1)
+    if turns == 3:
+        return np.stack((y, h - x), 1)
+    return xy
 
 
 def _mp_box(detection, w: int, h: int) -> np.ndarray:
