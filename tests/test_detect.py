@@ -243,16 +243,17 @@ def test_ibug_map_nme_on_held_out_photo(mp_detector, ibug_map):
     assert nme < 0.05  # measured 0.040
 
 
-@pytest.mark.parametrize("turns", [1, 2, 3])
-def test_mediapipe_finds_a_face_turned_a_quarter_or_half_turn(mp_detector, astronaut, astronaut_mp, turns):
-    """A photo on its side or upside down (no EXIF orientation to undo it): the landmarks are the
-    upright photo's, turned with it. Without turning it upright first, the mesh put a half-turned
-    face's eye landmarks on its brows and a quarter-turned one's between its eyes (nimstim_03F: the
-    fits' NME 0.025 and 0.049, 0.007 upright), and both passed as reliable."""
+@pytest.mark.parametrize("turns", [1, 3])
+def test_mediapipe_finds_a_face_on_its_side(mp_detector, astronaut, astronaut_mp, turns):
+    """A photo on its side (no EXIF orientation to undo it), where the face detector finds the face
+    lying on its side: the landmarks are the upright photo's, turned with it. Without turning it
+    upright first, the mesh put the eye landmarks between the eyes (nimstim_03F: the fit's NME
+    0.049 against 0.007 upright), and the fit passed as reliable. (Upside down, and where the
+    detector finds no face, the photo is not turned: see MediaPipeDetector._upright_detections.)"""
     h, w = astronaut.shape[:2]
     faces = mp_detector(np.ascontiguousarray(np.rot90(astronaut, turns)))
     x, y = astronaut_mp[:, 0], astronaut_mp[:, 1]
-    expected = {1: np.stack((y, w - x), 1), 2: np.stack((w - x, h - y), 1), 3: np.stack((h - y, x), 1)}[turns]
+    expected = {1: np.stack((y, w - x), 1), 3: np.stack((h - y, x), 1)}[turns]
     assert faces.batch_size == 1
     error = np.linalg.norm(faces.xy[0].double().numpy() - expected, axis=1)
     assert error.max() < 0.01 * eye_distance(astronaut_mp), error.max()
