@@ -77,7 +77,8 @@ MAX_GAZE_DEG = 25.0
 MAX_CAMERA_GAZE_DEG = 10.0
 #: Pixels closer than this (mm, at the face's scale) to the lid loop are not sampled.
 LID_MARGIN_MM = 0.6
-#: Colour classes by angle from the gaze over the iris angle: the pupil within PUPIL_CORE,
+#: Colour classes by normalised radius rho (distance from the iris centre over the iris's
+#: radius): the pupil within PUPIL_CORE,
 #: the iris between IRIS_RING, the sclera beyond SCLERA_FROM.
 PUPIL_CORE, IRIS_RING, SCLERA_FROM = 0.25, (0.45, 0.85), 1.25
 #: The sclera colour is the median of the sclera pixels whose whiteness (luminance minus
@@ -89,7 +90,7 @@ MIN_SCLERA_CONTRAST = 0.25
 QUANTILES = {"pupil": (0.0, 0.1), "iris": (0.1, 0.4), "sclera": (0.7, 1.0)}
 #: Colours of an eye that shows no pixels of a kind (a shaded sclera, a brown iris).
 DEFAULT_COLOURS = {"sclera": (0.78, 0.74, 0.72), "iris": (0.30, 0.21, 0.15), "pupil": (0.04, 0.04, 0.04)}
-#: Iris shading, by normalised radius rho (angle from the gaze over the iris angle): the
+#: Iris shading, by normalised radius rho (distance from the gaze axis over the limbus's radius): the
 #: limbus darkens it by LIMBAL_DARKENING from rho = LIMBAL_FROM to 1; around the pupil it is
 #: COLLARETTE_GAIN lighter, fading out by rho = 0.6; edges (pupil, limbus) are EDGE_SOFTNESS wide.
 LIMBAL_DARKENING, LIMBAL_FROM = 0.45, 0.75
@@ -188,7 +189,7 @@ def _luma(colours: torch.Tensor) -> torch.Tensor:
 
 def _classified_colours(colours: torch.Tensor, rho: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Sclera, iris and pupil colours [3] of an eye's opening pixels [N, 3], classed by their
-    normalised angle from the gaze ``rho`` [N], or by brightness when it is None."""
+    normalised radius ``rho`` [N] (:data:`PUPIL_CORE`), or by brightness when it is None."""
     if rho is None:
         luma = _luma(colours)
         if colours.shape[0] == 0:

@@ -304,13 +304,10 @@ def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, 
     face, rows, cols = _selected_pixels(selected, pixels, size)
     scale = px_per_mm[face]                                                                 # [M]
     reach = max(1, int(math.ceil(4 * LID_SHADOW_MM * float(px_per_mm.max()))))
-    r0, r1, c0, c1 = _box(rows, cols, reach, size)
-    skin = _drawn_skin(frags.tri_id[:, r0:r1, c0:c1], triangle_material)                     # [B, h, w]
-    up_px = torch.full_like(scale, float("inf"))
-    for k in range(reach, 0, -1):  # nearest last: it wins
-        above = rows - r0 - k
-        hit = skin[face, above.clamp(min=0), cols - c0] & (above >= 0)
-        up_px = torch.where(hit, float(k), up_px)
+    r0, _, c0, _ = box = _box(rows, cols, reach, size)
+    above, _ = _margin_rows(_drawn_skin(frags.tri_id[:, box[0]:box[1], box[2]:box[3]], triangle_material))
+    up = rows - r0 - above[face, rows - r0, cols - c0]                                      # [M] px
+    up_px = torch.where(up <= reach, up.to(scale.dtype), float("inf"))
     return 1.0 - LID_SHADOW * torch.exp(-(up_px / scale) / LID_SHADOW_MM)
 
 
@@ -526,12 +523,12 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         lifted = (lid_in_photo <= band_px[shown_eye.nonzero()[:, 0]]) & (lid_in_target > lid_in_photo)   # [M]
         raised = bool(lifted.any()) or bool((eyeball_px & ~seen).any())  # a lid moved off some eyeball
         seen = seen.index_put((shown_eye,), ~lifted)
-        take, band_xy = _lid_band(eyeball_px, pixels, where, src_frags, frags, triangle_material, band_px, size) \
-            if raised else (None, None)
-        if raised and bool(take.any()):
-            band = eyeball_px.index_put((eyeball_px,), take)
-            colour = colour.index_put((band,), sample_image(window, band_xy[take][None])[0])
-            seen = seen | band
+        if raised:
+            take, band_xy = _lid_band(eyeball_px, pixels, where, src_frags, frags, triangle_material, band_px, size)
+            if bool(take.any()):
+                band = eyeball_px.index_put((eyeball_px,), take)
+                colour = colour.index_put((band,), sample_image(window, band_xy[take][None])[0])
+                seen = seen | band
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     # Painted and photo eyeball pixels are blended as the mouth's are (by the share of photo
