@@ -98,9 +98,17 @@ CIRCUMPLEX_DEG: Mapping[str, float] = MappingProxyType({
 #: :data:`CIRCUMPLEX_DEG`, FACS code at full intensity, category label). Placements as in Russell
 #: (1980): "sleepy" at the low-arousal pole, "relaxed" in the pleasant, calm quadrant, "happily
 #: surprised" near "excited"/"delighted", "aroused" at the high-arousal pole (the octant of his
-#: Fig. 1 opposite sleepiness). The aroused face is alertness without a valence: brows and upper
-#: lids raised, lips parted, the jaw a little dropped (1C+2C+5C+25E+26B, a design choice), labelled
-#: surprise as an annotator would. Without it the pole was the kernel blend of anger (10 degrees
+#: Fig. 1 opposite sleepiness; his "alarmed" and "astonished" lie beside it). The aroused face is
+#: alarm without a valence: brows and upper lids raised, lips parted, the jaw dropped
+#: (1C+2C+5C+25E+26C, a design choice), labelled surprise as an annotator would. Its jaw drop sits
+#: between the posed fear and surprise it lies between: rendered on the 7 dev photos (no seed), the
+#: lower lip drops 9-13 mm (MediaPipe landmarks aligned on the eyes and nose, 90 mm between the
+#: outer eye corners), against 4-11 mm in the dev subjects' posed fear and 16-21 mm in their
+#: posed surprise. With the jaw at B (5.6-6.2 mm on the tw_ photos) the pole read as neutral to
+#: the judge harness on the smaller photos (jawOpen 0.003, and FER's surprise + fear + anger
+#: ~0.1); at C its arousal rho on the 7 dev photos went 0.664 / 0.655 / 0.576 / 0.629 -> 0.752 /
+#: 0.688 / 0.748 / 0.712 (no seed, seeds 0-2), valence rho 0.921 / 0.964 / 0.983 / 0.926 ->
+#: 0.945 / 0.948 / 0.979 / 0.917. Without it the pole was the kernel blend of anger (10 degrees
 #: away) and surprise, whose brows and lips cancel (4 against 1+2, 23 against 25+26): the judge
 #: harness read the valence sweep's (0, 0.3) as unpleasant, below its (-0.25, 0.3) on some seeds.
 #: With it, valence rho on the 7 dev photos 0.919 / 0.905 / 0.895 / 0.788 -> 0.926 / 0.974 /
@@ -120,7 +128,7 @@ CIRCUMPLEX_DEG: Mapping[str, float] = MappingProxyType({
 EXTRA_STATES: Mapping[str, tuple[float, str, str]] = MappingProxyType({
     "sleepy": (270.0, "43B", "neutral"), "relaxed": (330.0, "12B+43A", "happiness"),
     "happily surprised": (45.0, "1E+2E+12E+25E", "happiness"),
-    "aroused": (90.0, "1C+2C+5C+25E+26B", "surprise")})
+    "aroused": (90.0, "1C+2C+5C+25E+26C", "surprise")})
 #: Radii of each variant's intensity ramp in the default bank (activations scaled by the radius).
 RAMP_RADII = (0.2, 0.4, 0.6, 0.8, 1.0)
 #: Gaussian kernel bandwidth h in VA units (module docstring). With 0.15 a 48-frame VA path
