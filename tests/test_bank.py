@@ -111,6 +111,24 @@ def test_a_blend_of_two_emotions_keeps_their_full_intensity():
     assert one_sided[column("AU4_L")] < one_sided[column("AU1_L")]
 
 
+def test_a_drawn_alternative_shows_at_its_emotions_strength(bank):
+    """The default bank's weaker happiness variants (the Investigator's Guide's 12C and 12D) are other
+    forms of the emotion at the same VA point: drawn at the rim they smile at full strength, as the
+    prototype does there (the old rule gave 12 at 0.55 and 0.8), and at half the radius at half of it."""
+    kernel = int(bank.alternative_of[[i for i, label in enumerate(bank.labels) if label == "happiness"][0]])
+    forms = {tuple(bank.au[i].gt(0).tolist()) for i in range(len(bank)) if int(bank.alternative_of[i]) == kernel}
+    smile_only = tuple(k == "AU12_L" or k == "AU12_R" for k in AU_KEYS)
+    assert smile_only in forms  # the bank holds a 12-only variant of happiness
+    shown = set()
+    for seed in range(40):
+        rim, half = (target_from_va(*at("happiness", r), bank, generator=torch.Generator().manual_seed(seed))
+                     for r in (1.0, 0.5))
+        if rim.au.get("AU6", 0.0) == 0.0 and rim.au.get("AU25", 0.0) < 0.2:  # the 12-only form led
+            shown.add(seed)
+            assert rim.au["AU12"] > 0.95 and half.au["AU12"] == pytest.approx(rim.au["AU12"] / 2, rel=1e-4)
+    assert shown  # some seed draws it
+
+
 def test_intensity_and_soft_label_follow_the_radius(bank):
     inner, outer = target_from_va(*at("surprise", 0.3), bank), target_from_va(*at("surprise", 0.9), bank)
     assert inner.intensity == pytest.approx(0.3) and outer.intensity == pytest.approx(0.9)
