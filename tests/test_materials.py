@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -11,9 +12,9 @@ from affectsynth.io import load_image
 from affectsynth.model.face_model import MATERIALS
 from affectsynth.pipeline import FaceFitter
 from affectsynth.render import rasterize
-from affectsynth.render.materials import (OCCLUSION_FLOOR, PHOTO_GAMMA, RATIO_RANGE, TEETH_ALBEDO, MouthAppearance,
-                                          estimate_mouth_appearance, looks_like_teeth, shade_mouth, shading_ratio,
-                                          vertex_normals)
+from affectsynth.render.materials import (OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR, PHOTO_GAMMA, RATIO_RANGE, TEETH_ALBEDO,
+                                          MouthAppearance, estimate_mouth_appearance, looks_like_teeth, shade_mouth,
+                                          shading_ratio, vertex_normals)
 from affectsynth.render.shade import surface_depth_at
 
 from .conftest import DEV_FACES, need_shared
@@ -53,6 +54,11 @@ def test_shade_mouth_tones_and_light_fall_off():
     assert gums[0] > gums[1] and tongue[0] > tongue[1]                  # red
     assert socket.sum() < tongue.sum() < gums.sum() < teeth.sum()
     assert (far < near).all() and (far @ luma > 0.9 * OCCLUSION_FLOOR * near @ luma).all()  # darker deep inside, never black
+    # in the lips' shadow a tooth takes on the mouth's red at the luminance the occlusion gives it
+    deep = shade_mouth(material, torch.full((1, 1, 4), 9.0), torch.ones(1, 1, 4), appearance)[0, 0, 0]
+    occlusion = OCCLUSION_FLOOR + (1 - OCCLUSION_FLOOR) * math.exp(-9.0 / OCCLUSION_DEPTH_MM)
+    assert deep @ luma == pytest.approx(occlusion * float(teeth @ luma), rel=1e-5)
+    assert deep[0] / deep[1] > 1.05 * teeth[0] / teeth[1] and deep[2] / deep[1] <= teeth[2] / teeth[1]
     dim = replace(appearance, teeth=appearance.teeth * 0.5)            # the measured tone is the teeth's
     assert torch.allclose(shade_mouth(material, torch.zeros(1, 1, 4), torch.ones(1, 1, 4), dim)[0, 0, 0], teeth * 0.5)
 

@@ -28,12 +28,13 @@ from .shade import sample_image
 __all__ = ["MouthAppearance", "estimate_mouth_appearance", "shade_mouth", "looks_like_teeth", "vertex_normals",
            "shading_ratio"]
 
-#: Tooth enamel, relative to a white surface under the face's light (slightly yellow). Photos show
-#: teeth warmer: the lit half of the teeth pixels in the 5 posed happiness photos of
-#: ../shared/faces/dev that show over 30 px of them has a median colour of (1, 0.91, 0.79) relative
-#: to red; (0.93, 0.85, 0.73) with a brighter, red-tinted mouth (OCCLUSION_FLOOR) lowered the judge
-#: harness's valence rho on the dev faces (no seed 0.907 -> 0.864), so both stay as they were.
-TEETH_ALBEDO = (0.93, 0.89, 0.80)
+#: Tooth enamel, relative to a white surface under the face's light (slightly yellow): the hue of
+#: the photos' teeth, at the luminance of the earlier (0.93, 0.89, 0.80). The lit half of the teeth
+#: pixels in the 5 posed happiness photos of ../shared/faces/dev that show over 30 px of them has a
+#: median colour of (1, 0.91, 0.79) relative to red. (0.93, 0.85, 0.73), darker, with a brighter,
+#: red-tinted mouth (OCCLUSION_FLOOR) lowered the judge harness's valence rho on the dev faces (no
+#: seed 0.907 -> 0.864); at the same luminance its scores stay (its expression classifier sees grey).
+TEETH_ALBEDO = (0.966, 0.879, 0.763)
 #: A photo pixel looks like teeth when it is this much brighter than the face's lips and
 #: this much less saturated: enamel is near-white, lips red, the cavity dark, and skin
 #: (which can be as bright) never lies inside the fitted mouth opening where this is asked.
@@ -48,6 +49,14 @@ GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP = 1.05, 0.85, 0.5
 #: the darker half of the non-teeth pixels inside the opening of the 5 posed surprise and fear
 #: photos of the dev subjects is 0.1-0.6, median 0.29, times the lips' red; this renders 0.17.)
 OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR = 14.0, 0.3
+#: How far the hue of a tooth, gum or tongue in the lips' shadow moves toward the lips' colour, per
+#: unit of shadow (1 - the light :data:`OCCLUSION_FLOOR` and :data:`OCCLUSION_DEPTH_MM` leave it):
+#: light inside the mouth has come off its red walls. The luminance stays the occlusion's. Without
+#: it the lower teeth, ~9 mm behind the lips, were a neutral grey that read as grey-green beside the
+#: lips; in the dev photos that show teeth (tw_07, tw_16: surprise and happiness; tw_27: surprise)
+#: the darker half of the teeth pixels is 1-13 % redder (R/G; 6 % on average) than the lighter
+#: half, and 0.35 makes those teeth 7 % redder than lit ones.
+MOUTH_BOUNCE = 0.35
 #: Lambert shading of the teeth, gums and tongue: a + b cos(angle to the view). Weak: the crowns'
 #: sides are narrower than a pixel at the size of a face crop, and at 0.65 + 0.35 cos each tooth
 #: was edged by a dark stripe, a row of them read as braces.
@@ -195,9 +204,18 @@ def shade_mouth(material: torch.Tensor, behind_lips_mm: torch.Tensor, facing: to
         out = torch.where((material == MATERIALS.index(name))[..., None], tone.expand_as(out), out)
     occlusion = OCCLUSION_FLOOR + (1 - OCCLUSION_FLOOR) * torch.exp(-behind_lips_mm.clamp(min=0) / OCCLUSION_DEPTH_MM)
     lambert = MOUTH_LAMBERT[0] + MOUTH_LAMBERT[1] * facing.clamp(0, 1)
+    socket = material == MATERIALS.index("mouth_socket")
     # The socket is lit by what comes in through the mouth, not from its own orientation.
-    lambert = torch.where(material == MATERIALS.index("mouth_socket"), torch.ones_like(lambert), lambert)
-    return (out * (occlusion * lambert)[..., None]).clamp(0, 1)
+    lambert = torch.where(socket, torch.ones_like(lambert), lambert)
+    shaded = out * (occlusion * lambert)[..., None]
+    # What light reaches a surface in the lips' shadow has come off the mouth's red walls: its hue
+    # moves toward the lips' by MOUTH_BOUNCE of the shadow (not the socket: its tone is the lips').
+    tint = lip / lip.amax(-1, keepdim=True).clamp(min=1e-6)
+    share = torch.where(socket, torch.zeros_like(occlusion), (1 - occlusion) * MOUTH_BOUNCE)[..., None]
+    warmed = shaded * (1 - share + share * tint)
+    luma = shaded.new_tensor(_LUMA)
+    warmed = warmed * ((shaded * luma).sum(-1, keepdim=True) / (warmed * luma).sum(-1, keepdim=True).clamp(min=1e-6))
+    return warmed.clamp(0, 1)
 
 
 def shading_ratio(source_normals: torch.Tensor, target_normals: torch.Tensor) -> torch.Tensor:
