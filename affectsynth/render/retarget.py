@@ -59,8 +59,11 @@ EYE_PHOTO_MIN_BAND_PX = 2
 #: the band a raised lid uncovers read as a flat white crescent.
 LID_SHADOW, LID_SHADOW_MM = 0.5, 1.5
 EYEBALL_AMBIENT = 0.6
-#: Unshown gaps up to about 2 * SPECK_PX + 1 px wide are filled before feathering.
-SPECK_PX = 2
+#: Unshown gaps up to about 2 r + 1 px wide are filled before feathering, r = SPECK_MM at the face's
+#: scale and at least SPECK_PX. In px alone, the gap where the lips meet at an open smile's corner
+#: (about 1 mm) went unfilled in a 2835 px photo (10 px wide at 10.6 px/mm), and the feathered mask
+#: around it let the photo's closed corner show through a 60 px square across the mouth's end.
+SPECK_PX, SPECK_MM = 2, 0.75
 #: Eyeballs are drawn this far behind where they are, for both depth tests (the photo's and
 #: the target's): the lids rest on the globe, and without it the globe won through thin or
 #: barely-fitting lids on 15 % of the dev photos. Far less than a lid's thickness.
@@ -569,14 +572,15 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * shaded[:, 0, 0].to(colour.dtype))
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
-    coverage = fill_specks(_in_place((seen | interior)[:, 0], pixels, size, False).to(photo.dtype)[:, None], SPECK_PX)
+    coverage = _in_place((seen | interior)[:, 0], pixels, size, False).to(photo.dtype)[:, None]
+    speck = [max(SPECK_PX, round(SPECK_MM * float(scale))) for scale in dst_px_per_mm]   # px, per face
     # Undrawn pixels hold the photo's own: the feathered mask reaches about half a feather past
     # the coverage, so they show, faintly, and must not bring in another pixel's colour.
     colour = _in_place(colour[:, 0], pixels, size, window.permute(0, 2, 3, 1).expand(b, -1, -1, -1))  # [B, h, w, C]
     out = window
     masks = []
     for i in range(b):  # faces of one photo are composited in turn (B is the number of faces, small)
-        mask = feathered_mask(coverage[i:i + 1], feather[i])
+        mask = feathered_mask(fill_specks(coverage[i:i + 1], speck[i]), feather[i])
         out = composite(out, colour[i:i + 1].permute(0, 3, 1, 2), mask)
         masks.append(mask)
     image = photo.clone()
