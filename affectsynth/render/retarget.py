@@ -38,10 +38,12 @@ SEEN_DEPTH_TOLERANCE_PX = 1.0
 #: opening stretches a few rows of them into stripes.
 INTERIOR_PHOTO_MAX_MOVE_PX = 1.0
 #: ... and where the photo's opening around it is wide (no skin within this many px of its
-#: source position) or the target's is as narrow (skin as near). A closed mouth still has a
-#: slit of a pixel or so in the fitted model (its rest lips are 0.7 mm apart), whose photo
-#: pixels are the line where the lips meet: right in a slit, a stripe across a parted mouth.
-INTERIOR_PHOTO_CLEARANCE_PX = 2
+#: source position: INTERIOR_PHOTO_CLEARANCE_MM at the face's scale, at least _PX) or the
+#: target's is as narrow (skin as near). A closed mouth still has a slit in the fitted model (its
+#: rest lips are 0.7 mm apart), whose photo pixels are the line where the lips meet: right in a
+#: slit, a stripe across a parted mouth. A pixel or so in a face crop, the slit is 7 px wide in a
+#: 2835 px photo (10.6 px/mm): at 2 px there, its middle drew a red line across bared teeth.
+INTERIOR_PHOTO_CLEARANCE_PX, INTERIOR_PHOTO_CLEARANCE_MM = 2, 0.5
 #: An eyeball point keeps the photo's pixel unless the photo shows a lid (skin) within this band
 #: (mm at the photo's scale, and at least EYE_PHOTO_MIN_BAND_PX) of its source position and the
 #: target's lid is farther from it: that band is the shadow of the photo's lid and lashes on the
@@ -503,8 +505,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         face, rows, cols = _selected_pixels(interior, pixels, size)                          # [M] each
         centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5
         moved = (where[at][:, :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
-        slit_in_photo, slit_in_target = (d <= INTERIOR_PHOTO_CLEARANCE_PX for d in _skin_distance(
-            interior, pixels, where, src_frags, frags, triangle_material, (INTERIOR_PHOTO_CLEARANCE_PX,), size))
+        clearance = (INTERIOR_PHOTO_CLEARANCE_MM * src_px_per_mm).ceil().long().clamp(min=INTERIOR_PHOTO_CLEARANCE_PX)
+        slit_in_photo, slit_in_target = (d <= clearance[face] for d in _skin_distance(
+            interior, pixels, where, src_frags, frags, triangle_material, tuple(sorted(set(clearance.tolist()))), size))
         # The fit's opening is only as good as the landmarks: where the photo's teeth show
         # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
         # rows between) would stripe the teeth like braces.
