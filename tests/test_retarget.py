@@ -133,3 +133,32 @@ def test_the_upper_lid_shades_the_eyeball_it_uncovers():
     expected = 1 - LID_SHADOW * torch.exp(-torch.tensor([1.0, 2.0, 5.0]) / 2.0 / LID_SHADOW_MM)
     torch.testing.assert_close(shade[:3], expected)
     assert shade[3] == 1.0 and shade[4] == 1.0                               # out of reach; no lid above
+    # where the photo's lid band went with the lid (row 4 of column 0), it carries the shadow
+    band = torch.zeros(1, *size, dtype=torch.bool)
+    band[0, 4, 0] = True
+    under_band = _lid_shadow(torch.ones(1, 1, 2, dtype=torch.bool), pixels[:, 1:3], frags, material, px_per_mm, size,
+                             band)
+    assert under_band[0] == 1.0 and under_band[1] == shade[2]      # row 5 under the band; column 1 has none
+
+
+def test_uncovered_sclera_takes_the_photos_sclera_below_it():
+    """An uncovered eyeball pixel takes the mean colour of the photo's shown eyeball pixels just
+    below it in its column (SCLERA_BELOW_AVERAGE_MM around the first); none within SCLERA_BELOW_MM,
+    or one darker than SCLERA_BELOW_MIN_LUMA of the eye's sclera (the iris), gives none."""
+    from affectsynth.render.retarget import _photo_sclera_below
+
+    size = (8, 5)
+    window = torch.zeros(1, 3, *size)
+    window[0, :, 3:6, :2] = 0.8                                   # lit sclera under rows 0-2 of columns 0-1
+    window[0, :, 3:6, 2:] = 0.1                                   # iris under columns 2-4
+    shown = torch.zeros(size, dtype=torch.bool)
+    shown[3:6] = True
+    pixels = torch.arange(size[0] * size[1])[None]                 # every pixel of the window, in raster order
+    selected = torch.zeros(1, 1, size[0] * size[1], dtype=torch.bool)
+    for row, col in ((1, 0), (1, 3), (0, 0)):                      # 2 rows above the sclera; above the iris; 3 rows
+        selected[0, 0, row * size[1] + col] = True
+    colour, found = _photo_sclera_below(selected, pixels, shown.reshape(1, 1, -1), window,
+                                        torch.full((3, 3), 0.8), torch.tensor([1.0]), size)
+    # raster order: (0, 0), (1, 0), (1, 3); 1 px/mm: within 2 px; averaged over 3 x 3 around the first row + 1
+    torch.testing.assert_close(colour[1], torch.full((3,), 0.8))
+    assert found.tolist() == [False, True, False]

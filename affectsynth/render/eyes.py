@@ -45,7 +45,7 @@ from ..model.eyes import SIDES
 from ..model.face_model import FaceModel
 from .polygon import polygon_pixels
 
-__all__ = ["EyeAppearance", "estimate_eye_appearance", "eyeball_colour", "eyeball_centres", "IRIS_LANDMARKS",
+__all__ = ["EyeAppearance", "estimate_eye_appearance", "eyeball_colour", "luma", "eyeball_centres", "IRIS_LANDMARKS",
            "IRIS_RADIUS_MM", "PUPIL_FRACTION", "EYE_CONTOURS"]
 
 #: mp478 index of each eye's iris centre (L, R); the next 4 are points on its rim (image
@@ -183,7 +183,8 @@ def _median_colour(pixels: torch.Tensor, default: tuple[float, float, float]) ->
     return pixels.median(0).values
 
 
-def _luma(colours: torch.Tensor) -> torch.Tensor:
+def luma(colours: torch.Tensor) -> torch.Tensor:
+    """[..., 3] -> [...] the luminance (Rec. 601 weights) of colours in the photo's values."""
     return (colours * colours.new_tensor(_LUMA)).sum(-1)
 
 
@@ -191,20 +192,20 @@ def _classified_colours(colours: torch.Tensor, rho: torch.Tensor | None) -> dict
     """Sclera, iris and pupil colours [3] of an eye's opening pixels [N, 3], classed by their
     normalised radius ``rho`` [N] (:data:`PUPIL_CORE`), or by brightness when it is None."""
     if rho is None:
-        luma = _luma(colours)
+        brightness = luma(colours)
         if colours.shape[0] == 0:
             sets = {k: colours for k in QUANTILES}
         else:
-            order, n = luma.argsort(), len(luma)
+            order, n = brightness.argsort(), len(brightness)
             sets = {k: colours[order[int(lo * n):max(int(lo * n) + 1, int(hi * n))]]
                     for k, (lo, hi) in QUANTILES.items()}
         return {k: _median_colour(v, DEFAULT_COLOURS[k]) for k, v in sets.items()}
     sclera, pupil = colours[rho > SCLERA_FROM], colours[rho < PUPIL_CORE]
     # sclera: its brightest, greyest quarter (lids shade it and lashes and lid margins reach
     # into a narrow opening; the caruncle is pink); pupil: its darker half (catch-lights)
-    whiteness = _luma(sclera) - (sclera.amax(-1) - sclera.amin(-1))
+    whiteness = luma(sclera) - (sclera.amax(-1) - sclera.amin(-1))
     lit = sclera[whiteness >= whiteness.quantile(SCLERA_QUANTILE)] if len(sclera) else sclera
-    dark = pupil[_luma(pupil) <= _luma(pupil).median()] if len(pupil) else pupil
+    dark = pupil[luma(pupil) <= luma(pupil).median()] if len(pupil) else pupil
     ring = colours[(rho > IRIS_RING[0]) & (rho < IRIS_RING[1])]
     return {"sclera": _median_colour(lit, DEFAULT_COLOURS["sclera"]),
             "iris": _median_colour(ring, DEFAULT_COLOURS["iris"]),
@@ -215,7 +216,7 @@ def _plausible_sclera(sclera: torch.Tensor, iris: torch.Tensor) -> torch.Tensor:
     """[B, 2, 3] sclera colours, each at least MIN_SCLERA_CONTRAST brighter than its iris or
     replaced: by the other eye's when that one is, else by the default. (An eye narrowed by a
     smile or a squint may show no sclera at all; its "sclera" pixels are lids and lashes.)"""
-    plausible = _luma(sclera) >= _luma(iris) + MIN_SCLERA_CONTRAST                          # [B, 2]
+    plausible = luma(sclera) >= luma(iris) + MIN_SCLERA_CONTRAST                          # [B, 2]
     other = sclera.flip(1)
     default = sclera.new_tensor(DEFAULT_COLOURS["sclera"]).expand_as(sclera)
     fallback = torch.where(plausible.flip(1)[..., None], other, default)

@@ -17,7 +17,7 @@ from ..model.face_model import MATERIALS, FaceModel
 from . import kernels
 from .composite import composite, dilate, feathered_mask, fill_specks
 from .creases import CreaseLines, crease_lines, crease_shading
-from .eyes import EyeAppearance, eyeball_colour
+from .eyes import EyeAppearance, eyeball_colour, luma
 from .materials import (MouthAppearance, estimate_mouth_appearance, looks_like_teeth, shade_mouth, shading_ratio,
                         vertex_normals)
 from .raster import Fragments, rasterize, resolve_backend
@@ -58,8 +58,17 @@ EYE_PHOTO_MIN_BAND_PX = 2
 #: every LID_SHADOW_MM below it; and it is lit as EYEBALL_AMBIENT + (1 - EYEBALL_AMBIENT) cos, cos
 #: the cosine between its normal and the view, so that the globe darkens toward the canthi (both
 #: designs, as a portrait's light from above and the front shades an open eye). Painted evenly,
-#: the band a raised lid uncovers read as a flat white crescent.
+#: the band a raised lid uncovers read as a flat white crescent. Below the photo's lid band, where
+#: it went with the lid, there is no such shadow: the band is the photo's own, and the photo's
+#: sclera below it is lit. Shadowed again there, the paint on faces_140_y_f's raised lids (2835
+#: px) was a grey crescent at 0.6 of the sclera beside it, edged against it.
 LID_SHADOW, LID_SHADOW_MM = 0.5, 1.5
+#: Uncovered sclera takes the colour of the photo's sclera below it in its column (within
+#: SCLERA_BELOW_MM, and where that pixel is at least SCLERA_BELOW_MIN_LUMA as light as the eye's
+#: sclera colour, not the iris or a lid): the light on a sclera varies across it, and one colour
+#: for the eye, the median of its lightest quarter, left the painted crescent lighter than the
+#: photo's sclera beside it on one of faces_140_y_f's eyes and darker on the other.
+SCLERA_BELOW_MM, SCLERA_BELOW_MIN_LUMA, SCLERA_BELOW_AVERAGE_MM = 2.0, 0.35, 0.3
 EYEBALL_AMBIENT = 0.6
 #: Unshown gaps up to about 2 r + 1 px wide are filled before feathering, r = SPECK_MM at the face's
 #: scale and at least SPECK_PX. In px alone, the gap where the lips meet at an open smile's corner
@@ -300,20 +309,54 @@ def _skin_distance(selected: torch.Tensor, pixels: torch.Tensor, where: torch.Te
 
 
 def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, triangle_material: torch.Tensor,
-                px_per_mm: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+                px_per_mm: torch.Tensor, size: tuple[int, int], lid_band: torch.Tensor | None = None) -> torch.Tensor:
     """[M] the light left on each of the M eyeball pixels of ``selected`` ([B, 1, N] bool over the
     drawn pixels ``pixels`` of a window of ``size``, in the order of ``selected.nonzero()``) under
     the shadow of the upper lid and its lashes: 1 - :data:`LID_SHADOW` e^(-d / :data:`LID_SHADOW_MM`),
     d the distance (mm, at the faces' ``px_per_mm`` [B]) up to the first skin the target draws in
-    the pixel's column (no skin within 4 widths: no shadow)."""
+    the pixel's column (no skin within 4 widths: no shadow), or 1 where ``lid_band`` ([B, h, w] bool
+    over the window, or None: the photo's band moved with the lid) lies between that skin and it."""
     face, rows, cols = _selected_pixels(selected, pixels, size)
     scale = px_per_mm[face]                                                                 # [M]
     reach = max(1, int(math.ceil(4 * LID_SHADOW_MM * float(px_per_mm.max()))))
     r0, _, c0, _ = box = _box(rows, cols, reach, size)
-    above, _ = _margin_rows(_drawn_skin(frags.tri_id[:, box[0]:box[1], box[2]:box[3]], triangle_material))
+    skin = _drawn_skin(frags.tri_id[:, box[0]:box[1], box[2]:box[3]], triangle_material)
+    above, _ = _margin_rows(skin)
     up = rows - r0 - above[face, rows - r0, cols - c0]                                      # [M] px
     up_px = torch.where(up <= reach, up.to(scale.dtype), float("inf"))
+    if lid_band is not None:  # a band row nearer above than the skin: it carries the shadow
+        nearer, _ = _margin_rows(skin | lid_band[:, box[0]:box[1], box[2]:box[3]])
+        up_px = torch.where(nearer[face, rows - r0, cols - c0] > rows - r0 - up, float("inf"), up_px)
     return 1.0 - LID_SHADOW * torch.exp(-(up_px / scale) / LID_SHADOW_MM)
+
+
+def _photo_sclera_below(selected: torch.Tensor, pixels: torch.Tensor, shown: torch.Tensor, window: torch.Tensor,
+                        sclera: torch.Tensor, px_per_mm: torch.Tensor,
+                        size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the M eyeball pixels of ``selected`` ([B, 1, N] bool over the drawn pixels ``pixels`` of
+    a window of ``size``, in the order of ``selected.nonzero()``): the photo's colour at the first
+    pixel of ``shown`` ([B, 1, N] bool: eyeball pixels that keep the photo's) below each in its
+    column, within :data:`SCLERA_BELOW_MM` (at the faces' ``px_per_mm`` [B]), and whether there is
+    one as light as sclera (luminance at least :data:`SCLERA_BELOW_MIN_LUMA` of ``sclera`` [M, 3],
+    each pixel's eye's) -> ([M, 3], [M] bool). ``window``: [1, C, h, w] the photo's pixels."""
+    face, rows, cols = _selected_pixels(selected, pixels, size)
+    reach = max(1, int(math.ceil(SCLERA_BELOW_MM * float(px_per_mm.max()))))
+    r0, r1, c0, c1 = _box(rows, cols, reach, size)
+    grid = _in_place(shown[:, 0], pixels, size, False)[:, r0:r1, c0:c1]                     # [B, h, w]
+    _, first = _margin_rows(~grid)                                                            # first shown row below
+    row = first[face, rows - r0, cols - c0]                                                   # [M], box rows
+    # averaged over a square of shown pixels just below it: taken pixel by pixel, the
+    # columns alternated between lashes' shadow and sclera, in stripes
+    half = max(1, round(SCLERA_BELOW_AVERAGE_MM * float(px_per_mm.max())))
+    weight = grid[:, None].to(window.dtype)
+    count, total = (torch.nn.functional.avg_pool2d(x, 2 * half + 1, stride=1, padding=half)
+                    for x in (weight, window[:, :3, r0:r1, c0:c1] * weight))                # [B, 1 | 3, h, w]
+    at_row = (row + half).clamp(max=r1 - r0 - 1)
+    n = count[face, 0, at_row, cols - c0]
+    colour = total[face, :, at_row, cols - c0] / n.clamp(min=1e-6)[:, None]                  # [M, 3]
+    found = ((row < r1 - r0) & (row - (rows - r0) <= (SCLERA_BELOW_MM * px_per_mm[face]).ceil()) & (n > 0)
+             & (luma(colour) >= SCLERA_BELOW_MIN_LUMA * luma(sclera.to(colour.dtype))))
+    return colour, found
 
 
 def _margin_rows(skin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -522,6 +565,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # and the band goes with the lid (EYE_LID_BAND_MM).
     eyeball_px = covered & (material == _EYEBALL)
     shown_eye = seen & eyeball_px
+    lid_band = None  # [B, h, w] the photo's band where it went with a raised lid
     if eyes is not None and bool(shown_eye.any()):
         band_px = (EYE_LID_BAND_MM * src_px_per_mm).ceil().long().clamp(min=EYE_PHOTO_MIN_BAND_PX)   # [B]
         lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, triangle_material,
@@ -535,6 +579,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
                 band = eyeball_px.index_put((eyeball_px,), take)
                 colour = colour.index_put((band,), sample_image(window, band_xy[take][None])[0])
                 seen = seen | band
+                lid_band = _in_place(band[:, 0], pixels, size, False)
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     # Painted and photo eyeball pixels are blended as the mouth's are (by the share of photo
@@ -546,10 +591,28 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         at, photo_share = (painted_px,), photo_share[mixed]
         normal = target_normal_px[at]
         facing = normal[:, 2].abs() / normal.norm(dim=-1).clamp(min=1e-12)
-        light = _lid_shadow(painted_px, pixels, frags, triangle_material, dst_px_per_mm, size) \
+        light = _lid_shadow(painted_px, pixels, frags, triangle_material, dst_px_per_mm, size, lid_band) \
             * (EYEBALL_AMBIENT + (1.0 - EYEBALL_AMBIENT) * facing)                           # [P]
         face = painted_px.nonzero()[:, 0]
-        painted = eyeball_colour(target_mm[at][:, None], _rows(eyes, face))[:, 0] * light[:, None]   # [P, 3]
+        appearance = _rows(eyes, face)
+        painted = eyeball_colour(target_mm[at][:, None], appearance)[:, 0] * light[:, None]   # [P, 3]
+        # The uncovered sclera continues the photo's sclera below it in its column, as lit there.
+        own = (target_mm[at][:, None] - appearance.centre).norm(dim=-1).argmin(-1)          # [P] which eye
+        sclera = appearance.sclera[torch.arange(len(own), device=own.device), own]          # [P, 3]
+        below, found = _photo_sclera_below(painted_px, pixels, seen & eyeball_px & ~painted_px, window, sclera,
+                                           dst_px_per_mm, size)
+        if bool(found.any()):
+            # where a column has none (above the iris), the eye's mean of those found
+            eye_key = face * 2 + own                                                        # [P]
+            sums = below.new_zeros(2 * b, 4).index_add_(0, eye_key[found], torch.cat(
+                (below[found], below.new_ones(int(found.sum()), 1)), 1))
+            found_eye = sums[eye_key, 3] > 0
+            below = torch.where(found[:, None], below, sums[eye_key, :3] / sums[eye_key, 3:].clamp(min=1.0))
+            sclera_share = eyeball_colour(target_mm[at][:, None], dataclasses.replace(
+                appearance, sclera=torch.ones_like(appearance.sclera), iris=torch.zeros_like(appearance.iris),
+                pupil=torch.zeros_like(appearance.pupil)))[:, 0, :1]                      # [P, 1]
+            painted = torch.where(found_eye[:, None], painted + sclera_share * (below - sclera * light[:, None]),
+                                  painted)
         colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * painted.to(colour.dtype))
         seen = seen | eyeball_px
     if mouth_appearance is not None and bool((interior & ~seen).any()):
