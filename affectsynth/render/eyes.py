@@ -45,7 +45,7 @@ from ..model.eyes import SIDES
 from ..model.face_model import FaceModel
 from .polygon import polygon_pixels
 
-__all__ = ["EyeAppearance", "estimate_eye_appearance", "eyeball_colour", "luma", "eyeball_centres", "IRIS_LANDMARKS",
+__all__ = ["EyeAppearance", "estimate_eye_appearance", "eyeball_colour", "eyeball_layers", "luma", "eyeball_centres", "IRIS_LANDMARKS",
            "IRIS_RADIUS_MM", "PUPIL_FRACTION", "EYE_CONTOURS"]
 
 #: mp478 index of each eye's iris centre (L, R); the next 4 are points on its rim (image
@@ -279,16 +279,17 @@ def estimate_eye_appearance(photo: torch.Tensor, landmarks: Landmarks, fit: FitR
                          measured_gaze=torch.full((b,), measured, dtype=torch.bool, device=device))
 
 
-def eyeball_colour(points: torch.Tensor, appearance: EyeAppearance) -> torch.Tensor:
-    """Colour of eyeball surface points: sclera, iris disc, pupil (see the module docstring).
+def eyeball_layers(points: torch.Tensor, appearance: EyeAppearance) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The layers :func:`eyeball_colour` mixes: the iris disc's colour (iris and pupil), how much
+    of each point is sclera, and that eye's sclera colour.
 
     Args:
         points: [B, N, 3] model-space points on the eyeballs of B faces (each belongs to the
             eye whose centre is nearer).
         appearance: their :class:`EyeAppearance`.
     Returns:
-        [B, N, 3] colours in the photo's values, differentiable w.r.t. ``points`` and the
-        appearance's tensors.
+        (disc [B, N, 3], sclera_share [B, N, 1] in [0, 1], sclera [B, N, 3]), differentiable
+        w.r.t. ``points`` and the appearance's tensors.
     """
     a = appearance
     eye = (points[:, :, None] - a.centre[:, None]).norm(dim=-1).argmin(-1)                  # [B, N]
@@ -308,4 +309,19 @@ def eyeball_colour(points: torch.Tensor, appearance: EyeAppearance) -> torch.Ten
     in_pupil = 1.0 - _smoothstep(rho, PUPIL_FRACTION - EDGE_SOFTNESS / 2, PUPIL_FRACTION + EDGE_SOFTNESS / 2)
     in_iris = 1.0 - _smoothstep(rho, 1.0 - EDGE_SOFTNESS / 2, 1.0 + EDGE_SOFTNESS / 2)
     inner = in_pupil * per_point(a.pupil) + (1.0 - in_pupil) * iris_tone
-    return (in_iris * inner + (1.0 - in_iris) * per_point(a.sclera)).clamp(0.0, 1.0)
+    return inner, 1.0 - in_iris, per_point(a.sclera)
+
+
+def eyeball_colour(points: torch.Tensor, appearance: EyeAppearance) -> torch.Tensor:
+    """Colour of eyeball surface points: sclera, iris disc, pupil (see the module docstring).
+
+    Args:
+        points: [B, N, 3] model-space points on the eyeballs of B faces (each belongs to the
+            eye whose centre is nearer).
+        appearance: their :class:`EyeAppearance`.
+    Returns:
+        [B, N, 3] colours in the photo's values, differentiable w.r.t. ``points`` and the
+        appearance's tensors.
+    """
+    disc, sclera_share, sclera = eyeball_layers(points, appearance)
+    return ((1.0 - sclera_share) * disc + sclera_share * sclera).clamp(0.0, 1.0)

@@ -17,7 +17,7 @@ from ..model.face_model import MATERIALS, FaceModel
 from . import kernels
 from .composite import composite, dilate, feathered_mask, fill_specks
 from .creases import CreaseLines, crease_lines, crease_shading
-from .eyes import EyeAppearance, eyeball_colour, luma
+from .eyes import EyeAppearance, eyeball_layers, luma
 from .materials import (MouthAppearance, estimate_mouth_appearance, looks_like_teeth, shade_mouth, shading_ratio,
                         vertex_normals)
 from .raster import Fragments, rasterize, resolve_backend
@@ -595,24 +595,19 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
             * (EYEBALL_AMBIENT + (1.0 - EYEBALL_AMBIENT) * facing)                           # [P]
         face = painted_px.nonzero()[:, 0]
         appearance = _rows(eyes, face)
-        painted = eyeball_colour(target_mm[at][:, None], appearance)[:, 0] * light[:, None]   # [P, 3]
+        disc, sclera_share, sclera = (x[:, 0] for x in eyeball_layers(target_mm[at][:, None], appearance))
+        painted = ((1.0 - sclera_share) * disc + sclera_share * sclera).clamp(0.0, 1.0) * light[:, None]   # [P, 3]
         # The uncovered sclera continues the photo's sclera below it in its column, as lit there.
-        own = (target_mm[at][:, None] - appearance.centre).norm(dim=-1).argmin(-1)          # [P] which eye
-        sclera = appearance.sclera[torch.arange(len(own), device=own.device), own]          # [P, 3]
         below, found = _photo_sclera_below(painted_px, pixels, seen & eyeball_px & ~painted_px, window, sclera,
                                            dst_px_per_mm, size)
         if bool(found.any()):
             # where a column has none (above the iris), the eye's mean of those found
-            eye_key = face * 2 + own                                                        # [P]
+            eye_key = face * 2 + (target_mm[at][:, None] - appearance.centre).norm(dim=-1).argmin(-1)   # [P]
             sums = below.new_zeros(2 * b, 4).index_add_(0, eye_key[found], torch.cat(
                 (below[found], below.new_ones(int(found.sum()), 1)), 1))
-            found_eye = sums[eye_key, 3] > 0
             below = torch.where(found[:, None], below, sums[eye_key, :3] / sums[eye_key, 3:].clamp(min=1.0))
-            sclera_share = eyeball_colour(target_mm[at][:, None], dataclasses.replace(
-                appearance, sclera=torch.ones_like(appearance.sclera), iris=torch.zeros_like(appearance.iris),
-                pupil=torch.zeros_like(appearance.pupil)))[:, 0, :1]                      # [P, 1]
-            painted = torch.where(found_eye[:, None], painted + sclera_share * (below - sclera * light[:, None]),
-                                  painted)
+            lit = ((1.0 - sclera_share) * disc).clamp(0.0, 1.0) * light[:, None] + sclera_share * below
+            painted = torch.where((sums[eye_key, 3] > 0)[:, None], lit, painted)
         colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * painted.to(colour.dtype))
         seen = seen | eyeball_px
     if mouth_appearance is not None and bool((interior & ~seen).any()):
