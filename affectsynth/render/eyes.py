@@ -45,8 +45,8 @@ from ..model.eyes import SIDES
 from ..model.face_model import FaceModel
 from .polygon import polygon_pixels
 
-__all__ = ["EyeAppearance", "estimate_eye_appearance", "eyeball_colour", "eyeball_layers", "luma", "eyeball_centres", "IRIS_LANDMARKS",
-           "IRIS_RADIUS_MM", "PUPIL_FRACTION", "EYE_CONTOURS"]
+__all__ = ["EyeAppearance", "estimate_eye_appearance", "eyeball_colour", "eyeball_layers", "nearest_eye", "luma",
+           "eyeball_centres", "IRIS_LANDMARKS", "IRIS_RADIUS_MM", "PUPIL_FRACTION", "EYE_CONTOURS"]
 
 #: mp478 index of each eye's iris centre (L, R); the next 4 are points on its rim (image
 #: right, up, left, down).
@@ -279,6 +279,12 @@ def estimate_eye_appearance(photo: torch.Tensor, landmarks: Landmarks, fit: FitR
                          measured_gaze=torch.full((b,), measured, dtype=torch.bool, device=device))
 
 
+def nearest_eye(points: torch.Tensor, appearance: EyeAppearance) -> torch.Tensor:
+    """[B, N] int64: which eye (0 or 1, as ``appearance``'s [B, 2] rows) each of the [B, N, 3]
+    model-space eyeball points belongs to: the one whose centre is nearer."""
+    return (points[:, :, None] - appearance.centre[:, None]).norm(dim=-1).argmin(-1)
+
+
 def eyeball_layers(points: torch.Tensor, appearance: EyeAppearance) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The layers :func:`eyeball_colour` mixes: the iris disc's colour (iris and pupil), how much
     of each point is sclera, and that eye's sclera colour.
@@ -292,7 +298,7 @@ def eyeball_layers(points: torch.Tensor, appearance: EyeAppearance) -> tuple[tor
         w.r.t. ``points`` and the appearance's tensors.
     """
     a = appearance
-    eye = (points[:, :, None] - a.centre[:, None]).norm(dim=-1).argmin(-1)                  # [B, N]
+    eye = nearest_eye(points, a)                                                            # [B, N]
 
     def per_point(t: torch.Tensor) -> torch.Tensor:                                         # [B, 2, ...] -> [B, N, ...]
         return torch.gather(t, 1, eye.view(*eye.shape, *([1] * (t.ndim - 2))).expand(-1, -1, *t.shape[2:]))

@@ -22,6 +22,7 @@ import torch
 
 from ..model.face_model import MATERIALS, FaceModel
 from . import kernels
+from .eyes import luma
 from .polygon import polygon_pixels
 from .shade import sample_image
 
@@ -64,7 +65,6 @@ MOUTH_LAMBERT = (0.85, 0.15)
 #: The light on the face: the 90th percentile of the skin's luminance over this value (a lit
 #: patch of skin of typical albedo), clamped, so teeth are as bright as the face's light allows.
 LIT_SKIN_LUMINANCE, LIGHT_RANGE = 0.72, (0.35, 1.05)
-_LUMA = (0.299, 0.587, 0.114)
 #: The light assumed on a face whose shape an expression changes: from the camera and above
 #: (image space: v down, depth toward the camera), a portrait's usual key light, plus ambient.
 KEY_LIGHT, AMBIENT = (0.0, -0.5, 1.0), 0.45
@@ -113,8 +113,7 @@ def estimate_mouth_appearance(photo: torch.Tensor, source_image: torch.Tensor, m
 
     lip = colours("lips").median(1).values
     skin = colours("skin")
-    luma = (skin * skin.new_tensor(_LUMA)).sum(-1)
-    light = (luma.quantile(0.9, dim=1) / LIT_SKIN_LUMINANCE).clamp(*LIGHT_RANGE)
+    light = (luma(skin).quantile(0.9, dim=1) / LIT_SKIN_LUMINANCE).clamp(*LIGHT_RANGE)
     teeth = lip.new_tensor(TEETH_ALBEDO) * light[:, None]
     if "lip_inner_upper" in model.regions and "lip_inner_lower" in model.regions:
         # The photo's pixels inside the fitted opening (a pixel in from its edge): teeth where
@@ -144,8 +143,7 @@ def looks_like_teeth(colour: torch.Tensor, lip: torch.Tensor) -> torch.Tensor:
         [B, ...] bool.
     """
     lip = lip.reshape(lip.shape[0], *([1] * (colour.ndim - 2)), 3).to(colour.dtype)
-    luma = colour.new_tensor(_LUMA)
-    brighter = (colour[..., :3] * luma).sum(-1) > TOOTH_LUMA_OF_LIP * (lip * luma).sum(-1)
+    brighter = luma(colour[..., :3]) > TOOTH_LUMA_OF_LIP * luma(lip)
     return brighter & (_saturation(colour[..., :3]) < TOOTH_SATURATION_OF_LIP * _saturation(lip))
 
 
@@ -213,8 +211,7 @@ def shade_mouth(material: torch.Tensor, behind_lips_mm: torch.Tensor, facing: to
     tint = lip / lip.amax(-1, keepdim=True).clamp(min=1e-6)
     share = torch.where(socket, torch.zeros_like(occlusion), (1 - occlusion) * MOUTH_BOUNCE)[..., None]
     warmed = shaded * (1 - share + share * tint)
-    luma = shaded.new_tensor(_LUMA)
-    warmed = warmed * ((shaded * luma).sum(-1, keepdim=True) / (warmed * luma).sum(-1, keepdim=True).clamp(min=1e-6))
+    warmed = warmed * (luma(shaded) / luma(warmed).clamp(min=1e-6))[..., None]
     return warmed.clamp(0, 1)
 
 

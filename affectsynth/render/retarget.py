@@ -17,7 +17,7 @@ from ..model.face_model import MATERIALS, FaceModel
 from . import kernels
 from .composite import composite, dilate, feathered_mask, fill_specks
 from .creases import CreaseLines, crease_lines, crease_shading
-from .eyes import EyeAppearance, eyeball_layers, luma
+from .eyes import EyeAppearance, eyeball_layers, luma, nearest_eye
 from .materials import (MouthAppearance, estimate_mouth_appearance, looks_like_teeth, shade_mouth, shading_ratio,
                         vertex_normals)
 from .raster import Fragments, rasterize, resolve_backend
@@ -334,11 +334,12 @@ def _photo_sclera_below(selected: torch.Tensor, pixels: torch.Tensor, shown: tor
                         sclera: torch.Tensor, px_per_mm: torch.Tensor,
                         size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """For the M eyeball pixels of ``selected`` ([B, 1, N] bool over the drawn pixels ``pixels`` of
-    a window of ``size``, in the order of ``selected.nonzero()``): the photo's colour at the first
-    pixel of ``shown`` ([B, 1, N] bool: eyeball pixels that keep the photo's) below each in its
-    column, within :data:`SCLERA_BELOW_MM` (at the faces' ``px_per_mm`` [B]), and whether there is
-    one as light as sclera (luminance at least :data:`SCLERA_BELOW_MIN_LUMA` of ``sclera`` [M, 3],
-    each pixel's eye's) -> ([M, 3], [M] bool). ``window``: [1, C, h, w] the photo's pixels."""
+    a window of ``size``, in the order of ``selected.nonzero()``): the photo's mean colour over the
+    pixels of ``shown`` ([B, 1, N] bool: eyeball pixels that keep the photo's) within
+    :data:`SCLERA_BELOW_AVERAGE_MM` of the first one below each in its column, that first one within
+    :data:`SCLERA_BELOW_MM` (at the faces' ``px_per_mm`` [B]), and whether there is one as light as
+    sclera (luminance at least :data:`SCLERA_BELOW_MIN_LUMA` of ``sclera`` [M, 3], each pixel's
+    eye's) -> ([M, 3], [M] bool). ``window``: [1, C, h, w] the photo's pixels."""
     face, rows, cols = _selected_pixels(selected, pixels, size)
     reach = max(1, int(math.ceil(SCLERA_BELOW_MM * float(px_per_mm.max()))))
     r0, r1, c0, c1 = _box(rows, cols, reach, size)
@@ -602,7 +603,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
                                            dst_px_per_mm, size)
         if bool(found.any()):
             # where a column has none (above the iris), the eye's mean of those found
-            eye_key = face * 2 + (target_mm[at][:, None] - appearance.centre).norm(dim=-1).argmin(-1)   # [P]
+            eye_key = face * 2 + nearest_eye(target_mm[at][:, None], appearance)[:, 0]          # [P]
             sums = below.new_zeros(2 * b, 4).index_add_(0, eye_key[found], torch.cat(
                 (below[found], below.new_ones(int(found.sum()), 1)), 1))
             below = torch.where(found[:, None], below, sums[eye_key, :3] / sums[eye_key, 3:].clamp(min=1.0))
