@@ -252,6 +252,25 @@ def test_batch_with_different_poses_equals_one_at_a_time(default_model, backend)
         assert torch.equal(one.bary, batch.bary[b:b + 1])
 
 
+def test_one_thread_draws_what_the_bands_draw(default_model):
+    """One torch thread (a DataLoader worker) draws triangles in id order, unbinned; two draw
+    bands of rows in parallel. Same fragments, to the bit, ties and culling included."""
+    verts = posed_model(default_model, 224, yaws=(-40.0, 0.0, 25.0), pitch=10.0)
+    threads = torch.get_num_threads()
+    try:
+        drawn = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            drawn.append([rasterize(verts, default_model.triangles, (224, 224), backend="numba", cull_backfaces=cull)
+                          for cull in (True, False)])
+    finally:
+        torch.set_num_threads(threads)
+    for serial, banded in zip(*drawn):
+        assert serial.mask.sum() > 10_000
+        for field in ("tri_id", "bary", "depth"):
+            assert torch.equal(getattr(serial, field), getattr(banded, field)), field
+
+
 @need_gl
 @pytest.mark.parametrize("size", [224, 512])
 def test_backends_agree(default_model, size):

@@ -35,9 +35,10 @@ Backends
 available one in ``AUTO_ORDER`` that accepts the input's device.
 
 * ``"numba"`` — a CPU z-buffer compiled with numba: triangles are binned into bands of
-  rows and the bands are rasterised in parallel (each band owns its rows: no races), or
-  one after another where ``torch.get_num_threads()`` is 1 (DataLoader workers; see
-  :func:`.kernels.compiled`). The default on the CPU (measured in ``scripts/bench_raster.py``).
+  rows and the bands are rasterised in parallel (each band owns its rows: no races); where
+  ``torch.get_num_threads()`` is 1 (DataLoader workers; see :func:`.kernels.compiled`), the
+  triangles are drawn in id order on one thread, unbinned, with the same result. The default
+  on the CPU (measured in ``scripts/bench_raster.py``).
 * ``"moderngl"`` — OpenGL through a headless EGL context (Mesa llvmpipe on a machine with
   no GPU; needs the system's libEGL/libGL and Mesa's EGL and DRI drivers). Follows the same
   conventions; it may disagree with ``"numba"`` only for pixel centres within ~1/256 px of
@@ -63,7 +64,6 @@ import numba
 import numpy as np
 import torch
 
-from .kernels import compiled
 from .raster_nvdiffrast import nvdiffrast_available, rasterize_nvdiffrast
 
 __all__ = ["Fragments", "RasterBackend", "BACKENDS", "AUTO_ORDER", "rasterize", "Rasterizer",
@@ -155,28 +155,75 @@ def _edge(x, y, k, orient):  # pragma: no cover - jitted
     return x[p], y[p], dx, dy, sign, nx > 0.0 or (nx == 0.0 and ny > 0.0)
 
 
+@numba.njit(cache=True)
+def _pixel_box(x, y, area, height, width, cull):  # pragma: no cover - jitted
+    """(j0, j1, i0, i1): the half-open pixel ranges whose centres may be inside a triangle with
+    corners x, y and signed area ``area``, clipped to the image; j0 = j1 = 0 for a dropped
+    (culled, degenerate, non-finite or off-image) triangle."""
+    if not np.isfinite(area) or area == 0.0 or (cull and area > 0.0):
+        return 0, 0, 0, 0
+    # Pixel centres j + 0.5 within [min x, max x], clipped to the image (in float: no overflow).
+    lo_x = min(max(np.ceil(min(x[0], x[1], x[2]) - 0.5), 0.0), float(width))
+    hi_x = min(max(np.floor(max(x[0], x[1], x[2]) - 0.5) + 1.0, 0.0), float(width))
+    lo_y = min(max(np.ceil(min(y[0], y[1], y[2]) - 0.5), 0.0), float(height))
+    hi_y = min(max(np.floor(max(y[0], y[1], y[2]) - 0.5) + 1.0, 0.0), float(height))
+    if lo_x < hi_x and lo_y < hi_y:
+        return int(lo_x), int(hi_x), int(lo_y), int(hi_y)
+    return 0, 0, 0, 0
+
+
+@numba.njit(cache=True)
+def _clear_rows(b, r0, r1, tri_id, bary, depth):  # pragma: no cover - jitted
+    """Rows [r0, r1) of image b empty: no triangle, zero weights, depth -inf."""
+    for i in range(r0, r1):
+        for j in range(tri_id.shape[2]):
+            tri_id[b, i, j] = -1
+            depth[b, i, j] = -np.inf
+            bary[b, i, j, 0] = 0.0
+            bary[b, i, j, 1] = 0.0
+            bary[b, i, j, 2] = 0.0
+
+
+@numba.njit(cache=True)
+def _draw_triangle(verts, faces, b, f, x, y, area, j0, j1, i0, i1, tri_id, bary, depth):  # pragma: no cover - jitted
+    """Triangle f of image b (corners x, y, signed area ``area``) at the pixel centres of rows
+    [i0, i1) and columns [j0, j1) it covers, where it is nearer than what is drawn there."""
+    orient = 1.0 if area > 0.0 else -1.0
+    ax0, ay0, dx0, dy0, s0, tl0 = _edge(x, y, 0, orient)
+    ax1, ay1, dx1, dy1, s1, tl1 = _edge(x, y, 1, orient)
+    ax2, ay2, dx2, dy2, s2, tl2 = _edge(x, y, 2, orient)
+    z0, z1, z2 = verts[b, faces[f, 0], 2], verts[b, faces[f, 1], 2], verts[b, faces[f, 2], 2]
+    for i in range(i0, i1):
+        py = i + 0.5
+        for j in range(j0, j1):
+            px = j + 0.5
+            # Inside: every edge function positive, or zero on a top-left edge. Tested at once
+            # (bitwise, not short-circuit): in a triangle of a few pixels each test is a coin
+            # toss, and one unpredictable branch costs less than three.
+            e0 = s0 * (dx0 * (py - ay0) - dy0 * (px - ax0))
+            e1 = s1 * (dx1 * (py - ay1) - dy1 * (px - ax1))
+            e2 = s2 * (dx2 * (py - ay2) - dy2 * (px - ax2))
+            if not (((e0 > 0.0) | ((e0 == 0.0) & tl0)) & ((e1 > 0.0) | ((e1 == 0.0) & tl1))
+                    & ((e2 > 0.0) | ((e2 == 0.0) & tl2))):
+                continue
+            total = e0 + e1 + e2
+            w0, w1, w2 = e0 / total, e1 / total, e2 / total
+            z = w0 * z0 + w1 * z1 + w2 * z2
+            if z > depth[b, i, j]:  # strict: on a tie the earlier (lower) id stays
+                depth[b, i, j] = z
+                tri_id[b, i, j] = f
+                bary[b, i, j, 0] = w0
+                bary[b, i, j, 1] = w1
+                bary[b, i, j, 2] = w2
+
+
 def _triangle_boxes(verts, faces, height, width, cull, box):  # pragma: no cover - jitted
-    """box[b, f] = (j0, j1, i0, i1): the half-open pixel ranges whose centres may be inside
-    triangle f, clipped to the image; j0 = j1 = 0 for a dropped (culled, degenerate,
-    non-finite or off-image) triangle."""
+    """box[b, f] = :func:`_pixel_box` of triangle f of image b."""
     n_batch, n_faces = verts.shape[0], faces.shape[0]
     for task in numba.prange(n_batch * n_faces):
         b, f = task // n_faces, task % n_faces
-        box[b, f, 0] = 0
-        box[b, f, 1] = 0
         x, y, area = _corners(verts, faces, b, f)
-        if not np.isfinite(area) or area == 0.0 or (cull and area > 0.0):
-            continue
-        # Pixel centres j + 0.5 within [min x, max x], clipped to the image (in float: no overflow).
-        lo_x = min(max(np.ceil(min(x[0], x[1], x[2]) - 0.5), 0.0), float(width))
-        hi_x = min(max(np.floor(max(x[0], x[1], x[2]) - 0.5) + 1.0, 0.0), float(width))
-        lo_y = min(max(np.ceil(min(y[0], y[1], y[2]) - 0.5), 0.0), float(height))
-        hi_y = min(max(np.floor(max(y[0], y[1], y[2]) - 0.5) + 1.0, 0.0), float(height))
-        if lo_x < hi_x and lo_y < hi_y:
-            box[b, f, 0] = int(lo_x)
-            box[b, f, 1] = int(hi_x)
-            box[b, f, 2] = int(lo_y)
-            box[b, f, 3] = int(hi_y)
+        box[b, f, 0], box[b, f, 1], box[b, f, 2], box[b, f, 3] = _pixel_box(x, y, area, height, width, cull)
 
 
 @numba.njit(cache=True)
@@ -211,48 +258,30 @@ def _raster_bands(verts, faces, box, start, ids, band_rows, tri_id, bary, depth)
     for task in numba.prange(n_batch * n_bands):
         b, band = task // n_bands, task % n_bands
         r0, r1 = band * band_rows, min((band + 1) * band_rows, height)
-        for i in range(r0, r1):
-            for j in range(width):
-                tri_id[b, i, j] = -1
-                depth[b, i, j] = -np.inf
-                bary[b, i, j, 0] = 0.0
-                bary[b, i, j, 1] = 0.0
-                bary[b, i, j, 2] = 0.0
+        _clear_rows(b, r0, r1, tri_id, bary, depth)
         for n in range(start[task], start[task + 1]):
             f = ids[n]
             x, y, area = _corners(verts, faces, b, f)
-            orient = 1.0 if area > 0.0 else -1.0
-            ax0, ay0, dx0, dy0, s0, tl0 = _edge(x, y, 0, orient)
-            ax1, ay1, dx1, dy1, s1, tl1 = _edge(x, y, 1, orient)
-            ax2, ay2, dx2, dy2, s2, tl2 = _edge(x, y, 2, orient)
-            z0, z1, z2 = verts[b, faces[f, 0], 2], verts[b, faces[f, 1], 2], verts[b, faces[f, 2], 2]
-            for i in range(max(r0, box[b, f, 2]), min(r1, box[b, f, 3])):
-                py = i + 0.5
-                for j in range(box[b, f, 0], box[b, f, 1]):
-                    px = j + 0.5
-                    # Inside: every edge function positive, or zero on a top-left edge.
-                    e0 = s0 * (dx0 * (py - ay0) - dy0 * (px - ax0))
-                    if e0 < 0.0 or (e0 == 0.0 and not tl0):
-                        continue
-                    e1 = s1 * (dx1 * (py - ay1) - dy1 * (px - ax1))
-                    if e1 < 0.0 or (e1 == 0.0 and not tl1):
-                        continue
-                    e2 = s2 * (dx2 * (py - ay2) - dy2 * (px - ax2))
-                    if e2 < 0.0 or (e2 == 0.0 and not tl2):
-                        continue
-                    total = e0 + e1 + e2
-                    w0, w1, w2 = e0 / total, e1 / total, e2 / total
-                    z = w0 * z0 + w1 * z1 + w2 * z2
-                    if z > depth[b, i, j]:  # strict: on a tie the earlier (lower) id stays
-                        depth[b, i, j] = z
-                        tri_id[b, i, j] = f
-                        bary[b, i, j, 0] = w0
-                        bary[b, i, j, 1] = w1
-                        bary[b, i, j, 2] = w2
+            _draw_triangle(verts, faces, b, f, x, y, area, box[b, f, 0], box[b, f, 1],
+                           max(r0, box[b, f, 2]), min(r1, box[b, f, 3]), tri_id, bary, depth)
 
 
-_TRIANGLE_BOXES = compiled(_triangle_boxes)
-_RASTER_BANDS = compiled(_raster_bands)
+@numba.njit(cache=True)
+def _raster_serial(verts, faces, cull, tri_id, bary, depth):  # pragma: no cover - jitted
+    """The same z-buffer on one thread: each image's triangles in ascending id order, straight
+    into the image (no boxes kept, no binning: those pay only for sharing the work)."""
+    n_batch, height, width = tri_id.shape
+    for b in range(n_batch):
+        _clear_rows(b, 0, height, tri_id, bary, depth)
+        for f in range(faces.shape[0]):
+            x, y, area = _corners(verts, faces, b, f)
+            j0, j1, i0, i1 = _pixel_box(x, y, area, height, width, cull)
+            if j0 < j1:
+                _draw_triangle(verts, faces, b, f, x, y, area, j0, j1, i0, i1, tri_id, bary, depth)
+
+
+_TRIANGLE_BOXES = numba.njit(cache=True, parallel=True)(_triangle_boxes)
+_RASTER_BANDS = numba.njit(cache=True, parallel=True)(_raster_bands)
 
 
 def _rasterize_numba(verts_img: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
@@ -260,15 +289,17 @@ def _rasterize_numba(verts_img: torch.Tensor, faces: torch.Tensor, size: tuple[i
     height, width = size
     verts = np.ascontiguousarray(verts_img.detach().cpu().numpy(), dtype=np.float64)
     tris = np.ascontiguousarray(faces.cpu().numpy(), dtype=np.int64)
-    box = np.empty((verts.shape[0], tris.shape[0], 4), np.int32)
-    serial = torch.get_num_threads() == 1
-    _TRIANGLE_BOXES[serial](verts, tris, height, width, cull_backfaces, box)
-    n_bands = (height + _BAND_ROWS - 1) // _BAND_ROWS
-    start, ids = _bin_triangles(box, n_bands, _BAND_ROWS)
     tri_id = np.empty((verts.shape[0], height, width), np.int64)
     bary = np.empty((verts.shape[0], height, width, 3), np.float32)
     depth = np.empty((verts.shape[0], height, width), np.float32)
-    _RASTER_BANDS[serial](verts, tris, box, start, ids, _BAND_ROWS, tri_id, bary, depth)
+    if torch.get_num_threads() == 1:  # see kernels.compiled: the serial build is the one a worker can run
+        _raster_serial(verts, tris, cull_backfaces, tri_id, bary, depth)
+        return torch.from_numpy(tri_id), torch.from_numpy(bary), torch.from_numpy(depth)
+    box = np.empty((verts.shape[0], tris.shape[0], 4), np.int32)
+    _TRIANGLE_BOXES(verts, tris, height, width, cull_backfaces, box)
+    n_bands = (height + _BAND_ROWS - 1) // _BAND_ROWS
+    start, ids = _bin_triangles(box, n_bands, _BAND_ROWS)
+    _RASTER_BANDS(verts, tris, box, start, ids, _BAND_ROWS, tri_id, bary, depth)
     return torch.from_numpy(tri_id), torch.from_numpy(bary), torch.from_numpy(depth)
 
 
