@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from affectsynth.model.default import load_default_model
-from affectsynth.render import interpolate, kernels, rasterize, sample_image
+from affectsynth.render import kernels, rasterize
 from affectsynth.render.composite import _running_max, dilate
-from affectsynth.render.materials import shading_ratio, vertex_normals
-from affectsynth.render.shade import _surface_depth_torch, surface_depth_at
+from affectsynth.render.materials import vertex_normals
 
 from .test_raster import posed_model
 
@@ -23,34 +22,34 @@ def posed():
     return verts, model.triangles, rasterize(verts, model.triangles, (96, 96), backend="numba")
 
 
-def test_interpolate_kernel_matches_torch_and_steps_aside_for_gradients(posed):
-    verts, faces, frags = posed
-    attr = torch.randn(3, verts.shape[1], 7, generator=torch.Generator().manual_seed(0))
-    fast = interpolate(attr, frags, faces)
-    reference = interpolate(attr.clone().requires_grad_(), frags, faces)   # the torch path: a gradient is asked for
-    assert reference.requires_grad and not fast.requires_grad
-    assert frags.mask.sum() > 3000 and torch.equal(fast, reference.detach())
-    assert (fast[~frags.mask] == 0).all()
+def test_surface_samples_kernel_matches_the_torch_ops():
+    """The renderer's lookup of each drawn pixel in the photo (retarget._surface_samples): the
+    kernel's one pass returns the bits of interpolate, surface_depth_at, sample_image and the
+    shading ratio in turn (the ratio to the last bit or so: torch's and libm's pow), for a photo
+    of the face turned 40 deg (its far cheek hidden) redrawn turned 20 deg and stretched, two
+    faces at once, the photo a strided window as the renderer passes it."""
+    from affectsynth.model.face_model import MATERIALS
+    from affectsynth.render.retarget import _drawn_pixels, _surface_samples
 
-
-@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
-def test_sample_image_kernel_matches_torch(mode):
-    g = torch.Generator().manual_seed(1)
-    photo = torch.rand(1, 3, 120, 130, generator=g)
-    window = photo[..., 10:90, 20:110].expand(2, -1, -1, -1)               # a strided view, as the renderer passes
-    points = torch.rand(2, 40, 50, 2, generator=g) * torch.tensor([100.0, 90.0]) - 5   # some off the window
-    fast = sample_image(window, points, mode)
-    reference = sample_image(window.clone().requires_grad_(), points, mode)
-    assert fast.shape == (2, 40, 50, 3) and torch.equal(fast, reference.detach())
-
-
-def test_surface_depth_kernel_matches_torch(posed):
-    verts, faces, frags = posed
-    points = torch.rand(3, 5000, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 110 - 7
-    depth, covered = surface_depth_at(frags, verts, faces, points)
-    ref_depth, ref_covered = _surface_depth_torch(frags.tri_id, verts.double(), faces, points)
-    assert covered.sum() > 1000 and (~covered).sum() > 1000
-    assert torch.equal(covered, ref_covered) and torch.equal(depth[covered], ref_depth[covered])
+    model = load_default_model()
+    skin = model.triangles[model.triangle_materials() == MATERIALS.index("skin")]
+    source = posed_model(model, 96, yaws=(-40.0, 35.0), pitch=10.0)
+    target = posed_model(model, 96, yaws=(-20.0, 15.0), pitch=0.0) * torch.tensor([1.0, 1.1, 0.9])
+    photo_frags = rasterize(source, skin, (96, 96), backend="numba")
+    _, drawn = _drawn_pixels(rasterize(target, model.triangles, (96, 96), backend="numba"))
+    normals = vertex_normals(torch.cat((source, target)).float(), model.triangles).split(2)
+    attributes = torch.cat((source.float(), *normals, target.float()), -1)                 # [2, V, 12]
+    window = torch.rand(1, 3, 120, 130, generator=torch.Generator().manual_seed(0))[..., 10:106, 20:116]
+    fast = _surface_samples(attributes, drawn, model.triangles, photo_frags, source.float(), skin, window)
+    reference = [x.detach() for x in _surface_samples(attributes.clone().requires_grad_(), drawn, model.triangles,
+                                                      photo_frags, source.float(), skin, window)]
+    values, seen, colour, ratio = fast
+    assert values.shape == (2, 1, drawn.tri_id.shape[-1], 12) and not values.requires_grad
+    assert seen.sum() > 3000 and (drawn.mask & ~seen).sum() > 200        # the far cheek, hidden in the photo
+    assert ratio.std() > 0.02
+    for got, expected in zip((values, seen, colour), reference[:3]):
+        assert got.dtype == expected.dtype and torch.equal(got, expected)
+    assert torch.allclose(ratio, reference[3], rtol=1e-6, atol=0)
 
 
 def test_vertex_normals_kernel_agrees_with_torch(posed):
@@ -87,16 +86,6 @@ def test_radius_reached_matches_growing_the_mask(radii):
         expected = torch.where((grown[face, 0, rows, cols] > 0) & (expected > r), r, expected)
     got = kernels.radius_reached(mask, face, rows, cols, radii)
     assert len(set(got.tolist())) == len(radii) + 1 and torch.equal(got, expected)
-
-
-def test_shading_ratio_kernel_agrees_with_torch(posed):
-    verts, faces, frags = posed
-    normals = vertex_normals(verts.float(), faces)
-    turned = vertex_normals(verts.float() * torch.tensor([1.0, 1.3, 0.7]), faces)     # a stretched face
-    fast = shading_ratio(normals, turned)
-    reference = shading_ratio(normals.requires_grad_(), turned).detach()
-    assert fast.dtype == reference.dtype and fast.std() > 0.01
-    assert torch.allclose(fast, reference, rtol=1e-6, atol=0)     # libm's and torch's pow may differ in the last bit
 
 
 def test_crease_kernel_agrees_with_torch():

@@ -1,23 +1,27 @@
-"""CPU kernels (numba; OpenCV's morphology and separable filter) for the per-pixel ops of
-:mod:`.shade`, :mod:`.materials`, :mod:`.creases` and :mod:`.composite`.
+"""CPU kernels (numba; OpenCV's morphology and separable filter) for the per-pixel work of
+:mod:`.retarget`, :mod:`.materials`, :mod:`.creases` and :mod:`.composite`.
 
 The torch formulations in those modules are the reference and the differentiable path. On the
 CPU, where no gradient is asked for (``torch.no_grad``, as in ``render`` and the training hook),
-they call these instead: one pass over the pixels in place of a dozen tensor ops, each of which
-costs more in dispatch and temporaries than in arithmetic at a face's size (224^2: ~20k pixels).
-Each kernel does the reference's floating-point operations in the reference's order, so it returns
-the same bits (``tests/test_kernels.py``); numba does not contract a * b + c into a fused
-multiply-add unless asked (``fastmath``), and none of these ask. The exceptions agree to the
-last bit or so: :func:`vertex_normals` (torch's ``cross`` and ``norm`` fuse multiply-adds),
-:func:`shading_ratio` and :func:`crease_factor` (torch's and libm's ``pow`` and ``exp``) and
-:func:`separable_filter` (OpenCV's order of summation).
+the renderer calls these instead: one pass over the pixels in place of a dozen tensor ops, each
+of which costs more in dispatch and temporaries than in arithmetic at a face's size (224^2: ~20k
+pixels). Each kernel does the reference's floating-point operations in the reference's order, so
+it returns the same bits (``tests/test_kernels.py``); numba does not contract a * b + c into a
+fused multiply-add unless asked (``fastmath``), and none of these ask. The exceptions agree to
+the last bit or so: :func:`vertex_normals` (torch's ``cross`` and ``norm`` fuse multiply-adds),
+the shading ratio of :func:`surface_samples` and :func:`crease_factor` (torch's and libm's
+``pow`` and ``exp``) and :func:`separable_filter` (OpenCV's order of summation).
+
+:func:`surface_samples` chains four reference ops per drawn pixel (interpolate, the photo's
+depth there, its colour there, the shading ratio) in one loop body: as four kernels, each pass
+re-read from memory the [P, 15] values the first wrote (~2x the time at 224^2), and as jitted
+helpers taking arrays, each call paid numba's reference counting on its arrays (4x).
 
 Per-point kernels loop over the batch and then, in parallel, over its points: one ``prange`` over
 B * N with ``task // N`` spent a 64-bit division per point, about as long as a bilinear lookup
 (B is the number of faces in a photo, mostly 1).
 
-Shapes and conventions are those of the torch ops that call them; arrays are numpy views of the
-tensors (no copies where the tensor is already contiguous).
+Arrays are numpy views of the tensors (no copies where the tensor is already contiguous).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ import numba
 import numpy as np
 import torch
 
-__all__ = ["compiled", "use_kernels", "interpolate_rows", "surface_depth", "sample_image",
-           "vertex_normals", "max_filter", "radius_reached", "shading_ratio", "crease_factor", "separable_filter"]
+__all__ = ["compiled", "use_kernels", "surface_samples", "vertex_normals", "max_filter", "radius_reached",
+           "crease_factor", "separable_filter"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -59,85 +63,64 @@ def use_kernels(*tensors: torch.Tensor) -> bool:
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
-def _interpolate_rows(attr, faces, tri_id, bary, out):  # pragma: no cover - jitted
-    """out[b, p] = sum_k bary[b, p, k] * attr[b, faces[tri, k]] (zero where tri_id < 0), summed
-    from corner 0 as :func:`~affectsynth.render.shade.interpolate` does."""
-    n_batch, n_pixels, channels = out.shape
+def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo_faces, image, tolerance,
+                     light, ambient, diffuse, lowest, highest, exponent, values, seen, colour, ratio):  # pragma: no cover - jitted
+    """:func:`surface_samples`, one pass per drawn pixel; each step in its torch op's order
+    (every scalar of the ratio in the normals' dtype and of the lookup in the image's, as torch
+    takes Python scalars: float32 stays float32)."""
+    n_batch, n_pixels, channels = values.shape
+    height, width = photo_tri_id.shape[1], photo_tri_id.shape[2]
+    one, half = image.dtype.type(1.0), image.dtype.type(0.5)
+    right, bottom_edge = image.dtype.type(image.shape[3] - 0.5), image.dtype.type(image.shape[2] - 0.5)
+    zero = ambient - ambient
     for b in range(n_batch):
         for p in numba.prange(n_pixels):
+            # shade.interpolate: summed from corner 0 (zero where nothing is drawn)
             tri = tri_id[b, p]
             if tri < 0:
                 for c in range(channels):
-                    out[b, p, c] = 0.0
-                continue
-            i0, i1, i2 = faces[tri, 0], faces[tri, 1], faces[tri, 2]
-            w0, w1, w2 = bary[b, p, 0], bary[b, p, 1], bary[b, p, 2]
-            for c in range(channels):
-                value = w0 * attr[b, i0, c]
-                value += w1 * attr[b, i1, c]
-                value += w2 * attr[b, i2, c]
-                out[b, p, c] = value
-
-
-def _surface_depth(tri_id, verts, faces, points, depth, covered):  # pragma: no cover - jitted
-    """depth[b, n], covered[b, n] of :func:`~affectsynth.render.shade.surface_depth_at` (float64);
-    depth is 0 where not covered."""
-    n_batch, height, width = tri_id.shape
-    n_points = points.shape[1]
-    for b in range(n_batch):
-        for n in numba.prange(n_points):
-            x, y = points[b, n, 0], points[b, n, 1]
-            depth[b, n] = 0.0
-            covered[b, n] = False
+                    values[b, p, c] = 0.0
+            else:
+                i0, i1, i2 = faces[tri, 0], faces[tri, 1], faces[tri, 2]
+                w0, w1, w2 = bary[b, p, 0], bary[b, p, 1], bary[b, p, 2]
+                for c in range(channels):
+                    value = w0 * attr[b, i0, c]
+                    value += w1 * attr[b, i1, c]
+                    value += w2 * attr[b, i2, c]
+                    values[b, p, c] = value
+            # shade.surface_depth_at (float64): the plane of the photo's triangle at the point
+            x, y = np.float64(values[b, p, 0]), np.float64(values[b, p, 1])
             col, row = np.floor(x), np.floor(y)
-            if not (col >= 0 and col < width and row >= 0 and row < height):
-                continue
-            tri = tri_id[b, int(row), int(col)]
-            if tri < 0:
-                continue
-            covered[b, n] = True
-            i0, i1, i2 = faces[tri, 0], faces[tri, 1], faces[tri, 2]
-            x0, y0, z0 = verts[b, i0, 0], verts[b, i0, 1], verts[b, i0, 2]
-            e1x, e1y, e1z = verts[b, i1, 0] - x0, verts[b, i1, 1] - y0, verts[b, i1, 2] - z0
-            e2x, e2y, e2z = verts[b, i2, 0] - x0, verts[b, i2, 1] - y0, verts[b, i2, 2] - z0
-            det = e1x * e2y - e1y * e2x
-            px, py = x - x0, y - y0
-            w1 = (px * e2y - py * e2x) / det
-            w2 = (e1x * py - e1y * px) / det
-            depth[b, n] = z0 + w1 * e1z + w2 * e2z
-
-
-def _sample_bilinear(image, points, out):  # pragma: no cover - jitted
-    """out[b, n, c]: :func:`~affectsynth.render.shade.sample_image`'s bilinear lookup, in its order."""
-    n_batch, channels, height, width = image.shape
-    n_points = points.shape[1]
-    # Constants in the image's dtype, as torch takes Python scalars: float32 stays float32.
-    one, half = image.dtype.type(1.0), image.dtype.type(0.5)
-    right, bottom_edge = image.dtype.type(width - 0.5), image.dtype.type(height - 0.5)
-    for b in range(n_batch):
-        for n in numba.prange(n_points):
-            x = min(max(points[b, n, 0], half), right) - half
-            y = min(max(points[b, n, 1], half), bottom_edge) - half
-            x0, y0 = np.floor(x), np.floor(y)
-            fx, fy = x - x0, y - y0
-            c0, r0 = int(x0), int(y0)
-            c1, r1 = min(c0 + 1, width - 1), min(r0 + 1, height - 1)
-            for c in range(channels):
+            shown = -1
+            if col >= 0 and col < width and row >= 0 and row < height:
+                shown = photo_tri_id[b, int(row), int(col)]
+            visible = tri >= 0
+            if visible and shown >= 0:
+                j0, j1, j2 = photo_faces[shown, 0], photo_faces[shown, 1], photo_faces[shown, 2]
+                x0, y0, z0 = photo_verts[b, j0, 0], photo_verts[b, j0, 1], photo_verts[b, j0, 2]
+                e1x, e1y, e1z = photo_verts[b, j1, 0] - x0, photo_verts[b, j1, 1] - y0, photo_verts[b, j1, 2] - z0
+                e2x, e2y, e2z = photo_verts[b, j2, 0] - x0, photo_verts[b, j2, 1] - y0, photo_verts[b, j2, 2] - z0
+                det = e1x * e2y - e1y * e2x
+                px, py = x - x0, y - y0
+                u1 = (px * e2y - py * e2x) / det
+                u2 = (e1x * py - e1y * px) / det
+                visible = z0 + u1 * e1z + u2 * e2z <= np.float64(values[b, p, 2]) + tolerance
+            seen[b, p] = visible
+            # shade.sample_image, bilinear
+            sx = min(max(image.dtype.type(values[b, p, 0]), half), right) - half
+            sy = min(max(image.dtype.type(values[b, p, 1]), half), bottom_edge) - half
+            fx, fy = sx - np.floor(sx), sy - np.floor(sy)
+            c0, r0 = int(np.floor(sx)), int(np.floor(sy))
+            c1, r1 = min(c0 + 1, image.shape[3] - 1), min(r0 + 1, image.shape[2] - 1)
+            for c in range(image.shape[1]):
                 top = image[b, c, r0, c0] * (one - fx) + image[b, c, r0, c1] * fx
                 bottom = image[b, c, r1, c0] * (one - fx) + image[b, c, r1, c1] * fx
-                out[b, n, c] = top * (one - fy) + bottom * fy
-
-
-def _sample_nearest(image, points, out):  # pragma: no cover - jitted
-    """out[b, n, c]: the pixel whose square holds the point (clamped to the image)."""
-    n_batch, channels, height, width = image.shape
-    n_points = points.shape[1]
-    for b in range(n_batch):
-        for n in numba.prange(n_points):
-            col = int(min(max(np.floor(points[b, n, 0]), 0.0), width - 1.0))
-            row = int(min(max(np.floor(points[b, n, 1]), 0.0), height - 1.0))
-            for c in range(channels):
-                out[b, n, c] = image[b, c, row, col]
+                colour[b, p, c] = top * (one - fy) + bottom * fy
+            # materials.shading_ratio of the source normal (channels 3-5) and the target's (6-8)
+            lit_source = -(values[b, p, 3] * light[0] + values[b, p, 4] * light[1] + values[b, p, 5] * light[2])
+            lit_target = -(values[b, p, 6] * light[0] + values[b, p, 7] * light[1] + values[b, p, 8] * light[2])
+            change = (ambient + diffuse * max(lit_target, zero)) / (ambient + diffuse * max(lit_source, zero))
+            ratio[b, p] = min(max(change, lowest), highest) ** exponent
 
 
 @numba.njit(cache=True)
@@ -190,17 +173,6 @@ def _radius_reached(mask, face, rows, cols, radii, out):  # pragma: no cover - j
                 break
 
 
-def _shading_ratio(source, target, light, ambient, diffuse, lowest, highest, exponent, out):  # pragma: no cover - jitted
-    """out[n] of :func:`~affectsynth.render.materials.shading_ratio` for normals [N, 3] (every
-    scalar in their dtype: a Python int or float would make numba compute in float64)."""
-    zero = ambient - ambient
-    for n in numba.prange(out.shape[0]):
-        lit_source = -(source[n, 0] * light[0] + source[n, 1] * light[1] + source[n, 2] * light[2])
-        lit_target = -(target[n, 0] * light[0] + target[n, 1] * light[1] + target[n, 2] * light[2])
-        ratio = (ambient + diffuse * max(lit_target, zero)) / (ambient + diffuse * max(lit_source, zero))
-        out[n] = min(max(ratio, lowest), highest) ** exponent
-
-
 def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, shoulder, one, out):  # pragma: no cover - jitted
     """out[u, p] of :func:`~affectsynth.render.creases._crease_factor` (every scalar, ``one`` too, in
     the points' dtype, as :func:`_shading_ratio`'s)."""
@@ -233,38 +205,48 @@ def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, should
             out[u, p] = one - min(weight[u] * profile, one)
 
 
-_INTERPOLATE_ROWS = _build(_interpolate_rows)
-_SURFACE_DEPTH = _build(_surface_depth)
-_SAMPLE_BILINEAR = _build(_sample_bilinear)
-_SAMPLE_NEAREST = _build(_sample_nearest)
+_SURFACE_SAMPLES = _build(_surface_samples)
 _RADIUS_REACHED = _build(_radius_reached)
-_SHADING_RATIO = _build(_shading_ratio)
 _CREASE_FACTOR = _build(_crease_factor)
 
 
-def interpolate_rows(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
-    """attr [B, V, C], faces [F, 3] int64, tri_id [B, P] int64, bary [B, P, 3] (attr's dtype)
-    -> [B, P, C]."""
-    out = torch.empty(*tri_id.shape, attr.shape[-1], dtype=attr.dtype)
-    _INTERPOLATE_ROWS(attr.numpy(), faces.numpy(), tri_id.numpy(), bary.numpy(), out.numpy())
-    return out
+def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tensor, bary: torch.Tensor,
+                    photo_tri_id: torch.Tensor, photo_verts: torch.Tensor, photo_faces: torch.Tensor,
+                    image: torch.Tensor, tolerance: float, light: torch.Tensor, ambient: float,
+                    ratio_range: tuple[float, float],
+                    exponent: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the photo shows of B faces' drawn surface points, in one pass over them.
 
-
-def surface_depth(tri_id: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor,
-                  points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """tri_id [B, H, W] int64, verts [B, V, 3] float64, faces [F, 3] int64, points [B, N, 2]
-    float64 -> depth [B, N] float64, covered [B, N] bool."""
-    depth = torch.empty(points.shape[:2], dtype=torch.float64)
-    covered = torch.empty(points.shape[:2], dtype=torch.bool)
-    _SURFACE_DEPTH(tri_id.numpy(), verts.numpy(), faces.numpy(), points.numpy(), depth.numpy(), covered.numpy())
-    return depth, covered
-
-
-def sample_image(image: torch.Tensor, points: torch.Tensor, mode: str) -> torch.Tensor:
-    """image [B, C, H, W], points [B, N, 2] (image's dtype), mode "bilinear" or "nearest" -> [B, N, C]."""
-    out = torch.empty(*points.shape[:2], image.shape[1], dtype=image.dtype)
-    (_SAMPLE_BILINEAR if mode == "bilinear" else _SAMPLE_NEAREST)(image.numpy(), points.numpy(), out.numpy())
-    return out
+    Args:
+        attr: [B, V, C] per-vertex values, C >= 9: the vertex's position in the photo (u, v,
+            depth px), its unit normal there, and its normal in the target.
+        faces: [F, 3] int64; tri_id [B, P] int64, bary [B, P, 3] (attr's dtype): the P drawn
+            pixels' triangles and weights (tri_id -1: nothing drawn).
+        photo_tri_id: [B, H, W] int64, the photo's z-buffer of ``photo_verts`` [B, V', 3] float64
+            drawn with ``photo_faces`` [F', 3] int64.
+        image: [B, C', H, W] the photo.
+        tolerance: px of depth.
+        light: [3] unit light direction; ambient, ratio_range, exponent: the shading ratio's
+            (:func:`~affectsynth.render.materials.shading_ratio`).
+    Returns:
+        values [B, P, C]: ``attr`` interpolated (:func:`~affectsynth.render.shade.interpolate`);
+        seen [B, P] bool: drawn, and the surface the photo shows at (u, v)
+        (:func:`~affectsynth.render.shade.surface_depth_at`) not more than ``tolerance`` in front
+        of depth, or none there; colour [B, P, C']: the photo there (bilinear,
+        :func:`~affectsynth.render.shade.sample_image`); ratio [B, P]: the shading ratio of the
+        two normals, in attr's dtype.
+    """
+    values = torch.empty(*tri_id.shape, attr.shape[-1], dtype=attr.dtype)
+    seen = torch.empty(tri_id.shape, dtype=torch.bool)
+    colour = torch.empty(*tri_id.shape, image.shape[1], dtype=image.dtype)
+    ratio = torch.empty(tri_id.shape, dtype=attr.dtype)
+    scalar = values.numpy().dtype.type  # the ratio's scalars in the normals' dtype
+    _SURFACE_SAMPLES(attr.numpy(), faces.numpy(), tri_id.numpy(), bary.numpy(), photo_tri_id.numpy(),
+                     photo_verts.numpy(), photo_faces.numpy(), image.numpy(), float(tolerance),
+                     light.to(attr.dtype).numpy(), scalar(ambient), scalar(1 - ambient), scalar(ratio_range[0]),
+                     scalar(ratio_range[1]), scalar(exponent), values.numpy(), seen.numpy(), colour.numpy(),
+                     ratio.numpy())
+    return values, seen, colour, ratio
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -272,18 +254,6 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(verts)
     _vertex_normals(verts.numpy(), faces.numpy(), out.numpy())
     return out
-
-
-def shading_ratio(source: torch.Tensor, target: torch.Tensor, light: torch.Tensor, ambient: float,
-                  ratio_range: tuple[float, float], exponent: float) -> torch.Tensor:
-    """source, target [..., 3] unit normals, light [3] (unit) -> [...] the clamped Lambert ratio
-    target / source raised to ``exponent``, in the normals' dtype."""
-    flat = (source.reshape(-1, 3), target.reshape(-1, 3))   # strided views (channels of an interpolation) as they are
-    out = torch.empty(flat[0].shape[0], dtype=source.dtype)
-    one = out.numpy().dtype.type  # the scalars in the normals' dtype
-    _SHADING_RATIO(flat[0].numpy(), flat[1].numpy(), light.to(source.dtype).numpy(), one(ambient), one(1 - ambient),
-                   one(ratio_range[0]), one(ratio_range[1]), one(exponent), out.numpy())
-    return out.view(source.shape[:-1])
 
 
 def max_filter(x: torch.Tensor, r: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ from .polygon import polygon_pixels
 from .shade import sample_image
 
 __all__ = ["MouthAppearance", "estimate_mouth_appearance", "shade_mouth", "looks_like_teeth", "vertex_normals",
-           "shading_ratio"]
+           "key_light", "shading_ratio"]
 
 #: Tooth enamel, relative to a white surface under the face's light (slightly yellow): the hue of
 #: the photos' teeth, at the luminance of the earlier (0.93, 0.89, 0.80). The lit half of the teeth
@@ -215,6 +215,12 @@ def shade_mouth(material: torch.Tensor, behind_lips_mm: torch.Tensor, facing: to
     return warmed.clamp(0, 1)
 
 
+def key_light(like: torch.Tensor) -> torch.Tensor:
+    """[3] the unit direction of :data:`KEY_LIGHT`, in ``like``'s dtype and on its device."""
+    light = like.new_tensor(KEY_LIGHT)
+    return light / light.norm()
+
+
 def shading_ratio(source_normals: torch.Tensor, target_normals: torch.Tensor) -> torch.Tensor:
     """How much lighter (> 1) or darker a surface point gets when its normal turns.
 
@@ -231,10 +237,7 @@ def shading_ratio(source_normals: torch.Tensor, target_normals: torch.Tensor) ->
     Returns:
         [...] the factor (1 where the orientation did not change).
     """
-    light = source_normals.new_tensor(KEY_LIGHT)
-    light = light / light.norm()
-    if kernels.use_kernels(source_normals, target_normals):
-        return kernels.shading_ratio(source_normals, target_normals, light, AMBIENT, RATIO_RANGE, 1.0 / PHOTO_GAMMA)
+    light = key_light(source_normals)
 
     def lambert(n: torch.Tensor) -> torch.Tensor:
         return AMBIENT + (1 - AMBIENT) * (-(n * light).sum(-1)).clamp(min=0)  # outward normal = -n

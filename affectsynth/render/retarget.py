@@ -18,8 +18,8 @@ from . import kernels
 from .composite import composite, dilate, feathered_mask, fill_specks
 from .creases import CreaseLines, crease_lines, crease_shading
 from .eyes import EyeAppearance, eyeball_layers, luma, nearest_eye
-from .materials import (MouthAppearance, estimate_mouth_appearance, looks_like_teeth, shade_mouth, shading_ratio,
-                        vertex_normals)
+from .materials import (AMBIENT, PHOTO_GAMMA, RATIO_RANGE, MouthAppearance, estimate_mouth_appearance, key_light,
+                        looks_like_teeth, shade_mouth, shading_ratio, vertex_normals)
 from .raster import Fragments, rasterize, resolve_backend
 from .shade import gather_rows, interpolate, sample_image, surface_depth_at
 
@@ -247,6 +247,42 @@ def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int],
     flat = pixels if n_batch == 1 else pixels + slots * torch.arange(n_batch, device=pixels.device)[:, None]
     grid.view(n_batch * slots, *channels).index_copy_(0, flat.reshape(-1), values.reshape(-1, *channels))
     return grid[:, :-1].reshape(n_batch, *size, *channels)
+
+
+def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Tensor, photo_frags: Fragments,
+                     photo_verts: torch.Tensor, photo_faces: torch.Tensor,
+                     window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each drawn surface point is in the photo, whether the photo shows it there (no skin
+    in front of it; where no skin is drawn, an opening or the outline, nothing is), the photo's
+    colour there, and how much its turn re-shades it.
+
+    Args:
+        attributes: [B, V, C] per-vertex values: each vertex's source position in the window
+            (u, v, depth px), its source normal and its target normal (image space), then any.
+        frags: [B, 1, N] fragments of the drawn pixels (:func:`_drawn_pixels`) with ``faces``.
+        photo_frags: [B, h, w] the source skin's fragments in the window, of ``photo_verts``
+            [B, V, 3] drawn with ``photo_faces`` [S, 3].
+        window: [1, C', h, w] the photo's window.
+    Returns:
+        values [B, 1, N, C] (``attributes`` interpolated), seen [B, 1, N] bool (drawn, and no skin
+        the photo shows there within SEEN_DEPTH_TOLERANCE_PX in front of it), colour
+        [B, 1, N, C'] (bilinear) and ratio [B, 1, N] (:func:`~.materials.shading_ratio`).
+    """
+    b, image = attributes.shape[0], window.expand(attributes.shape[0], -1, -1, -1)
+    if kernels.use_kernels(attributes, window):   # the ops below in one pass
+        shape = frags.tri_id.shape
+        values, seen, colour, ratio = kernels.surface_samples(
+            attributes.contiguous(), faces.contiguous(), frags.tri_id.reshape(b, -1).contiguous(),
+            frags.bary.reshape(b, -1, 3).to(attributes.dtype).contiguous(), photo_frags.tri_id.contiguous(),
+            photo_verts.double().contiguous(), photo_faces.contiguous(), image, SEEN_DEPTH_TOLERANCE_PX,
+            key_light(attributes), AMBIENT, RATIO_RANGE, 1.0 / PHOTO_GAMMA)
+        return values.view(*shape, -1), seen.view(shape), colour.view(*shape, -1), ratio.view(shape)
+    values = interpolate(attributes, frags, faces)
+    where = values[..., :3]
+    shown_depth, skin_there = surface_depth_at(photo_frags, photo_verts, photo_faces, where[..., :2].reshape(b, -1, 2))
+    seen = ~skin_there | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)
+    return (values, seen.reshape(frags.tri_id.shape) & frags.mask, sample_image(image, where[..., :2]),
+            shading_ratio(values[..., 3:6], values[..., 6:9]))
 
 
 def _drawn_skin(tri_id: torch.Tensor, triangle_material: torch.Tensor) -> torch.Tensor:
@@ -516,24 +552,17 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     covered = drawn_frags.mask                                                              # [B, 1, N]
     material = torch.where(covered, triangle_material[drawn_frags.tri_id.clamp(min=0)],
                            torch.full_like(drawn_frags.tri_id, _SKIN))
-    # Where each drawn surface point is in the photo, and whether the photo shows it there: no
-    # skin in front of it (where no skin is drawn, an opening or the outline, nothing is).
     # Every per-vertex quantity the pixels need, interpolated in one pass (one corner lookup):
     # the source position in the window, the source and target normals, the target in mm and
     # the rest position (mm, the model's mean shape: where the creases are drawn).
     source_normals, target_normals = vertex_normals(torch.cat((src_w, dst_w)), faces).split(b)   # one pass for both
     rest = model.mean.to(src_w)[None].expand(b, -1, -1)
     attributes = torch.cat((src_w, source_normals, target_normals, deformation.target, rest), -1)
-    where, source_normal_px, target_normal_px, target_mm, rest_mm = interpolate(attributes, drawn_frags,
-                                                                                faces).split(3, -1)
-    shown_depth, skin_there = surface_depth_at(src_frags, src_w, skin_faces, where[..., :2].reshape(b, -1, 2))
-    seen = ~skin_there | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)
-    seen = seen.reshape(covered.shape) & covered
-    colour = sample_image(window.expand(b, -1, -1, -1), where[..., :2])                     # [B, 1, N, C]
-
+    values, seen, colour, ratio = _surface_samples(attributes, drawn_frags, faces, src_frags, src_w, skin_faces,
+                                                   window)
+    where, source_normal_px, target_normal_px, target_mm, rest_mm = values.split(3, -1)
     # Skin the photo shows is re-shaded where the expression turned it (folds, bulges) and
     # darkened along the creases its action units deepen.
-    ratio = shading_ratio(source_normal_px, target_normal_px)
     lines = parts.creases
     if lines is not None:
         target_au, source_au = model_coeffs_to_au(torch.cat((deformation.exp_target, deformation.exp_source)),

@@ -9,8 +9,8 @@ Conventions: images are ``[B, C, H, W]`` in, rendered maps are channels-last ``[
 (one value per pixel centre, like the fragments). Pixel (i, j) covers [j, j+1) x [i, i+1),
 centre (j + 0.5, i + 0.5) (:mod:`affectsynth.camera`).
 
-On the CPU, where no gradient is asked for, ``interpolate``, ``sample_image`` and
-``surface_depth_at`` run as numba kernels (:mod:`.kernels`) that return the same bits.
+The renderer's CPU path runs ``interpolate``, ``surface_depth_at`` and ``sample_image`` on its
+drawn pixels as one numba kernel (:func:`.kernels.surface_samples`) that returns the same bits.
 
 Sampling is done by hand rather than with ``torch.nn.functional.grid_sample``: grid_sample's
 round trip through normalised [-1, 1] coordinates is not exact at pixel centres unless the
@@ -23,7 +23,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import kernels
 from .raster import Fragments, Rasterizer
 
 __all__ = ["interpolate", "texture", "sample_image", "surface_depth_at", "visibility", "gather_rows",
@@ -66,11 +65,6 @@ def interpolate(attr: torch.Tensor, frags: Fragments, faces: torch.Tensor) -> to
         attr = attr.expand(n_batch, -1, -1)
     if attr.ndim != 3 or attr.shape[0] != n_batch:
         raise ValueError(f"attr must be [{n_batch}, V, C] or [V, C], got {list(attr.shape)}")
-    if kernels.use_kernels(attr, frags.bary):
-        tri_id = frags.tri_id.reshape(n_batch, -1)
-        bary = frags.bary.reshape(n_batch, -1, 3).to(attr.dtype).contiguous()
-        out = kernels.interpolate_rows(attr.contiguous(), faces.long().contiguous(), tri_id.contiguous(), bary)
-        return out.view(*frags.tri_id.shape, attr.shape[-1])
     covered = frags.mask
     tri_id = frags.tri_id.clamp(min=0)
     corner_ids = faces.to(attr.device).index_select(0, tri_id.reshape(-1)).view(*tri_id.shape, 3)   # [B, H, W, 3]
@@ -102,8 +96,6 @@ def sample_image(image: torch.Tensor, points_px: torch.Tensor, mode: str = "bili
                          f"and {list(points_px.shape)}")
     n_batch, channels, height, width = image.shape
     points = points_px.reshape(n_batch, -1, 2).to(image.dtype)
-    if mode in ("bilinear", "nearest") and kernels.use_kernels(image, points):
-        return kernels.sample_image(image, points, mode).reshape(*points_px.shape[:-1], channels)
     flat = image.reshape(n_batch, channels, height * width)
 
     def pick(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:   # [B, N] -> [B, C, N]
@@ -174,15 +166,7 @@ def surface_depth_at(frags: Fragments, verts_img: torch.Tensor, faces: torch.Ten
     verts = verts_img.to(torch.float64)
     faces = faces.to(verts.device)
     points = points.to(torch.float64)
-    if kernels.use_kernels(verts, points, frags.tri_id):
-        return kernels.surface_depth(frags.tri_id.contiguous(), verts.contiguous(), faces.long().contiguous(),
-                                     points.contiguous())
-    return _surface_depth_torch(frags.tri_id, verts, faces, points)
-
-
-def _surface_depth_torch(tri_id: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor,
-                         points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`surface_depth_at` in torch ops (tri_id [B, H, W], float64 verts and points)."""
+    tri_id = frags.tri_id
     n_batch, height, width = tri_id.shape
     cols, rows = points[..., 0].floor(), points[..., 1].floor()
     inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
