@@ -121,3 +121,18 @@ def test_gaussian_blur_kernel_agrees_with_torch(sigma):
     reference = _gaussian_blur(mask.clone().requires_grad_(), sigma).detach()
     assert fast.shape == mask.shape and 0.2 < float(fast[0, 0, 10, 60]) < 0.8   # blurred across the edge
     assert torch.allclose(fast, reference, rtol=0, atol=1e-6)
+
+
+def test_blend_kernel_matches_torch():
+    """composite's one pass gives the bits of its three torch ops, on strided views as the
+    renderer passes them (a photo window, a channels-last layer)."""
+    from affectsynth.render.composite import composite
+
+    g = torch.Generator().manual_seed(3)
+    photo = torch.rand(2, 3, 70, 90, generator=g)[..., 5:65, 10:80]
+    layer = torch.rand(2, 60, 70, 3, generator=g).permute(0, 3, 1, 2)
+    mask = torch.rand(2, 1, 60, 70, generator=g).clamp(0.2, 0.8) - 0.2
+    fast = composite(photo, layer, mask)
+    reference = composite(photo, layer, mask.clone().requires_grad_()).detach()
+    assert (mask == 0).any() and torch.equal(fast, reference)
+    assert torch.equal(fast[(mask == 0).expand_as(fast)], photo[(mask == 0).expand_as(photo)])

@@ -34,7 +34,7 @@ import numba
 import numpy as np
 import torch
 
-__all__ = ["compiled", "use_kernels", "surface_samples", "vertex_normals", "max_filter", "radius_reached",
+__all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "radius_reached",
            "crease_factor", "separable_filter"]
 
 
@@ -205,7 +205,20 @@ def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, should
             out[u, p] = one - min(weight[u] * profile, one)
 
 
+def _blend(photo, layer, mask, out):  # pragma: no cover - jitted
+    """out = mask * layer + (1 - mask) * photo, in that order, per pixel ([B, C, H, W]; mask [B, 1, H, W])."""
+    one = out.dtype.type(1.0)
+    n_batch, channels, height, width = out.shape
+    for b in range(n_batch):
+        for i in numba.prange(height):
+            for c in range(channels):
+                for j in range(width):
+                    m = mask[b, 0, i, j]
+                    out[b, c, i, j] = m * layer[b, c, i, j] + (one - m) * photo[b, c, i, j]
+
+
 _SURFACE_SAMPLES = _build(_surface_samples)
+_BLEND = _build(_blend)
 _RADIUS_REACHED = _build(_radius_reached)
 _CREASE_FACTOR = _build(_crease_factor)
 
@@ -247,6 +260,14 @@ def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tenso
                      scalar(ratio_range[1]), scalar(exponent), values.numpy(), seen.numpy(), colour.numpy(),
                      ratio.numpy())
     return values, seen, colour, ratio
+
+
+def blend(photo: torch.Tensor, layer: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """photo, layer [B, C, H, W] and mask [B, 1, H, W], one float dtype (any strides) ->
+    mask * layer + (1 - mask) * photo [B, C, H, W] (:func:`~affectsynth.render.composite.composite`)."""
+    out = torch.empty(photo.shape, dtype=photo.dtype)
+    _BLEND(photo.numpy(), layer.numpy(), mask.numpy(), out.numpy())
+    return out
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
