@@ -578,7 +578,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     if bool(interior.any()):
         mouth_appearance = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
         # Decided at the interior pixels alone ([M], in the order of interior.nonzero()): they are few.
-        at = (interior,)
+        at = interior.nonzero(as_tuple=True)   # found once (each boolean index would search again)
         face, rows, cols = _selected_pixels(interior, pixels, size)                          # [M] each
         centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5
         moved = (where[at][:, :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
@@ -622,12 +622,12 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         photo_share = _photo_share(eyeball_px, seen, pixels, size, colour.dtype)           # [N, 1]
         mixed = photo_share[:, 0] < 1.0
         painted_px = eyeball_px.index_put((eyeball_px,), mixed)    # only where some paint goes in
-        at, photo_share = (painted_px,), photo_share[mixed]
+        at, photo_share = painted_px.nonzero(as_tuple=True), photo_share[mixed]
         normal = target_normal_px[at]
         facing = normal[:, 2].abs() / normal.norm(dim=-1).clamp(min=1e-12)
         light = _lid_shadow(painted_px, pixels, frags, triangle_material, dst_px_per_mm, size, lid_band) \
             * (EYEBALL_AMBIENT + (1.0 - EYEBALL_AMBIENT) * facing)                           # [P]
-        face = painted_px.nonzero()[:, 0]
+        face = at[0]
         appearance = _rows(eyes, face)
         disc, sclera_share, sclera = (x[:, 0] for x in eyeball_layers(target_mm[at][:, None], appearance))
         painted = ((1.0 - sclera_share) * disc + sclera_share * sclera).clamp(0.0, 1.0) * light[:, None]   # [P, 3]
@@ -646,8 +646,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         seen = seen | eyeball_px
     if mouth_appearance is not None and bool((interior & ~seen).any()):
         rim_z = deformation.target[:, parts.lip_rim, 2].mean(1)                                      # [B] mm
-        face = interior.nonzero()[:, 0]
-        at = (interior,)
+        at = interior.nonzero(as_tuple=True)
+        face = at[0]
         # Photo or shading is decided per pixel, and along the edge between them (the upper teeth
         # a raised lip uncovers, the lower ones a jaw moves) the decision flips pixel by pixel: a
         # speckle of photo teeth and dark socket. Each interior pixel takes the photo by the share
