@@ -303,8 +303,9 @@ def _selected_pixels(selected: torch.Tensor, pixels: torch.Tensor,
     """The face, row and column ([M] int64 each) of the M pixels of ``selected`` ([B, 1, N] bool
     over the drawn pixels ``pixels`` [B, N] of a window of ``size``), in the order of
     ``selected.nonzero()``."""
-    pixel = pixels[selected[:, 0]]
-    return selected.nonzero()[:, 0], pixel // size[1], pixel % size[1]
+    face, slot = selected[:, 0].nonzero(as_tuple=True)
+    pixel = pixels[face, slot]
+    return face, pixel // size[1], pixel % size[1]
 
 
 def _distance(mask_in: Callable[[slice, slice], torch.Tensor], face: torch.Tensor, rows: torch.Tensor,
