@@ -275,7 +275,7 @@ class Synthesizer:
         photo = _photo_tensor(image, self.model.device)
         appearance = self._appearance(photo, fitted) if appearance is None else appearance
         clock.lap("detect_fit")
-        return (self._render(photo, fitted, appearance, target, coeffs[i], reports[i], clock.laps["detect_fit"])
+        return (self._render(image, photo, fitted, appearance, target, coeffs[i], reports[i], clock.laps["detect_fit"])
                 for i, target in enumerate(targets))
 
     def appearance(self, image: np.ndarray, fitted: FaceFit) -> dict:
@@ -300,8 +300,8 @@ class Synthesizer:
                 appearance["mouth"] = estimate_mouth_appearance(photo, source_image, self.model)
         return appearance
 
-    def _render(self, photo: torch.Tensor, fitted: FaceFit, appearance: dict, target: ExpressionCode,
-                coeffs: torch.Tensor, report, detect_fit_ms: float) -> SynthesisResult:
+    def _render(self, image: np.ndarray, photo: torch.Tensor, fitted: FaceFit, appearance: dict,
+                target: ExpressionCode, coeffs: torch.Tensor, report, detect_fit_ms: float) -> SynthesisResult:
         from .deform import retarget
         from .render.retarget import render_retargeted
 
@@ -312,8 +312,13 @@ class Synthesizer:
             clock.lap("deform")
             rendered = render_retargeted(photo, deformation, self.model, self.backend, parts=self.parts,
                                          **appearance)
-            out = (rendered.image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
-            mask = rendered.mask[:, 0].float().cpu().numpy().max(0)  # numpy: torch.amax over dim 0 was ~100x slower
+            # The image's own pixels outside the render's box (photo = image / 255 gives them back exactly).
+            y0, y1, x0, x1 = rendered.box
+            out = image.copy()
+            out[y0:y1, x0:x1] = (rendered.window[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+            mask = np.zeros(image.shape[:2], np.float32)
+            # numpy: torch.amax over dim 0 was ~100x slower
+            mask[y0:y1, x0:x1] = rendered.window_mask[:, 0].float().cpu().numpy().max(0)
         clock.lap("render_composite")
         labels = [target_labels(target, self.model, coeffs, report)] * fitted.fit.batch_size
         return SynthesisResult(image=out, mask=mask, labels=labels, fit=fitted.fit, landmarks=fitted.landmarks,

@@ -94,19 +94,41 @@ _TEETH = MATERIALS.index("teeth")
 
 @dataclass(frozen=True)
 class RetargetRender:
-    """Output of :func:`render_retargeted`.
+    """Output of :func:`render_retargeted`: the render inside a box of the photo, which is its
+    own everywhere else.
 
     Attributes:
-        image: [1, C, H, W] the photo with every face replaced by its re-expressed render
-            (pixels farther than the feather margin from every face, before and after, are
-            the photo's own values).
-        mask: [B, 1, H, W] each face's soft compositing mask.
+        photo: [1, C, H, W] the photo rendered into.
+        box: (y0, y1, x0, x1), the rows [y0, y1) and columns [x0, x1) that hold every face,
+            before and after, with its feather (empty where every face is off the image).
+        window: [1, C, y1 - y0, x1 - x0] the composited pixels of the box.
+        window_mask: [B, 1, y1 - y0, x1 - x0] each face's soft compositing mask in the box.
         backend: the rasteriser used.
     """
 
-    image: torch.Tensor
-    mask: torch.Tensor
+    photo: torch.Tensor
+    box: tuple[int, int, int, int]
+    window: torch.Tensor
+    window_mask: torch.Tensor
     backend: str
+
+    @property
+    def image(self) -> torch.Tensor:
+        """[1, C, H, W] the photo with every face replaced by its re-expressed render (a new
+        tensor; pixels farther than the feather margin from every face, before and after, are
+        the photo's own values)."""
+        y0, y1, x0, x1 = self.box
+        image = self.photo.clone()
+        image[..., y0:y1, x0:x1] = self.window
+        return image
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """[B, 1, H, W] each face's soft compositing mask (a new tensor)."""
+        y0, y1, x0, x1 = self.box
+        mask = self.photo.new_zeros(self.window_mask.shape[0], 1, *self.photo.shape[-2:])
+        mask[..., y0:y1, x0:x1] = self.window_mask
+        return mask
 
 
 @dataclass(frozen=True)
@@ -535,7 +557,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     x0, y0 = (int(max(0.0, float(c) - margin)) for c in both.amin(0))
     x1, y1 = (int(min(float(lim), float(c) + margin + 1)) for c, lim in zip(both.amax(0), (width, height)))
     if x1 <= x0 or y1 <= y0:  # every face is off the image
-        return RetargetRender(image=photo, mask=photo.new_zeros(b, 1, height, width), backend=backend)
+        return RetargetRender(photo=photo, box=(0, 0, 0, 0), window=photo[..., :0, :0],
+                              window_mask=photo.new_zeros(b, 1, 0, 0), backend=backend)
     shift = src.new_tensor([x0, y0, 0.0])
     src_w, dst_w = src - shift, dst - shift
     window = photo[..., y0:y1, x0:x1]
@@ -679,8 +702,4 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         mask = feathered_mask(fill_specks(coverage[i:i + 1], speck[i]), feather[i])
         out = composite(out, colour[i:i + 1].permute(0, 3, 1, 2), mask)
         masks.append(mask)
-    image = photo.clone()
-    image[..., y0:y1, x0:x1] = out
-    full_mask = photo.new_zeros(b, 1, height, width)
-    full_mask[..., y0:y1, x0:x1] = torch.cat(masks)
-    return RetargetRender(image=image, mask=full_mask, backend=backend)
+    return RetargetRender(photo=photo, box=(y0, y1, x0, x1), window=out, window_mask=torch.cat(masks), backend=backend)
