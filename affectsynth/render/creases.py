@@ -216,8 +216,6 @@ def _crease_factor(px: torch.Tensor, py: torch.Tensor, segments: torch.Tensor, a
     The x and y terms are separate [U, P, K] operations (not a sum over a last axis of 2: the
     same two roundings, several times faster on the CPU).
     """
-    if kernels.use_kernels(px, py, segments, arc, fade, midline_side, s2, weight):
-        return kernels.crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, SHOULDER)
     (ax, ay), (bx, by) = (corner.unbind(-1) for corner in segments[:, None].unbind(3))   # [U, 1, K] each
     abx, aby = bx - ax, by - ay
     px, py = px[..., None], py[..., None]                                                   # [U, P, 1]
@@ -264,9 +262,15 @@ def crease_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: Creas
 
 def _face_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: CreaseLines,
                   px_per_mm: float) -> torch.Tensor:
-    """[N] :func:`crease_shading` of one face: rest points [N, 2], activations [A]."""
+    """[N] :func:`crease_shading` of one face: rest points [N, 2], activations [A] (on the CPU
+    without autograd, :func:`.kernels.face_creases`: these steps in one call)."""
     device, dtype = rest_xy.device, rest_xy.dtype
     strength = activation.to(device, dtype)[lines.au_column.to(device)]                      # [C]
+    if kernels.use_kernels(rest_xy, strength, lines.segments):
+        return kernels.face_creases(rest_xy, strength, *(t.to(dtype) for t in (lines.segments, lines.arc, lines.fade,
+                                                                                  lines.midline_side)),
+                                    lines.sigma_mm.double(), lines.depth.to(dtype), px_per_mm, GRID_MM, MIN_SIGMA_PX,
+                                    SHOULDER, FACTOR_RANGE)
     used = (strength > 0).nonzero()[:, 0]                                                   # [U]
     if used.numel() == 0:
         return rest_xy.new_ones(rest_xy.shape[0])

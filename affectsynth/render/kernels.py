@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "radius_reached",
-           "crease_factor", "separable_filter"]
+           "face_creases", "separable_filter"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -220,7 +220,96 @@ def _blend(photo, layer, mask, out):  # pragma: no cover - jitted
 _SURFACE_SAMPLES = _build(_surface_samples)
 _BLEND = _build(_blend)
 _RADIUS_REACHED = _build(_radius_reached)
-_CREASE_FACTOR = _build(_crease_factor)
+_CREASE_FACTOR_SERIAL = compiled(_crease_factor)[1]
+
+
+def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm, depth, px_per_mm, grid_mm,
+                  min_sigma_px, shoulder, lowest, highest, out):  # pragma: no cover - jitted
+    """out [N]: :func:`~affectsynth.render.creases.crease_shading` of one face, step by step as
+    its ``_face_shading`` (the grid and the points in their float dtype, the creases' sizes in
+    float64, each rounded once where it meets the grid; ``grid_sample``'s bilinear lookup in its
+    own order, so to the last bit or so)."""
+    real = rest_xy.dtype.type
+    one, zero = real(1.0), real(0.0)
+    used = np.nonzero(strength > zero)[0]
+    n_used, n_segments = used.shape[0], segments.shape[1]
+    if n_used == 0:
+        out[:] = one
+        return
+    sigma_floor = min_sigma_px / px_per_mm
+    sigma_used = np.empty(n_used)
+    sigma = np.empty(n_used)
+    bounds = np.empty((n_used, 2, 2), rest_xy.dtype)                       # [U, low | high, x | y]
+    for u in range(n_used):
+        c = used[u]
+        sigma_used[u] = sigma_mm[c]
+        sigma[u] = max(sigma_mm[c], sigma_floor)
+        for axis in range(2):
+            bounds[u, 0, axis] = segments[c, 0, 0, axis]
+            bounds[u, 1, axis] = segments[c, 0, 0, axis]
+            for k in range(n_segments):
+                for end in range(2):
+                    bounds[u, 0, axis] = min(bounds[u, 0, axis], segments[c, k, end, axis])
+                    bounds[u, 1, axis] = max(bounds[u, 1, axis], segments[c, k, end, axis])
+    reach = 4.0 * sigma
+    reach_max = real(reach.max())
+    low, high = np.empty(2, rest_xy.dtype), np.empty(2, rest_xy.dtype)
+    for axis in range(2):
+        low[axis] = bounds[:, 0, axis].min() - reach_max
+        high[axis] = bounds[:, 1, axis].max() + reach_max
+    cell = max(grid_mm, 1.0 / px_per_mm)
+    cell_real = real(cell)
+    nx = int(np.ceil((high[0] - low[0]) / cell_real)) + 2
+    ny = int(np.ceil((high[1] - low[1]) / cell_real)) + 2
+    box = np.empty((n_used, 4), np.int64)                                     # i0 j0 i1 j1
+    most = 0
+    for u in range(n_used):
+        grown = real(reach[u])
+        for axis, cells in ((0, nx), (1, ny)):
+            box[u, axis] = int(max(np.floor((bounds[u, 0, axis] - grown - low[axis]) / cell_real), zero))
+            box[u, 2 + axis] = int(min(np.ceil((bounds[u, 1, axis] + grown - low[axis]) / cell_real) + one, real(cells)))
+        most = max(most, (box[u, 2] - box[u, 0]) * (box[u, 3] - box[u, 1]))
+    px, py = np.empty((n_used, most), rest_xy.dtype), np.empty((n_used, most), rest_xy.dtype)
+    s2, weight = np.empty(n_used, rest_xy.dtype), np.empty(n_used, rest_xy.dtype)
+    for u in range(n_used):
+        width = box[u, 2] - box[u, 0]
+        for p in range(most):
+            px[u, p] = low[0] + cell_real * real(box[u, 0] + p % width)
+            py[u, p] = low[1] + cell_real * real(box[u, 1] + p // width)
+        s2[u] = real(2.0 * sigma[u] * sigma[u])
+        c = used[u]
+        # as much ink when widened: the depth scaled by sigma_mm / sigma
+        weight[u] = depth[c] * strength[c] * real(sigma_used[u]) / real(sigma[u])
+    windows = np.empty((n_used, most), rest_xy.dtype)
+    _CREASE_FACTOR_SERIAL(px, py, segments[used], arc[used], fade[used], midline_side[used], s2, weight, shoulder,
+                          one, windows)
+    factor = np.ones((ny, nx), rest_xy.dtype)
+    for u in range(n_used):
+        width = box[u, 2] - box[u, 0]
+        for p in range((box[u, 3] - box[u, 1]) * width):
+            factor[box[u, 1] + p // width, box[u, 0] + p % width] *= windows[u, p]
+    # grid_sample (bilinear, zeros beyond the grid, align_corners) of factor - 1 at the points, + 1
+    two = real(2.0)
+    extent_x, extent_y = real(nx - 1) * cell_real, real(ny - 1) * cell_real
+    half_x, half_y = real(nx - 1) / two, real(ny - 1) / two
+    for n in range(rest_xy.shape[0]):
+        gx = (two * (rest_xy[n, 0] - low[0]) / extent_x - one + one) * half_x
+        gy = (two * (rest_xy[n, 1] - low[1]) / extent_y - one + one) * half_y
+        x0, y0 = np.floor(gx), np.floor(gy)
+        fx, fy = gx - x0, gy - y0
+        total = zero
+        for dj in range(2):
+            j, wy = int(y0) + dj, fy if dj else one - fy
+            if j < 0 or j >= ny:
+                continue
+            for di in range(2):
+                i, wx = int(x0) + di, fx if di else one - fx
+                if 0 <= i < nx:
+                    total += wy * wx * (min(max(factor[j, i], lowest), highest) - one)
+        out[n] = total + one
+
+
+_FACE_CREASES = numba.njit(cache=True)(_face_creases)
 
 
 def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tensor, bary: torch.Tensor,
@@ -307,12 +396,16 @@ def radius_reached(mask: torch.Tensor, face: torch.Tensor, rows: torch.Tensor, c
     return out
 
 
-def crease_factor(px: torch.Tensor, py: torch.Tensor, segments: torch.Tensor, arc: torch.Tensor, fade: torch.Tensor,
-                  midline_side: torch.Tensor, s2: torch.Tensor, weight: torch.Tensor, shoulder: float) -> torch.Tensor:
-    """px, py [U, P]; segments [U, K, 2, 2]; arc [U, K, 2]; fade [U, 2]; midline_side, s2, weight [U]
-    (all one float dtype) -> [U, P] (:func:`~affectsynth.render.creases._crease_factor`)."""
-    out = torch.empty(px.shape, dtype=px.dtype)
-    arrays = [t.contiguous().numpy() for t in (px, py, segments, arc, fade, midline_side, s2, weight)]
-    scalar = out.numpy().dtype.type
-    _CREASE_FACTOR(*arrays, scalar(shoulder), scalar(1.0), out.numpy())
+def face_creases(rest_xy: torch.Tensor, strength: torch.Tensor, segments: torch.Tensor, arc: torch.Tensor,
+                 fade: torch.Tensor, midline_side: torch.Tensor, sigma_mm: torch.Tensor, depth: torch.Tensor,
+                 px_per_mm: float, grid_mm: float, min_sigma_px: float, shoulder: float,
+                 factor_range: tuple[float, float]) -> torch.Tensor:
+    """rest_xy [N, 2] (any strides); per crease C: strength, depth, midline_side [C], segments
+    [C, K, 2, 2], arc [C, K, 2], fade [C, 2] (all rest_xy's dtype) and sigma_mm [C] float64 -> [N]
+    (:func:`~affectsynth.render.creases.crease_shading` of one face, on one thread: it is ~1k cells)."""
+    out = torch.empty(rest_xy.shape[0], dtype=rest_xy.dtype)
+    real = out.numpy().dtype.type
+    arrays = [t.contiguous().numpy() for t in (strength, segments, arc, fade, midline_side, sigma_mm, depth)]
+    _FACE_CREASES(rest_xy.numpy(), *arrays, float(px_per_mm), float(grid_mm), float(min_sigma_px), real(shoulder),
+                  real(factor_range[0]), real(factor_range[1]), out.numpy())
     return out
