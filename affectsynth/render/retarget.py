@@ -252,23 +252,16 @@ def _at(grid: torch.Tensor, pixels: torch.Tensor, padding: bool | float = False)
     return torch.where(padded, torch.full((), padding, dtype=grid.dtype, device=grid.device), values)
 
 
-def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int],
-              fill: bool | float | torch.Tensor) -> torch.Tensor:
-    """The inverse of :func:`_at`: values [B, N, ...] at flat pixel indices [B, N] into a
-    [B, H, W, ...] grid that holds ``fill`` (a scalar, a [...] tensor, or a [B, H, W, ...]
-    grid) elsewhere."""
-    n_batch, channels = pixels.shape[0], values.shape[2:]
-    grid = values.new_empty(n_batch, size[0] * size[1] + 1, *channels)
-    if isinstance(fill, torch.Tensor) and fill.ndim == 3 + len(channels):
-        grid[:, :-1] = fill.reshape(n_batch, -1, *channels)
-    else:
-        grid[:] = fill
+def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The inverse of :func:`_at` for masks: values [B, N] bool at flat pixel indices [B, N] into a
+    [B, H, W] bool grid, False elsewhere."""
+    n_batch, slots = pixels.shape[0], size[0] * size[1] + 1
+    grid = values.new_zeros(n_batch, slots)
     # One index_copy_ into the flattened batch (padding lands in each face's spare last slot):
     # the same writes as grid[arange(B)[:, None], pixels] = values, 3-5x faster on the CPU.
-    slots = size[0] * size[1] + 1
     flat = pixels if n_batch == 1 else pixels + slots * torch.arange(n_batch, device=pixels.device)[:, None]
-    grid.view(n_batch * slots, *channels).index_copy_(0, flat.reshape(-1), values.reshape(-1, *channels))
-    return grid[:, :-1].reshape(n_batch, *size, *channels)
+    grid.view(-1).index_copy_(0, flat.reshape(-1), values.reshape(-1))
+    return grid[:, :-1].reshape(n_batch, *size)
 
 
 def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Tensor, photo_frags: Fragments,
@@ -305,6 +298,17 @@ def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Te
     seen = ~skin_there | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)
     return (values, seen.reshape(frags.tri_id.shape) & frags.mask, sample_image(image, where[..., :2]),
             shading_ratio(values[..., 3:6], values[..., 6:9]))
+
+
+def _layer(colour: torch.Tensor, pixels: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """[1, C, h, w] the window with one face's drawn colours [N, C] at its flat pixel indices [N]
+    (index h * w: padding, dropped), written into a copy of the window in its own layout (a
+    channels-last grid cost a transposing copy of the window)."""
+    channels, (height, width) = window.shape[1], window.shape[2:]
+    grid = window.new_empty(channels, height * width + 1)           # the last column takes the padding
+    grid[:, :-1] = window.reshape(channels, -1)
+    grid.index_copy_(1, pixels, colour.T)
+    return grid[:, :-1].view(1, channels, height, width)
 
 
 def _drawn_skin(tri_id: torch.Tensor, triangle_material: torch.Tensor) -> torch.Tensor:
@@ -406,7 +410,7 @@ def _photo_sclera_below(selected: torch.Tensor, pixels: torch.Tensor, shown: tor
     face, rows, cols = _selected_pixels(selected, pixels, size)
     reach = max(1, int(math.ceil(SCLERA_BELOW_MM * float(px_per_mm.max()))))
     r0, r1, c0, c1 = _box(rows, cols, reach, size)
-    grid = _in_place(shown[:, 0], pixels, size, False)[:, r0:r1, c0:c1]                     # [B, h, w]
+    grid = _in_place(shown[:, 0], pixels, size)[:, r0:r1, c0:c1]                     # [B, h, w]
     _, first = _margin_rows(~grid)                                                            # first shown row below
     row = first[face, rows - r0, cols - c0]                                                   # [M], box rows
     # averaged over a square of shown pixels just below it: taken pixel by pixel, the
@@ -637,7 +641,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
                 band = eyeball_px.index_put((eyeball_px,), take)
                 colour = colour.index_put((band,), sample_image(window, band_xy[take][None])[0])
                 seen = seen | band
-                lid_band = _in_place(band[:, 0], pixels, size, False)
+                lid_band = _in_place(band[:, 0], pixels, size)
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     # Painted and photo eyeball pixels are blended as the mouth's are (by the share of photo
@@ -691,15 +695,14 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * shaded[:, 0, 0].to(colour.dtype))
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
-    coverage = _in_place((seen | interior)[:, 0], pixels, size, False).to(photo.dtype)[:, None]
+    coverage = _in_place((seen | interior)[:, 0], pixels, size).to(photo.dtype)[:, None]
     speck = [max(SPECK_PX, round(SPECK_MM * float(scale))) for scale in dst_px_per_mm]   # px, per face
     # Undrawn pixels hold the photo's own: the feathered mask reaches about half a feather past
     # the coverage, so they show, faintly, and must not bring in another pixel's colour.
-    colour = _in_place(colour[:, 0], pixels, size, window.permute(0, 2, 3, 1).expand(b, -1, -1, -1))  # [B, h, w, C]
     out = window
     masks = []
     for i in range(b):  # faces of one photo are composited in turn (B is the number of faces, small)
         mask = feathered_mask(fill_specks(coverage[i:i + 1], speck[i]), feather[i])
-        out = composite(out, colour[i:i + 1].permute(0, 3, 1, 2), mask)
+        out = composite(out, _layer(colour[i, 0], pixels[i], window), mask)
         masks.append(mask)
     return RetargetRender(photo=photo, box=(y0, y1, x0, x1), window=out, window_mask=torch.cat(masks), backend=backend)
