@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from . import kernels
 
-__all__ = ["dilate", "feathered_mask", "fill_specks", "composite"]
+__all__ = ["dilate", "erode", "feathered_mask", "fill_specks", "composite"]
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -54,13 +54,21 @@ def _running_max(x: torch.Tensor, dim: int, r: int) -> torch.Tensor:
 
 
 def dilate(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Square (2r + 1)^2 max-filter of float [B, 1, H, W] (dilation of a mask; -dilate(-x)
-    erodes), pixels off the image left out (as ``max_pool2d`` with padding r), as a row pass
-    then a column pass: the same result as the 2-D filter (on the CPU without autograd,
-    OpenCV's: :func:`.kernels.max_filter`)."""
+    """Square (2r + 1)^2 max-filter of float [B, 1, H, W] (dilation of a mask), pixels off the
+    image left out (as ``max_pool2d`` with padding r), as a row pass then a column pass: the
+    same result as the 2-D filter (on the CPU without autograd, OpenCV's:
+    :func:`.kernels.max_filter`)."""
     if r > 0 and kernels.use_kernels(x):
         return kernels.max_filter(x, r)
     return _running_max(_running_max(x, 3, r), 2, r)
+
+
+def erode(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Square (2r + 1)^2 min-filter of float [B, 1, H, W] (erosion of a mask): -dilate(-x), the
+    same values (on the CPU without autograd, OpenCV's erosion, without the two negations)."""
+    if r > 0 and kernels.use_kernels(x):
+        return kernels.max_filter(x, r, minimum=True)
+    return -dilate(-x, r)
 
 
 def fill_specks(coverage: torch.Tensor, radius_px: int) -> torch.Tensor:
@@ -68,7 +76,7 @@ def fill_specks(coverage: torch.Tensor, radius_px: int) -> torch.Tensor:
     (a morphological closing: dilate, then erode). Larger uncovered regions stay as they are."""
     if radius_px <= 0:
         return coverage
-    return -dilate(-dilate(coverage, radius_px), radius_px)
+    return erode(dilate(coverage, radius_px), radius_px)
 
 
 def feathered_mask(coverage: torch.Tensor, feather_px: float) -> torch.Tensor:
@@ -80,7 +88,7 @@ def feathered_mask(coverage: torch.Tensor, feather_px: float) -> torch.Tensor:
     """
     if feather_px <= 0:
         return coverage
-    eroded = -dilate(-coverage, max(1, int(round(feather_px))))
+    eroded = erode(coverage, max(1, int(round(feather_px))))
     return _gaussian_blur(eroded, feather_px / 2)
 
 

@@ -72,7 +72,7 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
     height, width = photo_tri_id.shape[1], photo_tri_id.shape[2]
     one, half = image.dtype.type(1.0), image.dtype.type(0.5)
     right, bottom_edge = image.dtype.type(image.shape[3] - 0.5), image.dtype.type(image.shape[2] - 0.5)
-    zero = ambient - ambient
+    zero, one_ratio = ambient - ambient, ambient / ambient
     for b in range(n_batch):
         for p in numba.prange(n_pixels):
             # shade.interpolate: summed from corner 0 (zero where nothing is drawn)
@@ -120,7 +120,8 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
             lit_source = -(values[b, p, 3] * light[0] + values[b, p, 4] * light[1] + values[b, p, 5] * light[2])
             lit_target = -(values[b, p, 6] * light[0] + values[b, p, 7] * light[1] + values[b, p, 8] * light[2])
             change = (ambient + diffuse * max(lit_target, zero)) / (ambient + diffuse * max(lit_source, zero))
-            ratio[b, p] = min(max(change, lowest), highest) ** exponent
+            clamped = min(max(change, lowest), highest)
+            ratio[b, p] = clamped ** exponent if clamped != one_ratio else one_ratio   # (pow(1, e) is 1: spared)
 
 
 @numba.njit(cache=True)
@@ -366,11 +367,13 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def max_filter(x: torch.Tensor, r: int) -> torch.Tensor:
-    """x [B, 1, H, W] float -> the maximum over each pixel's (2r + 1)^2 square, pixels off the
-    image left out (OpenCV's dilation: its default border takes no part in a maximum)."""
+def max_filter(x: torch.Tensor, r: int, minimum: bool = False) -> torch.Tensor:
+    """x [B, 1, H, W] float -> the maximum (or, ``minimum``, the minimum) over each pixel's
+    (2r + 1)^2 square, pixels off the image left out (OpenCV's dilation and erosion: their
+    default border takes no part)."""
     element = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))
-    return _each_image(x, lambda image: cv2.dilate(image, element))
+    op = cv2.erode if minimum else cv2.dilate
+    return _each_image(x, lambda image: op(image, element))
 
 
 def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
@@ -383,6 +386,8 @@ def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
 
 def _each_image(x: torch.Tensor, op: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
     """An OpenCV ``op`` on each [H, W] image of x [B, 1, H, W] -> [B, 1, H, W]."""
+    if x.shape[0] == 1:  # (no stacking copy for one)
+        return torch.from_numpy(op(np.ascontiguousarray(x[0, 0].numpy())))[None, None]
     return torch.stack([torch.from_numpy(op(np.ascontiguousarray(image[0].numpy()))) for image in x])[:, None]
 
 
