@@ -74,18 +74,37 @@ def test_dilate_kernel_matches_the_running_maxima(radius):
 
 @pytest.mark.parametrize("radii", [(2,), (0, 1, 2), (1, 3)])
 def test_radius_reached_matches_growing_the_mask(radii):
-    """The search kernel gives what dilating the mask radius by radius gives (the torch path of
-    ``retarget._distance``), at pixels near the mask's edge and near the window's border."""
+    """The search kernel gives what dilating the mask of (flagged) triangles radius by radius gives
+    (the torch path of ``retarget._distance``), at pixels near the mask's edge and the image's."""
     g = torch.Generator().manual_seed(len(radii))
-    mask = torch.rand(2, 30, 40, generator=g) > 0.93
+    tri_id = torch.where(torch.rand(2, 30, 40, generator=g) > 0.9, torch.randint(0, 50, (2, 30, 40), generator=g), -1)
+    flagged = torch.rand(50, generator=g) > 0.5
     face = torch.randint(0, 2, (500,), generator=g)
     rows, cols = torch.randint(0, 30, (500,), generator=g), torch.randint(0, 40, (500,), generator=g)
-    grown, expected = mask[:, None].float(), torch.full_like(rows, radii[-1] + 1)
-    for previous, r in zip((0,) + radii, radii):
-        grown = _running_max(_running_max(grown, 3, r - previous), 2, r - previous)
-        expected = torch.where((grown[face, 0, rows, cols] > 0) & (expected > r), r, expected)
-    got = kernels.radius_reached(mask, face, rows, cols, radii)
-    assert len(set(got.tolist())) == len(radii) + 1 and torch.equal(got, expected)
+    for flags in (None, flagged):
+        mask = (tri_id >= 0) if flags is None else (tri_id >= 0) & flags[tri_id.clamp(min=0)]
+        grown, expected = mask[:, None].float(), torch.full_like(rows, radii[-1] + 1)
+        for previous, r in zip((0,) + radii, radii):
+            grown = _running_max(_running_max(grown, 3, r - previous), 2, r - previous)
+            expected = torch.where((grown[face, 0, rows, cols] > 0) & (expected > r), r, expected)
+        got = kernels.radius_reached(tri_id, flags, face, rows, cols, radii)
+        assert len(set(got.tolist())) == len(radii) + 1 and torch.equal(got, expected)
+
+
+def test_the_renderers_distance_takes_the_same_radii_either_way(monkeypatch):
+    """retarget._distance: the kernel on the CPU, the masked box dilated where kernels are not
+    used (a GPU), on the same fragments: the same radii."""
+    from affectsynth.render.retarget import _distance
+
+    g = torch.Generator().manual_seed(7)
+    tri_id = torch.where(torch.rand(2, 30, 40, generator=g) > 0.9, torch.randint(0, 50, (2, 30, 40), generator=g), -1)
+    flagged = torch.rand(50, generator=g) > 0.5
+    face = torch.randint(0, 2, (300,), generator=g)
+    rows, cols = torch.randint(5, 20, (300,), generator=g), torch.randint(3, 30, (300,), generator=g)
+    fast = [_distance(tri_id, flags, face, rows, cols, (0, 1, 3)) for flags in (None, flagged)]
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    for flags, got in zip((None, flagged), fast):
+        assert torch.equal(got, _distance(tri_id, flags, face, rows, cols, (0, 1, 3)))
 
 
 def test_crease_kernel_agrees_with_torch():

@@ -155,17 +155,19 @@ def _vertex_normals(verts, faces, out):  # pragma: no cover - jitted
             out[b, v, 2] /= length
 
 
-def _radius_reached(mask, face, rows, cols, radii, out):  # pragma: no cover - jitted
+def _radius_reached(tri_id, flagged, any_triangle, face, rows, cols, radii, out):  # pragma: no cover - jitted
     """out[m]: the smallest of the increasing ``radii`` within which (Chebyshev distance, inside
-    the mask's bounds) ``mask[face[m]]`` is set around (rows[m], cols[m]); the last + 1 if none is."""
-    height, width = mask.shape[1], mask.shape[2]
+    the image) image face[m] draws a triangle (``any_triangle``) or a ``flagged`` one around
+    (rows[m], cols[m]); the last + 1 if none is."""
+    height, width = tri_id.shape[1], tri_id.shape[2]
     reach = radii[-1]
     for m in numba.prange(face.shape[0]):
         f, r, c = face[m], rows[m], cols[m]
         nearest = reach + 1
         for i in range(max(r - reach, 0), min(r + reach + 1, height)):
             for j in range(max(c - reach, 0), min(c + reach + 1, width)):
-                if mask[f, i, j]:
+                tri = tri_id[f, i, j]
+                if tri >= 0 and (any_triangle or flagged[tri]):
                     nearest = min(nearest, max(abs(i - r), abs(j - c)))
         out[m] = reach + 1
         for radius in radii:
@@ -391,13 +393,15 @@ def _each_image(x: torch.Tensor, op: Callable[[np.ndarray], np.ndarray]) -> torc
     return torch.stack([torch.from_numpy(op(np.ascontiguousarray(image[0].numpy()))) for image in x])[:, None]
 
 
-def radius_reached(mask: torch.Tensor, face: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                   radii: tuple[int, ...]) -> torch.Tensor:
-    """mask [B, h, w] bool; face, rows, cols [M] int64; increasing radii -> [M] int64: for each
-    pixel the smallest radius within which (Chebyshev) the mask is set, the last + 1 where none."""
+def radius_reached(tri_id: torch.Tensor, flagged: torch.Tensor | None, face: torch.Tensor, rows: torch.Tensor,
+                   cols: torch.Tensor, radii: tuple[int, ...]) -> torch.Tensor:
+    """tri_id [B, h, w] int64 (fragments'); flagged [F] bool, or None for any triangle; face, rows,
+    cols [M] int64; increasing radii -> [M] int64: for each pixel the smallest radius within which
+    (Chebyshev) a (flagged) triangle is drawn, the last + 1 where none is."""
     out = torch.empty_like(rows)
-    _RADIUS_REACHED(mask.contiguous().numpy(), face.contiguous().numpy(), rows.contiguous().numpy(),
-                    cols.contiguous().numpy(), np.asarray(radii, np.int64), out.numpy())
+    flags = np.ones(1, np.bool_) if flagged is None else flagged.contiguous().numpy()
+    _RADIUS_REACHED(tri_id.contiguous().numpy(), flags, flagged is None, face.contiguous().numpy(),
+                    rows.contiguous().numpy(), cols.contiguous().numpy(), np.asarray(radii, np.int64), out.numpy())
     return out
 
 

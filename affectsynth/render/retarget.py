@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -334,23 +333,23 @@ def _selected_pixels(selected: torch.Tensor, pixels: torch.Tensor,
     return face, pixel // size[1], pixel % size[1]
 
 
-def _distance(mask_in: Callable[[slice, slice], torch.Tensor], face: torch.Tensor, rows: torch.Tensor,
-              cols: torch.Tensor, radii: tuple[int, ...], size: tuple[int, int]) -> torch.Tensor:
+def _distance(tri_id: torch.Tensor, flagged: torch.Tensor | None, face: torch.Tensor, rows: torch.Tensor,
+              cols: torch.Tensor, radii: tuple[int, ...]) -> torch.Tensor:
     """[M] int64: the smallest of the increasing ``radii`` (px, Chebyshev, as :func:`dilate`, clipped
-    to the window) within which a mask over a window of ``size`` is set around each of M pixels
-    (``rows``, ``cols`` of face ``face``: [M] int64 each), the last radius + 1 where it is not.
+    to the window) within which fragments' ``tri_id`` [B, h, w] show a triangle (``flagged`` None)
+    or one of the ``flagged`` ([F] bool) around each of M pixels (``rows``, ``cols`` of face
+    ``face``: [M] int64 each), the last radius + 1 where they do not.
 
-    ``mask_in(ys, xs)`` gives the [B, h, w] bool mask over the window's rows ``ys`` and columns
-    ``xs``: only the box around the M pixels, grown by the last radius, is made and dilated (they
-    are the mouth's interior or the eyes; the whole window, read back at every drawn pixel, was
-    ~1 ms at 224^2). On the CPU without autograd the box is searched pixel by pixel instead
-    (:func:`.kernels.radius_reached`, the same answer).
+    Only the box around the M pixels, grown by the last radius, is masked and dilated (they are
+    the mouth's interior or the eyes; the whole window, read back at every drawn pixel, was ~1 ms
+    at 224^2). On the CPU the fragments are searched pixel by pixel instead
+    (:func:`.kernels.radius_reached`, the same answer, with no mask made).
     """
-    r0, r1, c0, c1 = _box(rows, cols, radii[-1], size)
-    mask = mask_in(slice(r0, r1), slice(c0, c1))
-    if kernels.use_kernels(mask):
-        return kernels.radius_reached(mask, face, rows - r0, cols - c0, radii)
-    mask = mask[:, None].float()
+    if kernels.use_kernels(tri_id):
+        return kernels.radius_reached(tri_id, flagged, face, rows, cols, radii)
+    r0, r1, c0, c1 = _box(rows, cols, radii[-1], tri_id.shape[1:])
+    box = tri_id[:, r0:r1, c0:c1]
+    mask = ((box >= 0) if flagged is None else (box >= 0) & flagged[box.clamp(min=0)])[:, None].float()
     distance = torch.full_like(rows, radii[-1] + 1)
     for previous, r in zip((0,) + radii, radii):
         mask = dilate(mask, r - previous) if r > previous else mask
@@ -370,9 +369,8 @@ def _skin_distance(selected: torch.Tensor, pixels: torch.Tensor, where: torch.Te
     source_xy = where[(selected,)][:, :2]
     source_cols = source_xy[:, 0].floor().clamp(0, size[1] - 1).long()
     source_rows = source_xy[:, 1].floor().clamp(0, size[0] - 1).long()
-    return (_distance(lambda ys, xs: src_frags.mask[:, ys, xs], face, source_rows, source_cols, radii, size),
-            _distance(lambda ys, xs: _drawn_skin(frags.tri_id[:, ys, xs], triangle_material), face, rows, cols, radii,
-                      size))
+    return (_distance(src_frags.tri_id, None, face, source_rows, source_cols, radii),   # the photo's: all skin
+            _distance(frags.tri_id, triangle_material == _SKIN, face, rows, cols, radii))
 
 
 def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, triangle_material: torch.Tensor,
