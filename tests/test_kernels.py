@@ -155,3 +155,23 @@ def test_blend_kernel_matches_torch():
     reference = composite(photo, layer, mask.clone().requires_grad_()).detach()
     assert (mask == 0).any() and torch.equal(fast, reference)
     assert torch.equal(fast[(mask == 0).expand_as(fast)], photo[(mask == 0).expand_as(photo)])
+
+
+def test_neighbour_share_kernel_matches_pooling(monkeypatch):
+    """retarget._neighbour_share (the share of photo pixels among a part's around each of its
+    pixels): the kernel's count gives the bits of the torch path's pooled grid, for two faces
+    whose drawn pixels are padded, at the window's edges too."""
+    from affectsynth.render.retarget import _neighbour_share
+
+    g = torch.Generator().manual_seed(5)
+    size = (25, 31)
+    pixels = torch.stack([torch.randperm(size[0] * size[1], generator=g)[:400].sort().values for _ in range(2)])
+    pixels[1, -50:] = size[0] * size[1]                                          # padding
+    part = torch.rand(2, 400, generator=g) > 0.3
+    part[1, -50:] = False
+    chosen = part & (torch.rand(2, 400, generator=g) > 0.4)
+    fast = _neighbour_share(chosen, part, pixels, size)
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    reference = _neighbour_share(chosen, part, pixels, size)
+    assert fast.shape == (int(part.sum()),) and 0.0 < float(fast.mean()) < 1.0
+    assert torch.equal(fast, reference)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "radius_reached",
-           "face_creases", "separable_filter"]
+           "neighbour_share", "face_creases", "separable_filter"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -222,6 +222,33 @@ def _blend(photo, layer, mask, out):  # pragma: no cover - jitted
 
 _SURFACE_SAMPLES = _build(_surface_samples)
 _BLEND = _build(_blend)
+@numba.njit(cache=True)
+def _neighbour_share(chosen, part, pixels, height, width, out):  # pragma: no cover - jitted
+    """out[m]: :func:`neighbour_share` for the m-th pixel of ``part`` in row-major order."""
+    n_batch, n_pixels = part.shape
+    grid = np.zeros((n_batch, height, width), np.int8)                     # 1: the part's, 2: and chosen
+    for b in range(n_batch):
+        for p in range(n_pixels):
+            if part[b, p]:
+                grid[b, pixels[b, p] // width, pixels[b, p] % width] = 2 if chosen[b, p] else 1
+    nine, tiny, zero, one = np.float32(9.0), np.float32(1e-6), np.float32(0.0), np.float32(1.0)
+    m = 0
+    for b in range(n_batch):
+        for p in range(n_pixels):
+            if not part[b, p]:
+                continue
+            r, c = pixels[b, p] // width, pixels[b, p] % width
+            in_part, in_chosen = 0, 0
+            for i in range(max(r - 1, 0), min(r + 2, height)):
+                for j in range(max(c - 1, 0), min(c + 2, width)):
+                    in_part += grid[b, i, j] > 0
+                    in_chosen += grid[b, i, j] == 2
+            # avg_pool2d's means (sums / 9) and their ratio, as the torch path takes them
+            share = (np.float32(in_chosen) / nine) / max(np.float32(in_part) / nine, tiny)
+            out[m] = min(max(share, zero), one)
+            m += 1
+
+
 _RADIUS_REACHED = _build(_radius_reached)
 _CREASE_FACTOR_SERIAL = compiled(_crease_factor)[1]
 
@@ -391,6 +418,18 @@ def _each_image(x: torch.Tensor, op: Callable[[np.ndarray], np.ndarray]) -> torc
     if x.shape[0] == 1:  # (no stacking copy for one)
         return torch.from_numpy(op(np.ascontiguousarray(x[0, 0].numpy())))[None, None]
     return torch.stack([torch.from_numpy(op(np.ascontiguousarray(image[0].numpy()))) for image in x])[:, None]
+
+
+def neighbour_share(chosen: torch.Tensor, part: torch.Tensor, pixels: torch.Tensor,
+                    size: tuple[int, int]) -> torch.Tensor:
+    """chosen, part [B, N] bool over the drawn pixels ``pixels`` [B, N] (flat indices into a window
+    of ``size``) -> [M] float32: for each of the M pixels of ``part`` (row-major order) the mean of
+    ``chosen & part`` over its 3 x 3 neighbourhood divided by the mean of ``part`` (zero beyond
+    the window), clamped to [0, 1]."""
+    out = torch.empty(int(part.sum()), dtype=torch.float32)
+    _neighbour_share(chosen.contiguous().numpy(), part.contiguous().numpy(), pixels.contiguous().numpy(),
+                     int(size[0]), int(size[1]), out.numpy())
+    return out
 
 
 def radius_reached(tri_id: torch.Tensor, flagged: torch.Tensor | None, face: torch.Tensor, rows: torch.Tensor,

@@ -305,7 +305,7 @@ def _layer(colour: torch.Tensor, pixels: torch.Tensor, window: torch.Tensor) -> 
     channels-last grid cost a transposing copy of the window)."""
     channels, (height, width) = window.shape[1], window.shape[2:]
     grid = window.new_empty(channels, height * width + 1)           # the last column takes the padding
-    grid[:, :-1] = window.reshape(channels, -1)
+    grid[:, :-1].view(channels, height, width).copy_(window[0])     # (one copy of the strided window)
     grid.index_copy_(1, pixels, colour.T)
     return grid[:, :-1].view(1, channels, height, width)
 
@@ -494,8 +494,11 @@ def _neighbour_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch
     only where ``interior``). ``interior`` is a part: the mouth's interior, or the eyeballs.
 
     Only the part's pixels are placed, on a grid over their bounding box grown by 1 px: a
-    mouth is a small part of the window (pooling the whole window cost ~1 ms at 224^2).
+    mouth is a small part of the window (pooling the whole window cost ~1 ms at 224^2). On the
+    CPU, :func:`.kernels.neighbour_share` counts the neighbours (the same bits).
     """
+    if kernels.use_kernels(chosen, interior, pixels):
+        return kernels.neighbour_share(chosen & interior, interior, pixels, size)
     face, slot = interior.nonzero(as_tuple=True)                                       # [M] each
     if face.numel() == 0:
         return chosen.new_zeros(0, dtype=torch.float32)
