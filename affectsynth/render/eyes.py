@@ -46,7 +46,7 @@ from ..model.face_model import FaceModel
 from .polygon import polygon_pixels
 
 __all__ = ["EyeAppearance", "estimate_eye_appearance", "eyeball_colour", "eyeball_layers", "nearest_eye", "luma",
-           "eyeball_centres", "IRIS_LANDMARKS", "IRIS_RADIUS_MM", "PUPIL_FRACTION", "EYE_CONTOURS"]
+           "LUMA", "eyeball_centres", "IRIS_LANDMARKS", "IRIS_RADIUS_MM", "PUPIL_FRACTION", "EYE_CONTOURS"]
 
 #: mp478 index of each eye's iris centre (L, R); the next 4 are points on its rim (image
 #: right, up, left, down).
@@ -96,7 +96,8 @@ DEFAULT_COLOURS = {"sclera": (0.78, 0.74, 0.72), "iris": (0.30, 0.21, 0.15), "pu
 LIMBAL_DARKENING, LIMBAL_FROM = 0.45, 0.75
 COLLARETTE_GAIN = 0.12
 EDGE_SOFTNESS = 0.06
-_LUMA = (0.299, 0.587, 0.114)
+#: Rec. 601 luminance weights of (R, G, B) (:func:`luma`).
+LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def _median_colour(pixels: torch.Tensor, default: tuple[float, float, float]) ->
 
 def luma(colours: torch.Tensor) -> torch.Tensor:
     """[..., 3] -> [...] the luminance (Rec. 601 weights) of colours in the photo's values."""
-    return (colours * colours.new_tensor(_LUMA)).sum(-1)
+    return (colours * colours.new_tensor(LUMA)).sum(-1)
 
 
 def _classified_colours(colours: torch.Tensor, rho: torch.Tensor | None) -> dict[str, torch.Tensor]:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "radius_reached",
-           "neighbour_share", "face_creases", "separable_filter"]
+           "neighbour_share", "shade_mouth", "face_creases", "separable_filter"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -249,7 +249,43 @@ def _neighbour_share(chosen, part, pixels, height, width, out):  # pragma: no co
             m += 1
 
 
+def _shade_mouth(material, behind, facing, lip, teeth, teeth_id, gums_id, tongue_id, socket_id, of_lip,
+                 floor, depth_mm, lambert, bounce, luma_weights, out):  # pragma: no cover - jitted
+    """out[b, n]: :func:`~affectsynth.render.materials.shade_mouth` of point n of face b, its ops in
+    their order (every scalar in the colours' dtype; ``of_lip``: gums, tongue and socket tones as
+    multiples of the lips')."""
+    real = lip.dtype.type
+    zero, one, tiny = real(0.0), real(1.0), real(1e-6)
+    for b in range(material.shape[0]):
+        brightest = max(max(lip[b, 0], lip[b, 1]), lip[b, 2])
+        for n in numba.prange(material.shape[1]):
+            kind = material[b, n]
+            occlusion = floor[0] + floor[1] * np.exp(-max(behind[b, n], zero) / depth_mm)
+            light = one if kind == socket_id else lambert[0] + lambert[1] * min(max(facing[b, n], zero), one)
+            share = zero if kind == socket_id else (one - occlusion) * bounce
+            lit = occlusion * light
+            shaded, warmed = np.empty(3, lip.dtype), np.empty(3, lip.dtype)
+            for c in range(3):
+                tone = zero
+                if kind == teeth_id:
+                    tone = teeth[b, c]
+                elif kind == gums_id:
+                    tone = lip[b, c] * of_lip[0]
+                elif kind == tongue_id:
+                    tone = lip[b, c] * of_lip[1]
+                elif kind == socket_id:
+                    tone = lip[b, c] * of_lip[2]
+                shaded[c] = tone * lit
+                warmed[c] = shaded[c] * (one - share + share * (lip[b, c] / max(brightest, tiny)))
+            luma_shaded = shaded[0] * luma_weights[0] + shaded[1] * luma_weights[1] + shaded[2] * luma_weights[2]
+            luma_warmed = warmed[0] * luma_weights[0] + warmed[1] * luma_weights[1] + warmed[2] * luma_weights[2]
+            keep = luma_shaded / max(luma_warmed, tiny)
+            for c in range(3):
+                out[b, n, c] = min(max(warmed[c] * keep, zero), one)
+
+
 _RADIUS_REACHED = _build(_radius_reached)
+_SHADE_MOUTH = _build(_shade_mouth)
 _CREASE_FACTOR_SERIAL = compiled(_crease_factor)[1]
 
 
@@ -429,6 +465,24 @@ def neighbour_share(chosen: torch.Tensor, part: torch.Tensor, pixels: torch.Tens
     out = torch.empty(int(part.sum()), dtype=torch.float32)
     _neighbour_share(chosen.contiguous().numpy(), part.contiguous().numpy(), pixels.contiguous().numpy(),
                      int(size[0]), int(size[1]), out.numpy())
+    return out
+
+
+def shade_mouth(material: torch.Tensor, behind: torch.Tensor, facing: torch.Tensor, lip: torch.Tensor,
+                teeth: torch.Tensor, ids: tuple[int, int, int, int], of_lip: tuple[float, float, float],
+                floor: float, depth_mm: float, lambert: tuple[float, float], bounce: float,
+                luma_weights: tuple[float, float, float]) -> torch.Tensor:
+    """material [B, P] int64, behind, facing [B, P], lip, teeth [B, 3] (one float dtype); ids: the
+    teeth's, gums', tongue's and socket's material indices -> [B, P, 3]
+    (:func:`~affectsynth.render.materials.shade_mouth`: to the last bit or so, libm's exp being
+    not torch's)."""
+    out = torch.empty(*material.shape, 3, dtype=lip.dtype)
+    real = out.numpy().dtype.type
+    pair = lambda a, b: np.array([a, b], out.numpy().dtype)  # noqa: E731 - scalars in the colours' dtype
+    _SHADE_MOUTH(material.contiguous().numpy(), behind.contiguous().numpy(), facing.contiguous().numpy(),
+                 lip.contiguous().numpy(), teeth.to(lip.dtype).contiguous().numpy(), *ids,
+                 np.array(of_lip, out.numpy().dtype), pair(floor, 1 - floor), real(depth_mm), pair(*lambert),
+                 real(bounce), np.array(luma_weights, out.numpy().dtype), out.numpy())
     return out
 
 

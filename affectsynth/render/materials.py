@@ -22,7 +22,7 @@ import torch
 
 from ..model.face_model import MATERIALS, FaceModel
 from . import kernels
-from .eyes import luma
+from .eyes import LUMA, luma
 from .polygon import polygon_pixels
 from .shade import sample_image
 
@@ -188,8 +188,15 @@ def shade_mouth(material: torch.Tensor, behind_lips_mm: torch.Tensor, facing: to
         facing: [B, H, W] cosine between the surface normal and the view direction (0..1).
         appearance: the faces' :class:`MouthAppearance`.
     Returns:
-        [B, H, W, 3].
+        [B, H, W, 3] (on the CPU without autograd, from :func:`.kernels.shade_mouth`: to the last
+        bit or so).
     """
+    if kernels.use_kernels(behind_lips_mm, facing, appearance.lip, appearance.teeth):
+        ids = tuple(MATERIALS.index(name) for name in ("teeth", "gums", "tongue", "mouth_socket"))
+        return kernels.shade_mouth(material.reshape(len(material), -1), behind_lips_mm.reshape(len(material), -1),
+                                   facing.reshape(len(material), -1), appearance.lip[:, :3], appearance.teeth[:, :3],
+                                   ids, (GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP), OCCLUSION_FLOOR,
+                                   OCCLUSION_DEPTH_MM, MOUTH_LAMBERT, MOUTH_BOUNCE, LUMA).view(*material.shape, 3)
     lip = appearance.lip[:, None, None, :3]
     tones = {
         "teeth": appearance.teeth[:, None, None, :3].to(lip.dtype),
