@@ -194,3 +194,19 @@ def test_shade_mouth_kernel_agrees_with_torch():
     reference = shade_mouth(material, behind.clone().requires_grad_(), facing, appearance).detach()
     assert fast.shape == (2, 40, 50, 3) and (fast[material == 0] == 0).all() and fast.std() > 0.1
     assert torch.allclose(fast, reference, rtol=0, atol=1e-6), (fast - reference).abs().max()
+
+
+def test_drawn_pixels_kernel_matches_torch(posed, monkeypatch):
+    """retarget._drawn_pixels: the kernel's compaction of three faces' fragments (different
+    counts, so padded) is the torch path's, element for element."""
+    from affectsynth.render.retarget import _drawn_pixels
+
+    _, _, frags = posed
+    fast_pixels, fast = _drawn_pixels(frags)
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    pixels, reference = _drawn_pixels(frags)
+    counts = frags.mask.flatten(1).sum(1)
+    assert len(set(counts.tolist())) == 3 and fast_pixels.shape == (3, int(counts.max()))
+    assert torch.equal(fast_pixels, pixels)
+    for field in ("tri_id", "bary", "depth"):
+        assert torch.equal(getattr(fast, field), getattr(reference, field)), field

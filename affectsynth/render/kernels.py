@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "radius_reached",
-           "neighbour_share", "shade_mouth", "face_creases", "separable_filter"]
+           "neighbour_share", "shade_mouth", "drawn_pixels", "face_creases", "separable_filter"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -284,6 +284,35 @@ def _shade_mouth(material, behind, facing, lip, teeth, teeth_id, gums_id, tongue
                 out[b, n, c] = min(max(warmed[c] * keep, zero), one)
 
 
+@numba.njit(cache=True)
+def _drawn_pixels(tri_id, bary, depth):  # pragma: no cover - jitted
+    """:func:`drawn_pixels`' arrays: each face's covered pixels in raster order, padded."""
+    n_batch, height, width = tri_id.shape
+    count = np.zeros(n_batch, np.int64)
+    for b in range(n_batch):
+        for i in range(height):
+            for j in range(width):
+                count[b] += tri_id[b, i, j] >= 0
+    most = count.max() if n_batch else 0
+    pixels = np.full((n_batch, most), height * width, np.int64)
+    drawn_tri = np.full((n_batch, most), -1, np.int64)
+    drawn_bary = np.zeros((n_batch, most, 3), bary.dtype)
+    drawn_depth = np.full((n_batch, most), -np.inf, depth.dtype)
+    for b in range(n_batch):
+        n = 0
+        for i in range(height):
+            for j in range(width):
+                if tri_id[b, i, j] >= 0:
+                    pixels[b, n] = i * width + j
+                    drawn_tri[b, n] = tri_id[b, i, j]
+                    drawn_bary[b, n, 0] = bary[b, i, j, 0]
+                    drawn_bary[b, n, 1] = bary[b, i, j, 1]
+                    drawn_bary[b, n, 2] = bary[b, i, j, 2]
+                    drawn_depth[b, n] = depth[b, i, j]
+                    n += 1
+    return pixels, drawn_tri, drawn_bary, drawn_depth
+
+
 _RADIUS_REACHED = _build(_radius_reached)
 _SHADE_MOUTH = _build(_shade_mouth)
 _CREASE_FACTOR_SERIAL = compiled(_crease_factor)[1]
@@ -484,6 +513,15 @@ def shade_mouth(material: torch.Tensor, behind: torch.Tensor, facing: torch.Tens
                  np.array(of_lip, out.numpy().dtype), pair(floor, 1 - floor), real(depth_mm), pair(*lambert),
                  real(bounce), np.array(luma_weights, out.numpy().dtype), out.numpy())
     return out
+
+
+def drawn_pixels(tri_id: torch.Tensor, bary: torch.Tensor,
+                 depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fragments tri_id [B, H, W], bary [B, H, W, 3], depth [B, H, W] -> each face's covered pixels
+    in raster order, N the most any face has: flat indices [B, N] int64 (padding: H * W) and the
+    fragments there, tri_id [B, N] (padding -1), bary [B, N, 3] (0), depth [B, N] (-inf)."""
+    arrays = _drawn_pixels(tri_id.contiguous().numpy(), bary.contiguous().numpy(), depth.contiguous().numpy())
+    return tuple(torch.from_numpy(a) for a in arrays)
 
 
 def radius_reached(tri_id: torch.Tensor, flagged: torch.Tensor | None, face: torch.Tensor, rows: torch.Tensor,

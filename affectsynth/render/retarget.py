@@ -227,6 +227,9 @@ def _drawn_pixels(frags: Fragments) -> tuple[torch.Tensor, Fragments]:
         is empty. And the fragments at those pixels, [B, 1, N].
     """
     n_batch, height, width = frags.tri_id.shape
+    if kernels.use_kernels(frags.tri_id, frags.bary):   # one pass, the same arrays
+        pixels, tri_id, bary, depth = kernels.drawn_pixels(frags.tri_id, frags.bary, frags.depth)
+        return pixels, Fragments(tri_id=tri_id[:, None], bary=bary[:, None], depth=depth[:, None], backend=frags.backend)
     covered = frags.mask.reshape(n_batch, -1)
     face, pixel = covered.nonzero(as_tuple=True)
     if n_batch == 1:  # one face: nothing to pad (and the padding's index arithmetic is ~0.3 ms)
