@@ -210,3 +210,29 @@ def test_drawn_pixels_kernel_matches_torch(posed, monkeypatch):
     assert torch.equal(fast_pixels, pixels)
     for field in ("tri_id", "bary", "depth"):
         assert torch.equal(getattr(fast, field), getattr(reference, field)), field
+
+
+def test_lid_shadow_kernel_agrees_with_torch(monkeypatch):
+    """retarget._lid_shadow (the upper lid's shadow on painted eyeball pixels): the kernel's column
+    search gives the torch path's margins, with and without the photo's lid band between, and
+    its light to the last bit or so (libm's and torch's exp)."""
+    from affectsynth.model.face_model import MATERIALS
+    from affectsynth.render.raster import Fragments
+    from affectsynth.render.retarget import _lid_shadow
+
+    g = torch.Generator().manual_seed(13)
+    size, n = (40, 30), 1200
+    tri_id = torch.where(torch.rand(2, *size, generator=g) > 0.85, torch.randint(0, 60, (2, *size), generator=g), -1)
+    material = torch.where(torch.rand(60, generator=g) > 0.5, MATERIALS.index("skin"), MATERIALS.index("eyeball"))
+    frags = Fragments(tri_id=tri_id, bary=torch.zeros(2, *size, 3), depth=torch.zeros(2, *size), backend="numba")
+    pixels = torch.stack([torch.randperm(size[0] * size[1], generator=g)[:n].sort().values for _ in range(2)])
+    selected = (torch.rand(2, 1, n, generator=g) > 0.5)
+    band = torch.rand(2, *size, generator=g) > 0.95
+    scale = torch.tensor([1.5, 2.5])
+    fast = [_lid_shadow(selected, pixels, frags, material, scale, size, lid_band) for lid_band in (None, band)]
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    for lid_band, got in zip((None, band), fast):
+        reference = _lid_shadow(selected, pixels, frags, material, scale, size, lid_band)
+        assert got.shape == reference.shape and (got < 0.99).sum() > 100 and (got == 1).sum() > 100
+        assert torch.allclose(got, reference, rtol=0, atol=1e-6), (got - reference).abs().max()
+    assert (fast[1] == 1).sum() > (fast[0] == 1).sum()                   # the band lifts shadows

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "radius_reached",
-           "neighbour_share", "shade_mouth", "drawn_pixels", "face_creases", "separable_filter"]
+           "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "face_creases", "separable_filter"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -313,7 +313,26 @@ def _drawn_pixels(tri_id, bary, depth):  # pragma: no cover - jitted
     return pixels, drawn_tri, drawn_bary, drawn_depth
 
 
+def _lid_shadow(tri_id, is_skin, band, has_band, face, rows, cols, scale, reach, shadow, shadow_mm,
+                out):  # pragma: no cover - jitted
+    """out[m]: :func:`lid_shadow` of pixel m."""
+    real = scale.dtype.type
+    one = real(1.0)
+    for m in numba.prange(face.shape[0]):
+        f, r, c = face[m], rows[m], cols[m]
+        up = np.inf
+        for i in range(r, max(r - reach, 0) - 1, -1):       # at or above, within reach
+            tri = tri_id[f, i, c]
+            if tri >= 0 and is_skin[tri]:
+                up = real(r - i)
+                break
+            if has_band and band[f, i, c]:                   # the band comes first: it carries the shadow
+                break
+        out[m] = one - shadow * np.exp(-(real(up) / scale[m]) / shadow_mm)
+
+
 _RADIUS_REACHED = _build(_radius_reached)
+_LID_SHADOW = _build(_lid_shadow)
 _SHADE_MOUTH = _build(_shade_mouth)
 _CREASE_FACTOR_SERIAL = compiled(_crease_factor)[1]
 
@@ -522,6 +541,23 @@ def drawn_pixels(tri_id: torch.Tensor, bary: torch.Tensor,
     fragments there, tri_id [B, N] (padding -1), bary [B, N, 3] (0), depth [B, N] (-inf)."""
     arrays = _drawn_pixels(tri_id.contiguous().numpy(), bary.contiguous().numpy(), depth.contiguous().numpy())
     return tuple(torch.from_numpy(a) for a in arrays)
+
+
+def lid_shadow(tri_id: torch.Tensor, is_skin: torch.Tensor, band: torch.Tensor | None, face: torch.Tensor,
+               rows: torch.Tensor, cols: torch.Tensor, scale: torch.Tensor, reach: int, shadow: float,
+               shadow_mm: float) -> torch.Tensor:
+    """tri_id [B, h, w] (fragments'), is_skin [F] bool, band [B, h, w] bool or None, face, rows,
+    cols [M] int64, scale [M] px per mm -> [M] in scale's dtype: 1 - shadow e^(-d / shadow_mm), d the
+    distance (mm) up to the first skin drawn at or above each pixel in its column within ``reach``
+    rows (none, or a ``band`` pixel first: no shadow). (retarget._lid_shadow: to the last bit or
+    so, libm's exp being not torch's.)"""
+    out = torch.empty(face.shape, dtype=scale.dtype)
+    real = out.numpy().dtype.type
+    flags = np.zeros((1, 1, 1), np.bool_) if band is None else band.contiguous().numpy()
+    _LID_SHADOW(tri_id.contiguous().numpy(), is_skin.contiguous().numpy(), flags, band is not None,
+                face.contiguous().numpy(), rows.contiguous().numpy(), cols.contiguous().numpy(),
+                scale.contiguous().numpy(), int(reach), real(shadow), real(shadow_mm), out.numpy())
+    return out
 
 
 def radius_reached(tri_id: torch.Tensor, flagged: torch.Tensor | None, face: torch.Tensor, rows: torch.Tensor,

@@ -387,6 +387,9 @@ def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, 
     face, rows, cols = _selected_pixels(selected, pixels, size)
     scale = px_per_mm[face]                                                                 # [M]
     reach = max(1, int(math.ceil(4 * LID_SHADOW_MM * float(px_per_mm.max()))))
+    if kernels.use_kernels(frags.tri_id, scale):   # each column searched up from the pixel
+        return kernels.lid_shadow(frags.tri_id, triangle_material == _SKIN, lid_band, face, rows, cols, scale, reach,
+                                  LID_SHADOW, LID_SHADOW_MM)
     r0, _, c0, _ = box = _box(rows, cols, reach, size)
     skin = _drawn_skin(frags.tri_id[:, box[0]:box[1], box[2]:box[3]], triangle_material)
     above, _ = _margin_rows(skin)
