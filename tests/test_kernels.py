@@ -236,3 +236,25 @@ def test_lid_shadow_kernel_agrees_with_torch(monkeypatch):
         assert got.shape == reference.shape and (got < 0.99).sum() > 100 and (got == 1).sum() > 100
         assert torch.allclose(got, reference, rtol=0, atol=1e-6), (got - reference).abs().max()
     assert (fast[1] == 1).sum() > (fast[0] == 1).sum()                   # the band lifts shadows
+
+
+def test_sclera_below_kernel_matches_torch(monkeypatch):
+    """retarget._photo_sclera_below (the photo's sclera below each uncovered eyeball pixel): the
+    kernel's column search and mean give the torch path's pooled grid, the same bits, for two
+    faces at two scales, some columns with no sclera below and some too dark."""
+    from affectsynth.render.retarget import _photo_sclera_below
+
+    g = torch.Generator().manual_seed(17)
+    size, n = (36, 28), 700
+    pixels = torch.stack([torch.randperm(size[0] * size[1], generator=g)[:n].sort().values for _ in range(2)])
+    kind = torch.rand(2, 1, n, generator=g)
+    selected, shown = kind < 0.3, kind > 0.55
+    window = torch.rand(1, 3, 50, 40, generator=g)[..., 4:40, 6:34]
+    sclera = torch.rand(int(selected.sum()), 3, generator=g) * 0.5 + 0.5
+    for scale in (torch.tensor([1.5, 3.0]), torch.tensor([4.0, 2.0])):
+        fast = _photo_sclera_below(selected, pixels, shown, window, sclera, scale, size)
+        with monkeypatch.context() as patched:
+            patched.setattr(kernels, "use_kernels", lambda *tensors: False)
+            reference = _photo_sclera_below(selected, pixels, shown, window, sclera, scale, size)
+        assert fast[1].sum() > 20 and (~fast[1]).sum() > 20
+        assert torch.equal(fast[1], reference[1]) and torch.equal(fast[0], reference[0])

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "radius_reached",
-           "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "face_creases", "separable_filter"]
+           "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow",
+           "sclera_below", "face_creases", "separable_filter"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -331,6 +332,46 @@ def _lid_shadow(tri_id, is_skin, band, has_band, face, rows, cols, scale, reach,
         out[m] = one - shadow * np.exp(-(real(up) / scale[m]) / shadow_mm)
 
 
+@numba.njit(cache=True)
+def _sclera_below(shown, pixels, face, rows, cols, image, reach, half, limit, sclera, min_luma, luma_weights,
+                  colour, found):  # pragma: no cover - jitted
+    """colour[m], found[m]: :func:`sclera_below` of pixel m, in the torch path's box (the pixels'
+    rows and columns grown by ``reach``) and its order of summation."""
+    n_batch, height, width = shown.shape[0], image.shape[2], image.shape[3]
+    real = image.dtype.type
+    grid = np.zeros((n_batch, height, width), np.bool_)
+    for b in range(n_batch):
+        for p in range(pixels.shape[1]):
+            if shown[b, p]:
+                grid[b, pixels[b, p] // width, pixels[b, p] % width] = True
+    top, bottom = max(rows.min() - reach, 0), min(rows.max() + reach + 1, height)
+    left, right = max(cols.min() - reach, 0), min(cols.max() + reach + 1, width)
+    divisor, tiny = real((2 * half + 1) * (2 * half + 1)), real(1e-6)
+    for m in range(face.shape[0]):
+        f, r, c = face[m], rows[m], cols[m]
+        first = bottom                                            # the first shown row at or below
+        for i in range(r, bottom):
+            if grid[f, i, c]:
+                first = i
+                break
+        centre = min(first + half, bottom - 1)
+        count = 0
+        total = np.zeros(3, image.dtype)
+        for i in range(max(centre - half, top), min(centre + half + 1, bottom)):
+            for j in range(max(c - half, left), min(c + half + 1, right)):
+                if grid[f, i, j]:
+                    count += 1
+                    for k in range(3):
+                        total[k] += image[0, k, i, j]
+        mean = max(real(count) / divisor, tiny)
+        light, own = real(0.0), real(0.0)
+        for k in range(3):
+            colour[m, k] = (total[k] / divisor) / mean
+            light += colour[m, k] * luma_weights[k]
+            own += sclera[m, k] * luma_weights[k]
+        found[m] = first < bottom and first - r <= limit[m] and count > 0 and light >= min_luma * own
+
+
 _RADIUS_REACHED = _build(_radius_reached)
 _LID_SHADOW = _build(_lid_shadow)
 _SHADE_MOUTH = _build(_shade_mouth)
@@ -558,6 +599,25 @@ def lid_shadow(tri_id: torch.Tensor, is_skin: torch.Tensor, band: torch.Tensor |
                 face.contiguous().numpy(), rows.contiguous().numpy(), cols.contiguous().numpy(),
                 scale.contiguous().numpy(), int(reach), real(shadow), real(shadow_mm), out.numpy())
     return out
+
+
+def sclera_below(shown: torch.Tensor, pixels: torch.Tensor, face: torch.Tensor, rows: torch.Tensor,
+                 cols: torch.Tensor, image: torch.Tensor, reach: int, half: int, limit: torch.Tensor,
+                 sclera: torch.Tensor, min_luma: float,
+                 luma_weights: tuple[float, float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """shown [B, N] bool over the drawn pixels ``pixels`` [B, N] of ``image`` [1, C, h, w]; M pixels
+    (face, rows, cols [M] int64) -> colour [M, 3], found [M] bool: retarget._photo_sclera_below (the
+    mean of the shown pixels within ``half`` px of the first shown one below each pixel in its
+    column, that one within ``limit`` [M] px, and at least ``min_luma`` as light as ``sclera``
+    [M, 3]): the same bits."""
+    colour = torch.empty(face.shape[0], 3, dtype=image.dtype)
+    found = torch.empty(face.shape, dtype=torch.bool)
+    real = colour.numpy().dtype.type
+    _sclera_below(shown.contiguous().numpy(), pixels.contiguous().numpy(), face.contiguous().numpy(),
+                  rows.contiguous().numpy(), cols.contiguous().numpy(), image.numpy(), int(reach), int(half),
+                  limit.contiguous().numpy(), sclera.to(image.dtype).contiguous().numpy(), real(min_luma),
+                  np.array(luma_weights, colour.numpy().dtype), colour.numpy(), found.numpy())
+    return colour, found
 
 
 def radius_reached(tri_id: torch.Tensor, flagged: torch.Tensor | None, face: torch.Tensor, rows: torch.Tensor,

@@ -16,7 +16,7 @@ from ..model.face_model import MATERIALS, FaceModel
 from . import kernels
 from .composite import composite, dilate, feathered_mask, fill_specks
 from .creases import CreaseLines, crease_lines, crease_shading
-from .eyes import EyeAppearance, eyeball_layers, luma, nearest_eye
+from .eyes import LUMA, EyeAppearance, eyeball_layers, luma, nearest_eye
 from .materials import (AMBIENT, PHOTO_GAMMA, RATIO_RANGE, MouthAppearance, estimate_mouth_appearance, key_light,
                         looks_like_teeth, shade_mouth, shading_ratio, vertex_normals)
 from .raster import Fragments, rasterize, resolve_backend
@@ -413,20 +413,24 @@ def _photo_sclera_below(selected: torch.Tensor, pixels: torch.Tensor, shown: tor
     eye's) -> ([M, 3], [M] bool). ``window``: [1, C, h, w] the photo's pixels."""
     face, rows, cols = _selected_pixels(selected, pixels, size)
     reach = max(1, int(math.ceil(SCLERA_BELOW_MM * float(px_per_mm.max()))))
+    half = max(1, round(SCLERA_BELOW_AVERAGE_MM * float(px_per_mm.max())))
+    limit = (SCLERA_BELOW_MM * px_per_mm[face]).ceil()
+    if kernels.use_kernels(shown, window, sclera):   # the same, searched pixel by pixel
+        return kernels.sclera_below(shown[:, 0], pixels, face, rows, cols, window, reach, half, limit, sclera,
+                                    SCLERA_BELOW_MIN_LUMA, LUMA)
     r0, r1, c0, c1 = _box(rows, cols, reach, size)
     grid = _in_place(shown[:, 0], pixels, size)[:, r0:r1, c0:c1]                     # [B, h, w]
     _, first = _margin_rows(~grid)                                                            # first shown row below
     row = first[face, rows - r0, cols - c0]                                                   # [M], box rows
     # averaged over a square of shown pixels just below it: taken pixel by pixel, the
     # columns alternated between lashes' shadow and sclera, in stripes
-    half = max(1, round(SCLERA_BELOW_AVERAGE_MM * float(px_per_mm.max())))
     weight = grid[:, None].to(window.dtype)
     count, total = (torch.nn.functional.avg_pool2d(x, 2 * half + 1, stride=1, padding=half)
                     for x in (weight, window[:, :3, r0:r1, c0:c1] * weight))                # [B, 1 | 3, h, w]
     at_row = (row + half).clamp(max=r1 - r0 - 1)
     n = count[face, 0, at_row, cols - c0]
     colour = total[face, :, at_row, cols - c0] / n.clamp(min=1e-6)[:, None]                  # [M, 3]
-    found = ((row < r1 - r0) & (row - (rows - r0) <= (SCLERA_BELOW_MM * px_per_mm[face]).ceil()) & (n > 0)
+    found = ((row < r1 - r0) & (row - (rows - r0) <= limit) & (n > 0)
              & (luma(colour) >= SCLERA_BELOW_MIN_LUMA * luma(sclera.to(colour.dtype))))
     return colour, found
 
