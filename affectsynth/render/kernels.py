@@ -9,8 +9,8 @@ pixels). Each kernel does the reference's floating-point operations in the refer
 it returns the same bits (``tests/test_kernels.py``); numba does not contract a * b + c into a
 fused multiply-add unless asked (``fastmath``), and none of these ask. The exceptions agree to
 the last bit or so: :func:`vertex_normals` (torch's ``cross`` and ``norm`` fuse multiply-adds),
-the shading ratio of :func:`surface_samples` and :func:`crease_factor` (torch's and libm's
-``pow`` and ``exp``) and :func:`separable_filter` (OpenCV's order of summation).
+the shading ratio of :func:`surface_samples`, :func:`face_creases`, :func:`shade_mouth` and
+:func:`lid_shadow` (torch's and libm's ``pow`` and ``exp``) and :func:`separable_filter` (OpenCV's order of summation).
 
 :func:`surface_samples` chains four reference ops per drawn pixel (interpolate, the photo's
 depth there, its colour there, the shading ratio) in one loop body: as four kernels, each pass
@@ -375,7 +375,7 @@ def _sclera_below(shown, pixels, face, rows, cols, image, reach, half, limit, sc
 _RADIUS_REACHED = _build(_radius_reached)
 _LID_SHADOW = _build(_lid_shadow)
 _SHADE_MOUTH = _build(_shade_mouth)
-_CREASE_FACTOR_SERIAL = compiled(_crease_factor)[1]
+_CREASE_FACTOR = numba.njit(cache=True)(_crease_factor)   # called per face, from _face_creases
 
 
 def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm, depth, px_per_mm, grid_mm,
@@ -436,7 +436,7 @@ def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm
         # as much ink when widened: the depth scaled by sigma_mm / sigma
         weight[u] = depth[c] * strength[c] * real(sigma_used[u]) / real(sigma[u])
     windows = np.empty((n_used, most), rest_xy.dtype)
-    _CREASE_FACTOR_SERIAL(px, py, segments[used], arc[used], fade[used], midline_side[used], s2, weight, shoulder,
+    _CREASE_FACTOR(px, py, segments[used], arc[used], fade[used], midline_side[used], s2, weight, shoulder,
                           one, windows)
     factor = np.ones((ny, nx), rest_xy.dtype)
     for u in range(n_used):
