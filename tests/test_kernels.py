@@ -258,3 +258,38 @@ def test_sclera_below_kernel_matches_torch(monkeypatch):
             reference = _photo_sclera_below(selected, pixels, shown, window, sclera, scale, size)
         assert fast[1].sum() > 20 and (~fast[1]).sum() > 20
         assert torch.equal(fast[1], reference[1]) and torch.equal(fast[0], reference[0])
+
+
+def test_lid_band_kernel_matches_torch(monkeypatch):
+    """retarget._lid_band (the photo's lash band that goes with a raised lid): on lids drawn as
+    skin above an eye opening in each column, raised 0-4 rows in the target, with source
+    positions a little off the pixels, two faces, the kernel's takes and sample points are the
+    torch path's."""
+    from affectsynth.render.raster import Fragments
+    from affectsynth.render.retarget import _lid_band
+
+    g = torch.Generator().manual_seed(23)
+    size = (40, 30)
+    rows = torch.arange(size[0])[None, :, None]
+    lid = 12 + torch.randint(0, 4, (2, 1, size[1]), generator=g)                     # the photo's upper lid
+    lower = 30 + torch.randint(0, 3, (2, 1, size[1]), generator=g)
+    photo_skin = (rows < lid) | (rows >= lower)
+    raised = lid - torch.randint(0, 5, (2, 1, size[1]), generator=g)
+    target_skin = (rows < raised) | (rows >= lower)
+    skin_id, eye_id = torch.randint(0, 10, (2, *size), generator=g), torch.randint(10, 20, (2, *size), generator=g)
+    photo = torch.where(photo_skin, skin_id, -1)
+    target = torch.where(target_skin, skin_id, eye_id)
+    material = torch.cat((torch.zeros(10, dtype=torch.long), torch.full((10,), 5)))       # skin, then eyeball
+    frags = [Fragments(tri_id=t, bary=torch.zeros(2, *size, 3), depth=torch.zeros(2, *size), backend="numba")
+             for t in (photo, target)]
+    pixels = torch.arange(size[0] * size[1]).expand(2, -1)
+    eyeball = (~target_skin).reshape(2, 1, -1)
+    centres = torch.stack((pixels % size[1], pixels // size[1]), -1).float() + 0.5
+    offset = torch.rand(2, pixels.shape[1], 2, generator=g) * 2 - 1
+    where = torch.cat((centres + offset, torch.zeros(2, pixels.shape[1], 1)), -1)[:, None]
+    band = torch.tensor([2, 3])
+    fast = _lid_band(eyeball, pixels, where, frags[0], frags[1], material, band, size)
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    reference = _lid_band(eyeball, pixels, where, frags[0], frags[1], material, band, size)
+    assert fast[0].sum() > 20 and (~fast[0]).sum() > 20
+    assert torch.equal(fast[0], reference[0]) and torch.equal(fast[1][fast[0]], reference[1][reference[0]])

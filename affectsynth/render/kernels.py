@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "radius_reached",
-           "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow",
+           "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
            "sclera_below", "face_creases", "separable_filter"]
 
 
@@ -372,6 +372,66 @@ def _sclera_below(shown, pixels, face, rows, cols, image, reach, half, limit, sc
         found[m] = first < bottom and first - r <= limit[m] and count > 0 and light >= min_luma * own
 
 
+@numba.njit(cache=True)
+def _skin_above(tri_id, is_skin, any_triangle, b, i, c, top, none):  # pragma: no cover - jitted
+    """The last row in [top, i] of column c of image b where a triangle is drawn (``any_triangle``)
+    or a skin one (``is_skin`` [F]), relative to ``top``; ``none`` where there is none."""
+    for k in range(i, top - 1, -1):
+        tri = tri_id[b, k, c]
+        if tri >= 0 and (any_triangle or is_skin[tri]):
+            return k - top
+    return none
+
+
+@numba.njit(cache=True)
+def _lid_band(eyeball, pixels, where, photo_tri_id, target_tri_id, is_skin, band_px, take,
+              band_xy):  # pragma: no cover - jitted
+    """take[m], band_xy[m]: :func:`lid_band` of the m-th eyeball pixel (row-major), in the torch
+    path's boxes (the pixels' rows and their source positions' rows, grown by the widest band + 1)."""
+    n_batch, n_pixels = eyeball.shape
+    height, width = photo_tri_id.shape[1], photo_tri_id.shape[2]
+    reach = band_px.max() + 1
+    lo_t, hi_t, lo_p, hi_p = height, -1, height, -1
+    for b in range(n_batch):
+        for p in range(n_pixels):
+            if eyeball[b, p]:
+                row = pixels[b, p] // width
+                source_row = int(min(max(np.floor(where[b, p, 1]), 0.0), height - 1.0))
+                lo_t, hi_t = min(lo_t, row), max(hi_t, row)
+                lo_p, hi_p = min(lo_p, source_row), max(hi_p, source_row)
+    top_t, top_p = max(lo_t - reach, 0), max(lo_p - reach, 0)
+    rows_t, rows_p = min(hi_t + reach + 1, height) - top_t, min(hi_p + reach + 1, height) - top_p
+    m = 0
+    for b in range(n_batch):
+        for p in range(n_pixels):
+            if not eyeball[b, p]:
+                continue
+            r, c = pixels[b, p] // width, pixels[b, p] % width
+            # rows down from the target's lid margin above the pixel (1: right under it)
+            depth_target = (r - top_t) - _skin_above(target_tri_id, is_skin, False, b, r, c, top_t, -rows_t)
+            x, y = where[b, p, 0], where[b, p, 1]
+            sr = int(min(max(np.floor(y), 0.0), height - 1.0))
+            sc = int(min(max(np.floor(x), 0.0), width - 1.0))
+            # the photo's margin there: the lid's lower edge (under a lid), else the last skin above
+            if photo_tri_id[b, sr, sc] >= 0:
+                margin = rows_p - 1
+                for k in range(sr, top_p + rows_p):
+                    if photo_tri_id[b, k, sc] < 0:
+                        margin = k - top_p - 1
+                        break
+            else:
+                margin = _skin_above(photo_tri_id, is_skin, True, b, sr, sc, top_p, -rows_p)
+            depth_photo = (sr - top_p) - margin
+            moved_y = y + where.dtype.type(depth_target - depth_photo)
+            sample = int(np.floor(moved_y)) - top_p
+            sample_row = top_p + min(max(sample, 0), rows_p - 1)
+            take[m] = (depth_target <= band_px[b] and depth_target > depth_photo and 0 <= sample < rows_p
+                       and photo_tri_id[b, sample_row, sc] < 0
+                       and _skin_above(photo_tri_id, is_skin, True, b, sample_row, sc, top_p, -rows_p) == margin)
+            band_xy[m, 0], band_xy[m, 1] = x, moved_y
+            m += 1
+
+
 _RADIUS_REACHED = _build(_radius_reached)
 _LID_SHADOW = _build(_lid_shadow)
 _SHADE_MOUTH = _build(_shade_mouth)
@@ -618,6 +678,21 @@ def sclera_below(shown: torch.Tensor, pixels: torch.Tensor, face: torch.Tensor, 
                   limit.contiguous().numpy(), sclera.to(image.dtype).contiguous().numpy(), real(min_luma),
                   np.array(luma_weights, colour.numpy().dtype), colour.numpy(), found.numpy())
     return colour, found
+
+
+def lid_band(eyeball: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, photo_tri_id: torch.Tensor,
+             target_tri_id: torch.Tensor, is_skin: torch.Tensor, band_px: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """eyeball [B, N] bool over the drawn pixels ``pixels`` [B, N] of a window whose fragments are
+    photo_tri_id (the photo's skin) and target_tri_id [B, h, w] (``is_skin`` [F] of the target's
+    triangles); where [B, N, C] (u, v first: each pixel's source position); band_px [B] int64 ->
+    take [M] bool, band_xy [M, 2]: retarget._lid_band, the same values."""
+    count = int(eyeball.sum())
+    take = torch.empty(count, dtype=torch.bool)
+    band_xy = torch.empty(count, 2, dtype=where.dtype)
+    _lid_band(eyeball.contiguous().numpy(), pixels.contiguous().numpy(), where.numpy(), photo_tri_id.contiguous().numpy(),
+              target_tri_id.contiguous().numpy(), is_skin.contiguous().numpy(), band_px.contiguous().numpy(),
+              take.numpy(), band_xy.numpy())
+    return take, band_xy
 
 
 def radius_reached(tri_id: torch.Tensor, flagged: torch.Tensor | None, face: torch.Tensor, rows: torch.Tensor,

@@ -464,6 +464,9 @@ def _lid_band(eyeball: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, 
     The margins are searched in the boxes around the eyes, grown by the band: the skin right
     above an eye's top row is its lid's.
     """
+    if kernels.use_kernels(where, src_frags.tri_id, frags.tri_id):   # the same, column by column
+        return kernels.lid_band(eyeball[:, 0], pixels, where[:, 0], src_frags.tri_id, frags.tri_id,
+                                triangle_material == _SKIN, band_px)
     face, rows, cols = _selected_pixels(eyeball, pixels, size)
     reach = int(band_px.max()) + 1
     r0, _, c0, _ = box = _box(rows, cols, reach, size)
