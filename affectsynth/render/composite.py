@@ -67,7 +67,7 @@ def erode(x: torch.Tensor, r: int) -> torch.Tensor:
     """Square (2r + 1)^2 min-filter of float [B, 1, H, W] (erosion of a mask): -dilate(-x), the
     same values (on the CPU without autograd, OpenCV's erosion, without the two negations)."""
     if r > 0 and kernels.use_kernels(x):
-        return kernels.max_filter(x, r, minimum=True)
+        return kernels.min_filter(x, r)
     return -dilate(-x, r)
 
 

@@ -34,8 +34,8 @@ import numba
 import numpy as np
 import torch
 
-__all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "radius_reached",
-           "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
+__all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
+           "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
            "sclera_below", "face_creases", "separable_filter"]
 
 
@@ -221,8 +221,6 @@ def _blend(photo, layer, mask, out):  # pragma: no cover - jitted
                     out[b, c, i, j] = m * layer[b, c, i, j] + (one - m) * photo[b, c, i, j]
 
 
-_SURFACE_SAMPLES = _build(_surface_samples)
-_BLEND = _build(_blend)
 @numba.njit(cache=True)
 def _neighbour_share(chosen, part, pixels, height, width, out):  # pragma: no cover - jitted
     """out[m]: :func:`neighbour_share` for the m-th pixel of ``part`` in row-major order."""
@@ -432,12 +430,6 @@ def _lid_band(eyeball, pixels, where, photo_tri_id, target_tri_id, is_skin, band
             m += 1
 
 
-_RADIUS_REACHED = _build(_radius_reached)
-_LID_SHADOW = _build(_lid_shadow)
-_SHADE_MOUTH = _build(_shade_mouth)
-_CREASE_FACTOR = numba.njit(cache=True)(_crease_factor)   # called per face, from _face_creases
-
-
 def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm, depth, px_per_mm, grid_mm,
                   min_sigma_px, shoulder, lowest, highest, out):  # pragma: no cover - jitted
     """out [N]: :func:`~affectsynth.render.creases.crease_shading` of one face, step by step as
@@ -524,6 +516,12 @@ def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm
         out[n] = total + one
 
 
+_SURFACE_SAMPLES = _build(_surface_samples)
+_BLEND = _build(_blend)
+_RADIUS_REACHED = _build(_radius_reached)
+_LID_SHADOW = _build(_lid_shadow)
+_SHADE_MOUTH = _build(_shade_mouth)
+_CREASE_FACTOR = numba.njit(cache=True)(_crease_factor)   # called per face, from _face_creases
 _FACE_CREASES = numba.njit(cache=True)(_face_creases)
 
 
@@ -581,12 +579,20 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def max_filter(x: torch.Tensor, r: int, minimum: bool = False) -> torch.Tensor:
-    """x [B, 1, H, W] float -> the maximum (or, ``minimum``, the minimum) over each pixel's
-    (2r + 1)^2 square, pixels off the image left out (OpenCV's dilation and erosion: their
-    default border takes no part)."""
+def max_filter(x: torch.Tensor, r: int) -> torch.Tensor:
+    """x [B, 1, H, W] float -> the maximum over each pixel's (2r + 1)^2 square, pixels off the
+    image left out (OpenCV's dilation: its default border takes no part)."""
+    return _square_filter(x, r, cv2.dilate)
+
+
+def min_filter(x: torch.Tensor, r: int) -> torch.Tensor:
+    """:func:`max_filter`'s minimum (OpenCV's erosion)."""
+    return _square_filter(x, r, cv2.erode)
+
+
+def _square_filter(x: torch.Tensor, r: int, op: Callable) -> torch.Tensor:
+    """OpenCV's morphological ``op`` (dilate or erode) with a (2r + 1)^2 square on x [B, 1, H, W]."""
     element = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))
-    op = cv2.erode if minimum else cv2.dilate
     return _each_image(x, lambda image: op(image, element))
 
 
@@ -626,12 +632,11 @@ def shade_mouth(material: torch.Tensor, behind: torch.Tensor, facing: torch.Tens
     (:func:`~affectsynth.render.materials.shade_mouth`: to the last bit or so, libm's exp being
     not torch's)."""
     out = torch.empty(*material.shape, 3, dtype=lip.dtype)
-    real = out.numpy().dtype.type
-    pair = lambda a, b: np.array([a, b], out.numpy().dtype)  # noqa: E731 - scalars in the colours' dtype
+    dtype = out.numpy().dtype   # every scalar in the colours' dtype
     _SHADE_MOUTH(material.contiguous().numpy(), behind.contiguous().numpy(), facing.contiguous().numpy(),
                  lip.contiguous().numpy(), teeth.to(lip.dtype).contiguous().numpy(), *ids,
-                 np.array(of_lip, out.numpy().dtype), pair(floor, 1 - floor), real(depth_mm), pair(*lambert),
-                 real(bounce), np.array(luma_weights, out.numpy().dtype), out.numpy())
+                 np.array(of_lip, dtype), np.array((floor, 1 - floor), dtype), dtype.type(depth_mm),
+                 np.array(lambert, dtype), dtype.type(bounce), np.array(luma_weights, dtype), out.numpy())
     return out
 
 
