@@ -303,6 +303,7 @@ class Synthesizer:
     def _render(self, image: np.ndarray, photo: torch.Tensor, fitted: FaceFit, appearance: dict,
                 target: ExpressionCode, coeffs: torch.Tensor, report, detect_fit_ms: float) -> SynthesisResult:
         from .deform import retarget
+        from .render import kernels
         from .render.retarget import render_retargeted
 
         clock = _Clock()
@@ -315,7 +316,11 @@ class Synthesizer:
             # The image's own pixels outside the render's box (photo = image / 255 gives them back exactly).
             y0, y1, x0, x1 = rendered.box
             out = image.copy()
-            out[y0:y1, x0:x1] = (rendered.window[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+            window = rendered.window[0]
+            if kernels.use_kernels(window):
+                kernels.to_uint8_hwc(window, out[y0:y1, x0:x1])
+            else:
+                out[y0:y1, x0:x1] = (window.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
             mask = np.zeros(image.shape[:2], np.float32)
             # numpy: torch.amax over dim 0 was ~100x slower
             mask[y0:y1, x0:x1] = rendered.window_mask[:, 0].float().cpu().numpy().max(0)

@@ -293,3 +293,39 @@ def test_lid_band_kernel_matches_torch(monkeypatch):
     reference = _lid_band(eyeball, pixels, where, frags[0], frags[1], material, band, size)
     assert fast[0].sum() > 20 and (~fast[0]).sum() > 20
     assert torch.equal(fast[0], reference[0]) and torch.equal(fast[1][fast[0]], reference[1][reference[0]])
+
+
+@pytest.mark.parametrize("with_creases", [True, False])
+def test_reshade_kernel_matches_torch(with_creases, monkeypatch):
+    """retarget._reshaded (the shown skin times its shading ratio and crease factor): the kernel,
+    in place, gives the bits of the torch path's where, on two faces' pixels of every material."""
+    from affectsynth.model.face_model import MATERIALS
+    from affectsynth.render.retarget import _reshaded
+
+    g = torch.Generator().manual_seed(13)
+    colour = torch.rand(2, 1, 500, 3, generator=g)
+    ratio = 0.7 + 0.6 * torch.rand(2, 1, 500, generator=g)
+    factor = 0.8 + 0.2 * torch.rand(2, 1, 500, generator=g) if with_creases else None
+    seen = torch.rand(2, 1, 500, generator=g) > 0.3
+    material = torch.randint(0, len(MATERIALS), (2, 1, 500), generator=g)
+    fast = _reshaded(colour.clone(), ratio, factor, seen, material)
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    reference = _reshaded(colour, ratio, factor, seen, material)
+    changed = seen & (material == MATERIALS.index("skin"))
+    assert changed.sum() > 50 and (fast != colour).any(-1).eq(changed).all()
+    assert torch.equal(fast, reference)
+
+
+def test_uint8_kernel_matches_torch():
+    """The pipeline's conversion of the composited window to uint8 pixels: clamped, scaled, rounded
+    half to even as torch.round, into a window of a larger [H, W, 3] image."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(17)
+    window = torch.rand(3, 40, 50, generator=g) * 1.2 - 0.1
+    window[0, 0, :4] = torch.tensor([0.5, 1.5, 2.5, 254.5]) / 255      # halves: to even
+    out = np.zeros((60, 70, 3), np.uint8)
+    kernels.to_uint8_hwc(window, out[10:50, 5:55])
+    reference = (window.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    assert (out[10:50, 5:55] == reference).all() and out[:10].max() == 0 and out[:, 55:].max() == 0
+    assert reference[0, :4, 0].tolist() == [0, 2, 2, 254]

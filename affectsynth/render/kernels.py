@@ -36,7 +36,7 @@ import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
-           "sclera_below", "face_creases", "separable_filter"]
+           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -219,6 +219,28 @@ def _blend(photo, layer, mask, out):  # pragma: no cover - jitted
                 for j in range(width):
                     m = mask[b, 0, i, j]
                     out[b, c, i, j] = m * layer[b, c, i, j] + (one - m) * photo[b, c, i, j]
+
+
+def _reshade(colour, ratio, factor, has_factor, seen, material, skin):  # pragma: no cover - jitted
+    """colour[b, p] *= ratio[b, p] (times factor[b, p] where ``has_factor``) at the pixels of ``seen``
+    whose material is ``skin``, in place."""
+    n_batch, n_pixels, channels = colour.shape
+    for b in range(n_batch):
+        for p in numba.prange(n_pixels):
+            if seen[b, p] and material[b, p] == skin:
+                r = ratio[b, p] * factor[b, p] if has_factor else ratio[b, p]
+                for c in range(channels):
+                    colour[b, p, c] = colour[b, p, c] * r
+
+
+def _to_uint8_hwc(image, out):  # pragma: no cover - jitted
+    """out[i, j, c] = round(clamp(image[c, i, j], 0, 1) * 255) (half to even, as torch.round) as uint8."""
+    channels, height, width = image.shape
+    zero, one, full = image.dtype.type(0.0), image.dtype.type(1.0), image.dtype.type(255.0)
+    for i in numba.prange(height):
+        for j in range(width):
+            for c in range(channels):
+                out[i, j, c] = np.uint8(np.rint(min(max(image[c, i, j], zero), one) * full))
 
 
 @numba.njit(cache=True)
@@ -518,6 +540,8 @@ def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm
 
 _SURFACE_SAMPLES = _build(_surface_samples)
 _BLEND = _build(_blend)
+_RESHADE = _build(_reshade)
+_TO_UINT8_HWC = _build(_to_uint8_hwc)
 _RADIUS_REACHED = _build(_radius_reached)
 _LID_SHADOW = _build(_lid_shadow)
 _SHADE_MOUTH = _build(_shade_mouth)
@@ -570,6 +594,22 @@ def blend(photo: torch.Tensor, layer: torch.Tensor, mask: torch.Tensor) -> torch
     out = torch.empty(photo.shape, dtype=photo.dtype)
     _BLEND(photo.numpy(), layer.numpy(), mask.numpy(), out.numpy())
     return out
+
+
+def reshade(colour: torch.Tensor, ratio: torch.Tensor, factor: torch.Tensor | None, seen: torch.Tensor,
+            material: torch.Tensor, skin: int) -> torch.Tensor:
+    """colour [B, N, C] (contiguous), ratio and factor (or None) [B, N] of its dtype, seen [B, N] bool,
+    material [B, N] int64 -> colour, multiplied in place by ratio * factor where seen and of material
+    ``skin``: ``torch.where(seen & (material == skin), colour * (ratio * factor), colour)``, the same bits."""
+    _RESHADE(colour.numpy(), ratio.contiguous().numpy(), ratio.numpy() if factor is None else factor.contiguous().numpy(),
+             factor is not None, seen.contiguous().numpy(), material.contiguous().numpy(), skin)
+    return colour
+
+
+def to_uint8_hwc(image: torch.Tensor, out: np.ndarray) -> None:
+    """image [C, H, W] float -> ``out`` [H, W, C] uint8 (any strides: a window of a larger image):
+    ``(image.permute(1, 2, 0).clamp(0, 1) * 255).round()`` as uint8, the same values."""
+    _TO_UINT8_HWC(image.numpy(), out)
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

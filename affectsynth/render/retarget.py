@@ -181,13 +181,11 @@ def _px_per_mm(image_points: torch.Tensor, model_points: torch.Tensor) -> torch.
     return (spread / (model_points - model_points.mean(1, keepdim=True)).square().sum((1, 2))).sqrt()
 
 
-def _pushed_back(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: torch.Tensor,
-                 mm: float) -> torch.Tensor:
-    """[B, V, 3] image-space points with ``vertices`` (int64 ids or a [V] bool mask) moved ``mm``
-    away from the camera (B faces at ``px_per_mm`` [B])."""
-    out = image_points.clone()
-    out[:, vertices, 2] -= (mm * px_per_mm)[:, None]
-    return out
+def _push_back(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: torch.Tensor, mm: float) -> torch.Tensor:
+    """``image_points`` [B, V, 3] with ``vertices`` (int64 ids or a [V] bool mask) moved ``mm`` away
+    from the camera (B faces at ``px_per_mm`` [B]), in place."""
+    image_points[:, vertices, 2] -= (mm * px_per_mm)[:, None]
+    return image_points
 
 
 def rasterize_target(target_image: torch.Tensor, parts: ModelParts, px_per_mm: torch.Tensor,
@@ -206,7 +204,7 @@ def rasterize_target(target_image: torch.Tensor, parts: ModelParts, px_per_mm: t
     Returns:
         :class:`~affectsynth.render.raster.Fragments` [B, H, W].
     """
-    pushed = _pushed_back(target_image, px_per_mm, parts.interior_only, MOUTH_INTERIOR_DEPTH_BIAS_MM)
+    pushed = _push_back(target_image.clone(), px_per_mm, parts.interior_only, MOUTH_INTERIOR_DEPTH_BIAS_MM)
     return rasterize(pushed, parts.triangles, size, backend)
 
 
@@ -300,6 +298,20 @@ def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Te
     seen = ~skin_there | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)
     return (values, seen.reshape(frags.tri_id.shape) & frags.mask, sample_image(image, where[..., :2]),
             shading_ratio(values[..., 3:6], values[..., 6:9]))
+
+
+def _reshaded(colour: torch.Tensor, ratio: torch.Tensor, crease_factor: torch.Tensor | None, seen: torch.Tensor,
+              material: torch.Tensor) -> torch.Tensor:
+    """colour [B, 1, N, C] with the skin the photo shows (``seen`` [B, 1, N] bool, of ``material``
+    [B, 1, N] skin) re-shaded: times its shading ratio [B, 1, N] and, where given, its creases'
+    factor [B, 1, N] (on the CPU without autograd in place, :func:`.kernels.reshade`)."""
+    if kernels.use_kernels(colour, ratio):
+        kernels.reshade(colour.view(colour.shape[0], -1, colour.shape[-1]), ratio.view(ratio.shape[0], -1),
+                        None if crease_factor is None else crease_factor.view(ratio.shape[0], -1),
+                        seen.view(ratio.shape[0], -1), material.view(ratio.shape[0], -1), _SKIN)
+        return colour
+    ratio = ratio if crease_factor is None else ratio * crease_factor
+    return torch.where((seen & (material == _SKIN))[..., None], colour * ratio[..., None].to(colour.dtype), colour)
 
 
 def _layer(colour: torch.Tensor, pixels: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
@@ -562,23 +574,26 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     src, dst = deformation.source_image, deformation.target_image
     # Scales of the unmoved points: the biases below are for depth tests only.
     src_px_per_mm, dst_px_per_mm = _px_per_mm(src, deformation.source), _px_per_mm(dst, deformation.target)
-    if parts.eyeballs is not None:
-        src = _pushed_back(src, src_px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
-        dst = _pushed_back(dst, dst_px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
     b = src.shape[0]
-    face_size = (src[..., :2].amax(1) - src[..., :2].amin(1)).amax(-1)                      # [B] px
-    feather = [float(f) * FEATHER_FRACTION for f in face_size]
+    low, high = torch.stack((src[..., :2], dst[..., :2])).aminmax(dim=2)                   # [2, B, 2] each
+    # Read into Python at once (each number read on its own costs microseconds): the faces' sizes
+    # (px, before), then the lowest and highest x and y of every face before and after.
+    *face_size, lo_x, lo_y, hi_x, hi_y = torch.cat(((high[0] - low[0]).amax(-1), low.amin((0, 1)),
+                                                    high.amax((0, 1)))).tolist()
+    feather = [size * FEATHER_FRACTION for size in face_size]
     # Work in the window that holds every face before and after, plus the feather: pixels
     # outside it cannot change, and the per-pixel work scales with the face, not the photo.
-    both = torch.cat((src[..., :2], dst[..., :2]), 1).reshape(-1, 2)
     margin = 2 * max(feather) + 2
-    x0, y0 = (int(max(0.0, float(c) - margin)) for c in both.amin(0))
-    x1, y1 = (int(min(float(lim), float(c) + margin + 1)) for c, lim in zip(both.amax(0), (width, height)))
+    x0, y0 = int(max(0.0, lo_x - margin)), int(max(0.0, lo_y - margin))
+    x1, y1 = int(min(float(width), hi_x + margin + 1)), int(min(float(height), hi_y + margin + 1))
     if x1 <= x0 or y1 <= y0:  # every face is off the image
         return RetargetRender(photo=photo, box=(0, 0, 0, 0), window=photo[..., :0, :0],
                               window_mask=photo.new_zeros(b, 1, 0, 0), backend=backend)
     shift = src.new_tensor([x0, y0, 0.0])
     src_w, dst_w = src - shift, dst - shift
+    if parts.eyeballs is not None:
+        _push_back(src_w, src_px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
+        _push_back(dst_w, dst_px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
     window = photo[..., y0:y1, x0:x1]
     size = (y1 - y0, x1 - x0)
 
@@ -605,14 +620,14 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     where, source_normal_px, target_normal_px, target_mm, rest_mm = values.split(3, -1)
     # Skin the photo shows is re-shaded where the expression turned it (folds, bulges) and
     # darkened along the creases its action units deepen.
-    lines = parts.creases
+    lines, crease_factor = parts.creases, None
     if lines is not None:
         target_au, source_au = model_coeffs_to_au(torch.cat((deformation.exp_target, deformation.exp_source)),
                                                   model).split(b)
         deepened = (target_au - source_au).clamp(0.0, 1.0)                                    # [B, A]
-        ratio = ratio * crease_shading(rest_mm[..., :2].reshape(b, -1, 2), deepened,
+        crease_factor = crease_shading(rest_mm[..., :2].reshape(b, -1, 2), deepened,
                                        lines, dst_px_per_mm).reshape(ratio.shape)
-    colour = torch.where((seen & (material == _SKIN))[..., None], colour * ratio[..., None].to(colour.dtype), colour)
+    colour = _reshaded(colour, ratio, crease_factor, seen, material)
     # Skin shows only what the photo shows; the mouth interior (and, with ``eyes``, the
     # eyeballs) are shaded where it does not.
     interior = covered & (material != _SKIN) & (material != _EYEBALL)
