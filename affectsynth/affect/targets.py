@@ -98,10 +98,10 @@ def _split_key(key: str) -> tuple[int, str | None]:
 
 def au_vector(au: Mapping[str, float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """AU mapping (keys ``AU<n>``, ``AU<n>_L``, ``AU<n>_R``) -> [A] activations over :data:`AU_KEYS`."""
-    vector = torch.zeros(len(AU_KEYS), dtype=torch.float64)
+    vector = np.zeros(len(AU_KEYS))  # (filled in numpy: a tensor's item assignments cost ~5 us each)
     for key, value in au.items():
         vector[list(_columns(*_split_key(key)))] = float(value)
-    return vector.to(dtype)
+    return torch.from_numpy(vector).to(dtype)
 
 
 def au_dict(vector: torch.Tensor) -> dict[str, float]:
@@ -259,6 +259,14 @@ def _au_matrices(keys: tuple[str | None, ...]) -> tuple[torch.Tensor, torch.Tens
     return to_model, (to_model > 0).double().T
 
 
+@functools.cache
+def _au_coverage(keys: tuple[str | None, ...]) -> tuple[torch.Tensor, tuple[bool, ...]]:
+    """Of a model's :func:`model_au_keys`: ([A] bool, the AU columns some shape implements; per AU
+    number, whether only a bilateral shape implements it)."""
+    to_model, _ = _au_matrices(keys)
+    return to_model.sum(1) > 0, tuple((to_model == 0.5).any(1).reshape(-1, 2).all(1).tolist())
+
+
 def au_to_model_coeffs(au: torch.Tensor, model: FaceModel, *, au_map: Mapping[str, str] | None = None,
                        strict: bool = False) -> tuple[torch.Tensor, tuple[MappingReport, ...]]:
     """Map AU activations to a model's expression coefficients (the rules: module docstring).
@@ -272,18 +280,17 @@ def au_to_model_coeffs(au: torch.Tensor, model: FaceModel, *, au_map: Mapping[st
     """
     if au.ndim != 2 or au.shape[1] != len(AU_KEYS):
         raise ValueError(f"au must be [B, {len(AU_KEYS)}], got {list(au.shape)}")
-    to_model, _ = _model_matrices(model, au_map)
+    keys = model_au_keys(model, au_map)
+    (to_model, _), (covered, bilateral_only) = _au_matrices(keys), _au_coverage(keys)
     au = au.detach().cpu().double()
     coeffs = au @ to_model
-    covered = to_model.sum(1) > 0  # [A]
-    bilateral_only = (to_model == 0.5).any(1).reshape(-1, 2).all(1)  # [A / 2]
-    reports = []
-    for row in au:
-        missing = au_dict(((row > 0) & ~covered).double())
-        sides = row.reshape(-1, 2)
-        approximated = [f"AU{n}" for n, asym in zip(AU_NUMBERS, bilateral_only & (sides[:, 0] != sides[:, 1]))
-                        if asym]
-        reports.append(MappingReport(tuple(missing), tuple(approximated)))
+    missing = ((au > 0) & ~covered).double()                                                  # [B, A]
+    sides = au.reshape(au.shape[0], -1, 2)
+    asymmetric = (sides[..., 0] != sides[..., 1]).tolist()                                    # [B][A / 2]
+    reports = [MappingReport(tuple(au_dict(row_missing)),
+                             tuple(f"AU{n}" for n, only, asym in zip(AU_NUMBERS, bilateral_only, row_asymmetric)
+                                   if only and asym))
+               for row_missing, row_asymmetric in zip(missing, asymmetric)]
     if strict:
         _raise_if_inexact(model, reports)
     return coeffs.to(device=model.device, dtype=model.dtype), tuple(reports)
@@ -308,13 +315,21 @@ def model_emotion_keys(model: FaceModel, emotion_map: Mapping[str, str] | None =
     ModelFormatError when the table names something that is not a category.
     """
     table = dict(model.meta.get("emotion_map", {}) if emotion_map is None else emotion_map)
+    return _emotion_keys(model.exp_names, tuple(table.items()), model.name)
+
+
+@functools.cache  # as _au_keys: every render asks
+def _emotion_keys(exp_names: tuple[str, ...], table_items: tuple[tuple[str, str], ...],
+                  model_name: str) -> tuple[str | None, ...]:
+    """:func:`model_emotion_keys` of a model's expression names and its emotion table's items."""
+    table = dict(table_items)
     emotions = set(emfacs_table().categories) - {"neutral"}
     keys: list[str | None] = []
-    for name in model.exp_names:
+    for name in exp_names:
         key = table.get(name, name)
         if key not in emotions:
             if name in table:
-                raise ModelFormatError(f"model {model.name!r}: emotion_map maps {name!r} to {key!r}, which is not "
+                raise ModelFormatError(f"model {model_name!r}: emotion_map maps {name!r} to {key!r}, which is not "
                                        f"an emotion ({', '.join(sorted(emotions))})")
             key = None
         keys.append(key)
@@ -456,14 +471,14 @@ def parse_expression(text: str, intensity: float = 1.0, *,
         raise InputError(f"expression {text!r} names an emotion twice")
     if len(names) > 1 and "neutral" in names:
         raise InputError(f"expression {text!r}: neutral cannot be part of a compound")
-    au = torch.zeros(len(AU_KEYS), dtype=torch.float64)
+    au = [0.0] * len(AU_KEYS)  # (in Python floats, float64 as the table's: a handful of tensor ops cost more)
     parts = []
     for name in names:
         options = table.variants[name]
         pick = 0 if generator is None else int(torch.randint(len(options), (1,), generator=generator))
-        au = torch.maximum(au, intensity * torch.tensor(options[pick].au, dtype=torch.float64))
+        au = [max(a, intensity * v) for a, v in zip(au, options[pick].au)]
         parts.append(f"{name}[{options[pick].code}]")
-    return ExpressionCode(au=au_dict(au), category=names[0] if len(names) == 1 else None,
+    return ExpressionCode(au=au_dict(torch.tensor(au, dtype=torch.float64)), category=names[0] if len(names) == 1 else None,
                           soft_label={name: 1.0 / len(names) for name in names}, intensity=intensity,
                           source=f"expression {'+'.join(parts)}@{intensity:g}")
 
