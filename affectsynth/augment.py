@@ -377,8 +377,9 @@ class AffectAugment(nn.Module):
 
 
 def _pixel_key(pixels: np.ndarray) -> bytes:
-    """The in-memory key of an image: a 128-bit hash of its shape and pixels (blake2b: ~3x faster than sha256)."""
-    digest = hashlib.blake2b(str(pixels.shape).encode(), digest_size=16)
+    """The in-memory key of an image: a hash of its shape and pixels (sha256: on a CPU with SHA
+    instructions, as most x86 servers have, about twice as fast as blake2b; 0.07 ms at 224^2)."""
+    digest = hashlib.sha256(str(pixels.shape).encode())
     digest.update(np.ascontiguousarray(pixels).data)
     return digest.digest()
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .camera import to_image_space
 from .fit import FitResult
 from .model import FaceModel, blend_shapes
 
@@ -26,6 +27,7 @@ class Deformation:
         source_image: [B, V, 3] ``source`` in image space (u px, v px, depth px).
         target_image: [B, V, 3] ``target`` in image space.
         exp_source / exp_target: [B, E] the expression activations of each.
+        px_per_mm: [B] the image scale (the fit's camera scale), the same before and after.
     """
 
     source: torch.Tensor
@@ -34,6 +36,7 @@ class Deformation:
     target_image: torch.Tensor
     exp_source: torch.Tensor
     exp_target: torch.Tensor
+    px_per_mm: torch.Tensor
 
 
 def retarget(model: FaceModel, fit: FitResult, exp_target: torch.Tensor) -> Deformation:
@@ -45,8 +48,12 @@ def retarget(model: FaceModel, fit: FitResult, exp_target: torch.Tensor) -> Defo
     if exp_target.shape != fit.exp_coeffs.shape:
         raise ValueError(f"exp_target must be {list(fit.exp_coeffs.shape)}, got {list(exp_target.shape)}")
     exp_target = exp_target.to(fit.exp_coeffs)
-    fitted = model(fit.id_coeffs, fit.exp_coeffs)
-    source = fitted.vertices
-    target = fitted.identity_vertices + blend_shapes(exp_target, model.exp_basis)
-    return Deformation(source=source, target=target, source_image=fit.image_points(source),
-                       target_image=fit.image_points(target), exp_source=fit.exp_coeffs, exp_target=exp_target)
+    b = exp_target.shape[0]
+    # Both expressions on the one identity, and both into the image, each in one call.
+    identity = model.mean + blend_shapes(fit.id_coeffs, model.id_basis)
+    source, target = (identity.repeat(2, 1, 1) + blend_shapes(torch.cat((fit.exp_coeffs, exp_target)),
+                                                              model.exp_basis)).split(b)
+    source_image, target_image = to_image_space(torch.cat((source, target)), fit.rotation.repeat(2, 1, 1),
+                                                fit.scale.repeat(2), fit.translation.repeat(2, 1)).split(b)
+    return Deformation(source=source, target=target, source_image=source_image, target_image=target_image,
+                       exp_source=fit.exp_coeffs, exp_target=exp_target, px_per_mm=fit.scale)

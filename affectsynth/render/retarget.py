@@ -174,13 +174,6 @@ def model_parts(model: FaceModel) -> ModelParts:
                       lip_rim=rim.to(device), creases=crease_lines(model))
 
 
-def _px_per_mm(image_points: torch.Tensor, model_points: torch.Tensor) -> torch.Tensor:
-    """[B] image scale of B faces: the ratio of RMS spreads of their [B, V, 3] points in the
-    image and in the model, exact for the similarity camera."""
-    spread = (image_points - image_points.mean(1, keepdim=True)).square().sum((1, 2))
-    return (spread / (model_points - model_points.mean(1, keepdim=True)).square().sum((1, 2))).sqrt()
-
-
 def _push_back(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: torch.Tensor, mm: float) -> torch.Tensor:
     """``image_points`` [B, V, 3] with ``vertices`` (int64 ids or a [V] bool mask) moved ``mm`` away
     from the camera (B faces at ``px_per_mm`` [B]), in place."""
@@ -571,9 +564,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     backend = resolve_backend(backend, photo.device)
     parts = parts if parts is not None else model_parts(model)
     faces = parts.triangles
-    src, dst = deformation.source_image, deformation.target_image
-    # Scales of the unmoved points: the biases below are for depth tests only.
-    src_px_per_mm, dst_px_per_mm = _px_per_mm(src, deformation.source), _px_per_mm(dst, deformation.target)
+    src, dst, px_per_mm = deformation.source_image, deformation.target_image, deformation.px_per_mm
     b = src.shape[0]
     low, high = torch.stack((src[..., :2], dst[..., :2])).aminmax(dim=2)                   # [2, B, 2] each
     # Read into Python at once (each number read on its own costs microseconds): the faces' sizes
@@ -592,8 +583,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     shift = src.new_tensor([x0, y0, 0.0])
     src_w, dst_w = src - shift, dst - shift
     if parts.eyeballs is not None:
-        _push_back(src_w, src_px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
-        _push_back(dst_w, dst_px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
+        _push_back(src_w, px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
+        _push_back(dst_w, px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
     window = photo[..., y0:y1, x0:x1]
     size = (y1 - y0, x1 - x0)
 
@@ -602,7 +593,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # lets one poke through (a premolar beside a wide mouth's corner) it must not hide the skin.
     skin_faces = parts.skin_triangles
     src_frags = rasterize(src_w, skin_faces, size, backend)
-    frags = rasterize_target(dst_w, parts, dst_px_per_mm, size, backend)
+    frags = rasterize_target(dst_w, parts, px_per_mm, size, backend)
     # Per-pixel work is done on the drawn pixels only, as a [B, 1, N] image of them (the rest
     # of the window is the photo's), then put back in place for the masks and the compositing.
     pixels, drawn_frags = _drawn_pixels(frags)                                               # [B, N]
@@ -626,7 +617,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
                                                   model).split(b)
         deepened = (target_au - source_au).clamp(0.0, 1.0)                                    # [B, A]
         crease_factor = crease_shading(rest_mm[..., :2].reshape(b, -1, 2), deepened,
-                                       lines, dst_px_per_mm).reshape(ratio.shape)
+                                       lines, px_per_mm).reshape(ratio.shape)
     colour = _reshaded(colour, ratio, crease_factor, seen, material)
     # Skin shows only what the photo shows; the mouth interior (and, with ``eyes``, the
     # eyeballs) are shaded where it does not.
@@ -639,7 +630,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         face, rows, cols = _selected_pixels(interior, pixels, size)                          # [M] each
         centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5
         moved = (where[at][:, :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
-        clearance = (INTERIOR_PHOTO_CLEARANCE_MM * src_px_per_mm).ceil().long().clamp(min=INTERIOR_PHOTO_CLEARANCE_PX)
+        clearance = (INTERIOR_PHOTO_CLEARANCE_MM * px_per_mm).ceil().long().clamp(min=INTERIOR_PHOTO_CLEARANCE_PX)
         slit_in_photo, slit_in_target = (d <= clearance[face] for d in _skin_distance(
             interior, pixels, where, src_frags, frags, triangle_material, tuple(sorted(set(clearance.tolist()))), size))
         # The fit's opening is only as good as the landmarks: where the photo's teeth show
@@ -658,7 +649,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     shown_eye = seen & eyeball_px
     lid_band = None  # [B, h, w] the photo's band where it went with a raised lid
     if eyes is not None and bool(shown_eye.any()):
-        band_px = (EYE_LID_BAND_MM * src_px_per_mm).ceil().long().clamp(min=EYE_PHOTO_MIN_BAND_PX)   # [B]
+        band_px = (EYE_LID_BAND_MM * px_per_mm).ceil().long().clamp(min=EYE_PHOTO_MIN_BAND_PX)   # [B]
         lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, triangle_material,
                                                      tuple(range(int(band_px.max()) + 1)), size)
         lifted = (lid_in_photo <= band_px[shown_eye.nonzero()[:, 0]]) & (lid_in_target > lid_in_photo)   # [M]
@@ -682,7 +673,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         at, photo_share = painted_px.nonzero(as_tuple=True), photo_share[mixed]
         normal = target_normal_px[at]
         facing = normal[:, 2].abs() / normal.norm(dim=-1).clamp(min=1e-12)
-        light = _lid_shadow(painted_px, pixels, frags, triangle_material, dst_px_per_mm, size, lid_band) \
+        light = _lid_shadow(painted_px, pixels, frags, triangle_material, px_per_mm, size, lid_band) \
             * (EYEBALL_AMBIENT + (1.0 - EYEBALL_AMBIENT) * facing)                           # [P]
         face = at[0]
         appearance = _rows(eyes, face)
@@ -690,7 +681,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         painted = ((1.0 - sclera_share) * disc + sclera_share * sclera).clamp(0.0, 1.0) * light[:, None]   # [P, 3]
         # The uncovered sclera continues the photo's sclera below it in its column, as lit there.
         below, found = _photo_sclera_below(painted_px, pixels, seen & eyeball_px & ~painted_px, window, sclera,
-                                           dst_px_per_mm, size)
+                                           px_per_mm, size)
         if bool(found.any()):
             # where a column has none (above the iris), the eye's mean of those found
             eye_key = face * 2 + nearest_eye(target_mm[at][:, None], appearance)[:, 0]          # [P]
@@ -725,7 +716,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
     coverage = _in_place((seen | interior)[:, 0], pixels, size).to(photo.dtype)[:, None]
-    speck = [max(SPECK_PX, round(SPECK_MM * float(scale))) for scale in dst_px_per_mm]   # px, per face
+    speck = [max(SPECK_PX, round(SPECK_MM * float(scale))) for scale in px_per_mm]   # px, per face
     # Undrawn pixels hold the photo's own: the feathered mask reaches about half a feather past
     # the coverage, so they show, faintly, and must not bring in another pixel's colour.
     out = window
