@@ -37,6 +37,18 @@ def test_feathered_mask_reaches_zero_inside_the_outline_and_around_holes():
     assert float(unfilled[..., 15, 15]) < 0.5                # without filling, a speck becomes a hole
 
 
+def test_feathered_mask_closes_specks_in_the_same_erosion():
+    """Closing specks inside feathered_mask (its erosion and the feather's as one) gives the bits of
+    closing them first, on the CPU kernels and on the torch path, at the image's edges too."""
+    c = coverage_with_holes()
+    c[..., 0:3, 20:40] = 1                                     # coverage touching the top edge
+    for soft in (c, c.clone().requires_grad_()):               # the kernels, then the torch ops
+        for speck, feather in ((2, 3.0), (1, 0.4), (3, 0.0), (0, 2.0)):
+            together = feathered_mask(soft, feather, speck)
+            apart = feathered_mask(fill_specks(soft, speck), feather)
+            assert torch.equal(together.detach(), apart.detach()), (speck, feather)
+
+
 def test_dilate_is_the_square_max_filter():
     """The running maximum gives max_pool2d's (2r + 1)^2 filter, off-image pixels left out, for
     any radius (odd and even window-doubling steps) and for soft values and erosion too."""

@@ -329,3 +329,26 @@ def test_uint8_kernel_matches_torch():
     reference = (window.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
     assert (out[10:50, 5:55] == reference).all() and out[:10].max() == 0 and out[:, 55:].max() == 0
     assert reference[0, :4, 0].tolist() == [0, 2, 2, 254]
+
+
+def test_blend_drawn_kernel_matches_layer_and_blend(monkeypatch):
+    """retarget._composited (a face's layer, the window with its drawn colours, blended into what
+    is composited so far): the kernel's one pass gives the bits of building the layer and blending,
+    for drawn pixels at the window's corners and padding, the window a strided view."""
+    from affectsynth.render.retarget import _composited
+
+    g = torch.Generator().manual_seed(19)
+    size = (37, 41)
+    window = torch.rand(1, 3, 50, 60, generator=g)[..., 5:42, 9:50]
+    base = torch.rand(1, 3, *size, generator=g)
+    pixels = torch.randperm(size[0] * size[1], generator=g)[:900].sort().values
+    pixels = torch.cat((torch.tensor([0]), pixels[(pixels > 0) & (pixels < size[0] * size[1] - 1)],
+                        torch.tensor([size[0] * size[1] - 1]), torch.full((20,), size[0] * size[1])))
+    colour = torch.rand(pixels.shape[0], 3, generator=g)
+    mask = (torch.rand(1, 1, *size, generator=g) * 1.4 - 0.2).clamp(0, 1)
+    mask[..., 0, 0] = 1.0
+    fast = _composited(base, colour, pixels, window, mask)
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    reference = _composited(base, colour, pixels, window, mask)
+    assert (mask == 0).any() and (mask == 1).any() and torch.equal(fast, reference)
+    assert torch.equal(fast[..., 0, 0], colour[0][None])                     # fully in: the drawn colour

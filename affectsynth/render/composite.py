@@ -79,17 +79,20 @@ def fill_specks(coverage: torch.Tensor, radius_px: int) -> torch.Tensor:
     return erode(dilate(coverage, radius_px), radius_px)
 
 
-def feathered_mask(coverage: torch.Tensor, feather_px: float) -> torch.Tensor:
+def feathered_mask(coverage: torch.Tensor, feather_px: float, speck_px: int = 0) -> torch.Tensor:
     """A soft compositing mask from a hard coverage [B, 1, H, W] in {0, 1}.
 
-    The coverage is eroded by ``feather_px`` and blurred with sigma ``feather_px / 2``, so the
+    Gaps narrower than about ``2 * speck_px + 1`` px are closed first (:func:`fill_specks`). The
+    coverage is eroded by ``feather_px`` and blurred with sigma ``feather_px / 2``, so the
     mask reaches 0 inside the rendered region's outline: the layer's outermost pixels, whose
     texture comes from the face's silhouette and may mix in background, never show fully.
+    The closing's erosion and the feather's are one erosion by both radii: eroding by a square
+    and then by another is eroding by the square as wide as both (pixels off the image left out).
     """
-    if feather_px <= 0:
-        return coverage
-    eroded = erode(coverage, max(1, int(round(feather_px))))
-    return _gaussian_blur(eroded, feather_px / 2)
+    grown = dilate(coverage, speck_px) if speck_px > 0 else coverage
+    radius = max(speck_px, 0) + (max(1, int(round(feather_px))) if feather_px > 0 else 0)
+    eroded = erode(grown, radius) if radius > 0 else grown
+    return _gaussian_blur(eroded, feather_px / 2) if feather_px > 0 else eroded
 
 
 def composite(photo: torch.Tensor, layer: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
-           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc"]
+           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -219,6 +219,22 @@ def _blend(photo, layer, mask, out):  # pragma: no cover - jitted
                 for j in range(width):
                     m = mask[b, 0, i, j]
                     out[b, c, i, j] = m * layer[b, c, i, j] + (one - m) * photo[b, c, i, j]
+
+
+def _blend_drawn(base, window, colour, pixels, mask, out):  # pragma: no cover - jitted
+    """out = mask * layer + (1 - mask) * base, the layer being ``window`` with ``colour[n]`` at flat
+    pixel ``pixels[n]`` (ascending; padding past the end): _blend with the layer found on the way."""
+    one = out.dtype.type(1.0)
+    _, channels, height, width = out.shape
+    for i in numba.prange(height):
+        n = np.searchsorted(pixels, i * width)       # the row's first drawn pixel, if any
+        for j in range(width):
+            m = mask[0, 0, i, j]
+            drawn = n < pixels.shape[0] and pixels[n] == i * width + j
+            for c in range(channels):
+                layer = colour[n, c] if drawn else window[0, c, i, j]
+                out[0, c, i, j] = m * layer + (one - m) * base[0, c, i, j]
+            n += drawn
 
 
 def _reshade(colour, ratio, factor, has_factor, seen, material, skin):  # pragma: no cover - jitted
@@ -541,6 +557,7 @@ def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm
 _SURFACE_SAMPLES = _build(_surface_samples)
 _BLEND = _build(_blend)
 _RESHADE = _build(_reshade)
+_BLEND_DRAWN = _build(_blend_drawn)
 _TO_UINT8_HWC = _build(_to_uint8_hwc)
 _RADIUS_REACHED = _build(_radius_reached)
 _LID_SHADOW = _build(_lid_shadow)
@@ -593,6 +610,17 @@ def blend(photo: torch.Tensor, layer: torch.Tensor, mask: torch.Tensor) -> torch
     mask * layer + (1 - mask) * photo [B, C, H, W] (:func:`~affectsynth.render.composite.composite`)."""
     out = torch.empty(photo.shape, dtype=photo.dtype)
     _BLEND(photo.numpy(), layer.numpy(), mask.numpy(), out.numpy())
+    return out
+
+
+def blend_drawn(base: torch.Tensor, window: torch.Tensor, colour: torch.Tensor, pixels: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+    """base, window [1, C, h, w] and mask [1, 1, h, w], one float dtype (any strides); colour [N, C] at
+    the ascending flat pixel indices ``pixels`` [N] (index h * w: padding) -> [1, C, h, w]
+    ``blend(base, layer, mask)``, the layer being the window with the colours in place: the same bits."""
+    out = torch.empty(base.shape, dtype=base.dtype)
+    _BLEND_DRAWN(base.numpy(), window.numpy(), colour.to(base.dtype).contiguous().numpy(), pixels.contiguous().numpy(),
+                 mask.numpy(), out.numpy())
     return out
 
 

@@ -14,7 +14,7 @@ from ..affect.targets import model_coeffs_to_au
 from ..deform import Deformation
 from ..model.face_model import MATERIALS, FaceModel
 from . import kernels
-from .composite import composite, dilate, feathered_mask, fill_specks
+from .composite import composite, dilate, feathered_mask
 from .creases import CreaseLines, crease_lines, crease_shading
 from .eyes import LUMA, EyeAppearance, eyeball_layers, luma, nearest_eye
 from .materials import (AMBIENT, PHOTO_GAMMA, RATIO_RANGE, MouthAppearance, estimate_mouth_appearance, key_light,
@@ -316,6 +316,16 @@ def _layer(colour: torch.Tensor, pixels: torch.Tensor, window: torch.Tensor) -> 
     grid[:, :-1].view(channels, height, width).copy_(window[0])     # (one copy of the strided window)
     grid.index_copy_(1, pixels, colour.T)
     return grid[:, :-1].view(1, channels, height, width)
+
+
+def _composited(base: torch.Tensor, colour: torch.Tensor, pixels: torch.Tensor, window: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+    """[1, C, h, w] ``base`` with one face blended in by ``mask`` [1, 1, h, w]: its layer, the window
+    [1, C, h, w] with its drawn colours [N, C] at its flat pixel indices [N] (:func:`_layer`). On the
+    CPU without autograd in one pass (:func:`.kernels.blend_drawn`, the same bits)."""
+    if kernels.use_kernels(base, colour, mask) and base.dtype == window.dtype == mask.dtype:
+        return kernels.blend_drawn(base, window, colour, pixels, mask)
+    return composite(base, _layer(colour, pixels, window), mask)
 
 
 def _drawn_skin(tri_id: torch.Tensor, triangle_material: torch.Tensor) -> torch.Tensor:
@@ -716,13 +726,13 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
     coverage = _in_place((seen | interior)[:, 0], pixels, size).to(photo.dtype)[:, None]
-    speck = [max(SPECK_PX, round(SPECK_MM * float(scale))) for scale in px_per_mm]   # px, per face
+    speck = [max(SPECK_PX, round(SPECK_MM * scale)) for scale in px_per_mm.tolist()]   # px, per face
     # Undrawn pixels hold the photo's own: the feathered mask reaches about half a feather past
     # the coverage, so they show, faintly, and must not bring in another pixel's colour.
     out = window
     masks = []
     for i in range(b):  # faces of one photo are composited in turn (B is the number of faces, small)
-        mask = feathered_mask(fill_specks(coverage[i:i + 1], speck[i]), feather[i])
-        out = composite(out, _layer(colour[i, 0], pixels[i], window), mask)
+        mask = feathered_mask(coverage[i:i + 1], feather[i], speck[i])
+        out = _composited(out, colour[i, 0], pixels[i], window, mask)
         masks.append(mask)
     return RetargetRender(photo=photo, box=(y0, y1, x0, x1), window=out, window_mask=torch.cat(masks), backend=backend)
