@@ -352,3 +352,42 @@ def test_blend_drawn_kernel_matches_layer_and_blend(monkeypatch):
     reference = _composited(base, colour, pixels, window, mask)
     assert (mask == 0).any() and (mask == 1).any() and torch.equal(fast, reference)
     assert torch.equal(fast[..., 0, 0], colour[0][None])                     # fully in: the drawn colour
+
+
+def test_the_renderer_draws_the_same_with_kernels_and_torch_ops(default_model, astronaut, mp_detector, monkeypatch):
+    """render_retargeted on a real photo, its eyes and mouth measured: the CPU kernels give what the
+    torch ops give (to float rounding: libm's exp and pow are not torch's), for targets that open
+    the mouth (the interior's tests and shading), raise the lids (the lid band moved, the sclera
+    painted and lit from below) and lower them, and for two faces of one photo at once."""
+    import dataclasses
+
+    from affectsynth.affect.targets import parse_au, parse_expression
+    from affectsynth.deform import retarget
+    from affectsynth.fit import FitResult
+    from affectsynth.pipeline import Synthesizer
+    from affectsynth.render.retarget import render_retargeted
+
+    synthesizer = Synthesizer(default_model, detector=mp_detector)
+    fitted = synthesizer.face_fitter(astronaut)
+    appearance = synthesizer.appearance(astronaut, fitted)
+    photo = torch.from_numpy(astronaut).permute(2, 0, 1)[None].float() / 255
+    fit = fitted.fit
+    copy = dataclasses.replace(fit, scale=fit.scale * 0.4,
+                               translation=fit.translation + fit.translation.new_tensor([170.0, 190.0]))
+    both = FitResult(**{f.name: torch.cat((getattr(fit, f.name), getattr(copy, f.name)))
+                        if isinstance(getattr(fit, f.name), torch.Tensor) else getattr(fit, f.name)
+                        for f in dataclasses.fields(FitResult)})
+    two = {k: type(v)(**{f.name: torch.cat((getattr(v, f.name),) * 2) for f in dataclasses.fields(v)})
+           for k, v in appearance.items()}
+    cases = [(fit, parse_expression(name), appearance) for name in ("surprise", "happiness", "fear", "disgust")]
+    cases += [(fit, parse_au("43:1,26:0.6"), appearance), (both, parse_expression("surprise"), two)]
+    for faces, target, measured in cases:
+        coeffs, _ = target.to_model_coeffs(default_model)
+        deformation = retarget(default_model, faces, coeffs[None].expand(faces.batch_size, -1).to(faces.exp_coeffs))
+        fast = render_retargeted(photo, deformation, default_model, parts=synthesizer.parts, **measured)
+        with monkeypatch.context() as patched:
+            patched.setattr(kernels, "use_kernels", lambda *tensors: False)
+            reference = render_retargeted(photo, deformation, default_model, parts=synthesizer.parts, **measured)
+        assert fast.box == reference.box and float(fast.window_mask.amax()) > 0.99, target.source
+        assert torch.allclose(fast.window_mask, reference.window_mask, rtol=0, atol=1e-5), target.source
+        assert torch.allclose(fast.window, reference.window, rtol=0, atol=1e-5), target.source
