@@ -391,3 +391,40 @@ def test_the_renderer_draws_the_same_with_kernels_and_torch_ops(default_model, a
         assert fast.box == reference.box and float(fast.window_mask.amax()) > 0.99, target.source
         assert torch.allclose(fast.window_mask, reference.window_mask, rtol=0, atol=1e-5), target.source
         assert torch.allclose(fast.window, reference.window, rtol=0, atol=1e-5), target.source
+
+
+def test_interior_seen_kernel_matches_torch(monkeypatch):
+    """retarget._interior_seen (which of the mouth interior's pixels keep the photo's): on a mouth
+    drawn as a slit in the photo and opened 0-5 rows in the target, with source positions moved up
+    to 2 px and some pixels tooth-coloured, two faces, the kernel clears the torch path's pixels."""
+    from affectsynth.model.face_model import MATERIALS
+    from affectsynth.render.raster import Fragments
+    from affectsynth.render.retarget import _interior_seen
+
+    g = torch.Generator().manual_seed(29)
+    size = (30, 40)
+    rows = torch.arange(size[0])[None, :, None]
+    photo_gap = (rows >= 14) & (rows < 14 + torch.randint(1, 3, (2, 1, size[1]), generator=g))
+    target_gap = (rows >= 12) & (rows < 15 + torch.randint(0, 6, (2, 1, size[1]), generator=g))
+    skin_id, teeth_id = torch.randint(0, 10, (2, *size), generator=g), torch.randint(10, 20, (2, *size), generator=g)
+    material_of = torch.cat((torch.zeros(10, dtype=torch.long), torch.full((10,), MATERIALS.index("teeth"))))
+    photo = torch.where(photo_gap, -1, skin_id)
+    target = torch.where(target_gap, teeth_id, skin_id)
+    frags = [Fragments(tri_id=t, bary=torch.zeros(2, *size, 3), depth=torch.zeros(2, *size), backend="numba")
+             for t in (photo, target)]
+    pixels = torch.arange(size[0] * size[1]).expand(2, -1)
+    material = material_of[target].reshape(2, 1, -1)
+    interior = material != 0
+    centres = torch.stack((pixels % size[1], pixels // size[1]), -1).float() + 0.5
+    offset = (torch.rand(2, pixels.shape[1], 2, generator=g) * 2 - 1) * torch.tensor([0.5, 2.0])
+    where = torch.cat((centres + offset, torch.zeros(2, pixels.shape[1], 1)), -1)[:, None]
+    colour = torch.rand(2, 1, pixels.shape[1], 3, generator=g)
+    colour[torch.rand(2, 1, pixels.shape[1], generator=g) < 0.3] = torch.tensor([0.9, 0.88, 0.85])  # teeth
+    lip, scale = torch.tensor([[0.6, 0.3, 0.3], [0.5, 0.25, 0.3]]), torch.tensor([4.0, 7.0])
+    seen = torch.rand(2, 1, pixels.shape[1], generator=g) > 0.1
+    fast = _interior_seen(interior, seen.clone(), pixels, where, *frags, material_of, material, colour, lip, scale,
+                          size)
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    reference = _interior_seen(interior, seen, pixels, where, *frags, material_of, material, colour, lip, scale, size)
+    cleared = seen & ~reference
+    assert cleared.sum() > 50 and (interior & reference).sum() > 50 and torch.equal(fast, reference)

@@ -36,7 +36,7 @@ import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
-           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn"]
+           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -156,25 +156,66 @@ def _vertex_normals(verts, faces, out):  # pragma: no cover - jitted
             out[b, v, 2] /= length
 
 
+@numba.njit(cache=True, inline="always")
+def _nearest_drawn(tri_id, flagged, any_triangle, f, r, c, reach):  # pragma: no cover - jitted
+    """The Chebyshev distance (inside the image) from (r, c) of image f to the nearest pixel that
+    draws a triangle (``any_triangle``) or a ``flagged`` one, if within ``reach``; else reach + 1.
+    (Inlined where it is called: as a call, numba counts references to its arrays every time.)"""
+    height, width = tri_id.shape[1], tri_id.shape[2]
+    nearest = reach + 1
+    for i in range(max(r - reach, 0), min(r + reach + 1, height)):
+        for j in range(max(c - reach, 0), min(c + reach + 1, width)):
+            tri = tri_id[f, i, j]
+            if tri >= 0 and (any_triangle or flagged[tri]):
+                nearest = min(nearest, max(abs(i - r), abs(j - c)))
+    return nearest
+
+
 def _radius_reached(tri_id, flagged, any_triangle, face, rows, cols, radii, out):  # pragma: no cover - jitted
     """out[m]: the smallest of the increasing ``radii`` within which (Chebyshev distance, inside
     the image) image face[m] draws a triangle (``any_triangle``) or a ``flagged`` one around
     (rows[m], cols[m]); the last + 1 if none is."""
-    height, width = tri_id.shape[1], tri_id.shape[2]
     reach = radii[-1]
     for m in numba.prange(face.shape[0]):
-        f, r, c = face[m], rows[m], cols[m]
-        nearest = reach + 1
-        for i in range(max(r - reach, 0), min(r + reach + 1, height)):
-            for j in range(max(c - reach, 0), min(c + reach + 1, width)):
-                tri = tri_id[f, i, j]
-                if tri >= 0 and (any_triangle or flagged[tri]):
-                    nearest = min(nearest, max(abs(i - r), abs(j - c)))
+        nearest = _nearest_drawn(tri_id, flagged, any_triangle, face[m], rows[m], cols[m], reach)
         out[m] = reach + 1
         for radius in radii:
             if nearest <= radius:
                 out[m] = radius
                 break
+
+
+def _interior_seen(interior, pixels, where, photo_tri_id, target_tri_id, is_skin, material, colour, lip, clearance,
+                   teeth, max_move, luma_weights, tooth_luma, tooth_saturation, seen):  # pragma: no cover - jitted
+    """seen[b, p] &= not (moved or slit in the photo but not in the target) at the mouth's interior
+    pixels, a tooth in the photo being neither (retarget._interior_seen's torch steps, in place)."""
+    n_batch, n_pixels = interior.shape
+    height, width = photo_tri_id.shape[1], photo_tri_id.shape[2]
+    zero, half, tiny = colour.dtype.type(0.0), colour.dtype.type(0.5), colour.dtype.type(1e-6)
+    for b in range(n_batch):
+        lip_top = max(lip[b, 0], lip[b, 1], lip[b, 2])
+        lip_luma = zero + lip[b, 0] * luma_weights[0] + lip[b, 1] * luma_weights[1] + lip[b, 2] * luma_weights[2]
+        lip_saturation = (lip_top - min(lip[b, 0], lip[b, 1], lip[b, 2])) / max(lip_top, tiny)
+        reach = clearance[b]
+        for p in numba.prange(n_pixels):
+            if not interior[b, p]:
+                continue
+            r, c = pixels[b, p] // width, pixels[b, p] % width
+            x, y = where[b, p, 0], where[b, p, 1]
+            dx, dy = x - (colour.dtype.type(c) + half), y - (colour.dtype.type(r) + half)
+            moved = np.sqrt(dx * dx + dy * dy) > max_move
+            top = max(colour[b, p, 0], colour[b, p, 1], colour[b, p, 2])
+            luma = zero + colour[b, p, 0] * luma_weights[0] + colour[b, p, 1] * luma_weights[1] \
+                + colour[b, p, 2] * luma_weights[2]
+            saturation = (top - min(colour[b, p, 0], colour[b, p, 1], colour[b, p, 2])) / max(top, tiny)
+            if material[b, p] == teeth and luma > tooth_luma * lip_luma and saturation < tooth_saturation * lip_saturation:
+                continue                            # a tooth in the photo keeps the photo's pixel
+            source_r = int(min(max(np.floor(y), zero), colour.dtype.type(height - 1)))
+            source_c = int(min(max(np.floor(x), zero), colour.dtype.type(width - 1)))
+            slit_in_photo = _nearest_drawn(photo_tri_id, is_skin, True, b, source_r, source_c, reach) <= reach
+            slit_in_target = _nearest_drawn(target_tri_id, is_skin, False, b, r, c, reach) <= reach
+            if moved or (slit_in_photo and not slit_in_target):
+                seen[b, p] = False
 
 
 def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, shoulder, one, out):  # pragma: no cover - jitted
@@ -560,6 +601,7 @@ _RESHADE = _build(_reshade)
 _BLEND_DRAWN = _build(_blend_drawn)
 _TO_UINT8_HWC = _build(_to_uint8_hwc)
 _RADIUS_REACHED = _build(_radius_reached)
+_INTERIOR_SEEN = _build(_interior_seen)
 _LID_SHADOW = _build(_lid_shadow)
 _SHADE_MOUTH = _build(_shade_mouth)
 _CREASE_FACTOR = numba.njit(cache=True)(_crease_factor)   # called per face, from _face_creases
@@ -778,6 +820,24 @@ def radius_reached(tri_id: torch.Tensor, flagged: torch.Tensor | None, face: tor
     _RADIUS_REACHED(tri_id.contiguous().numpy(), flags, flagged is None, face.contiguous().numpy(),
                     rows.contiguous().numpy(), cols.contiguous().numpy(), np.asarray(radii, np.int64), out.numpy())
     return out
+
+
+def interior_seen(interior: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, photo_tri_id: torch.Tensor,
+                  target_tri_id: torch.Tensor, is_skin: torch.Tensor, material: torch.Tensor, colour: torch.Tensor,
+                  lip: torch.Tensor, clearance: torch.Tensor, teeth: int, max_move: float,
+                  luma_weights: tuple[float, float, float], tooth_luma: float, tooth_saturation: float,
+                  seen: torch.Tensor) -> torch.Tensor:
+    """interior [B, N] bool over the drawn pixels ``pixels`` [B, N] of a window whose fragments are
+    photo_tri_id (the photo's skin) and target_tri_id [B, h, w] (``is_skin`` [F]); where [B, N, C]
+    (the source position first), material [B, N] int64, colour [B, N, 3], lip [B, 3], clearance [B]
+    int64 px; seen [B, N] bool -> seen, cleared in place where retarget._interior_seen clears it."""
+    real = colour.numpy().dtype.type
+    _INTERIOR_SEEN(interior.contiguous().numpy(), pixels.contiguous().numpy(), where.numpy(),
+                   photo_tri_id.contiguous().numpy(), target_tri_id.contiguous().numpy(), is_skin.contiguous().numpy(),
+                   material.contiguous().numpy(), colour.numpy(), lip.to(colour.dtype).contiguous().numpy(),
+                   clearance.contiguous().numpy(), teeth, real(max_move), np.array(luma_weights, real),
+                   real(tooth_luma), real(tooth_saturation), seen.numpy())
+    return seen
 
 
 def face_creases(rest_xy: torch.Tensor, strength: torch.Tensor, segments: torch.Tensor, arc: torch.Tensor,

@@ -17,8 +17,9 @@ from . import kernels
 from .composite import composite, dilate, feathered_mask
 from .creases import CreaseLines, crease_lines, crease_shading
 from .eyes import LUMA, EyeAppearance, eyeball_layers, luma, nearest_eye
-from .materials import (AMBIENT, PHOTO_GAMMA, RATIO_RANGE, MouthAppearance, estimate_mouth_appearance, key_light,
-                        looks_like_teeth, shade_mouth, shading_ratio, vertex_normals)
+from .materials import (AMBIENT, PHOTO_GAMMA, RATIO_RANGE, TOOTH_LUMA_OF_LIP, TOOTH_SATURATION_OF_LIP,
+                        MouthAppearance, estimate_mouth_appearance, key_light, looks_like_teeth, shade_mouth,
+                        shading_ratio, vertex_normals)
 from .raster import Fragments, rasterize, resolve_backend
 from .shade import gather_rows, interpolate, sample_image, surface_depth_at
 
@@ -391,6 +392,44 @@ def _skin_distance(selected: torch.Tensor, pixels: torch.Tensor, where: torch.Te
             _distance(frags.tri_id, triangle_material == _SKIN, face, rows, cols, radii))
 
 
+def _interior_seen(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor,
+                   src_frags: Fragments, frags: Fragments, triangle_material: torch.Tensor, material: torch.Tensor,
+                   colour: torch.Tensor, lip: torch.Tensor, px_per_mm: torch.Tensor,
+                   size: tuple[int, int]) -> torch.Tensor:
+    """``seen`` [B, 1, N] without the mouth interior's pixels (``interior``, [B, 1, N] over the drawn
+    pixels ``pixels`` of a window of ``size``) that must be shaded instead: those that moved
+    (:data:`INTERIOR_PHOTO_MAX_MOVE_PX`), and those the photo shows in a slit that the target
+    opens (:data:`INTERIOR_PHOTO_CLEARANCE_MM`), unless the photo shows a tooth there (its colour
+    [B, 1, N, 3] against the face's ``lip`` [B, 3]). ``where`` [B, 1, N, 3]: the source positions;
+    ``material`` [B, 1, N]; ``px_per_mm`` [B]. On the CPU without autograd in one pass
+    (:func:`.kernels.interior_seen`, in place)."""
+    clearance = (INTERIOR_PHOTO_CLEARANCE_MM * px_per_mm).ceil().long().clamp(min=INTERIOR_PHOTO_CLEARANCE_PX)
+    if kernels.use_kernels(where, colour, seen):
+        b = seen.shape[0]
+        kernels.interior_seen(interior.view(b, -1), pixels, where.view(b, -1, where.shape[-1]), src_frags.tri_id,
+                              frags.tri_id, triangle_material == _SKIN, material.view(b, -1),
+                              colour.view(b, -1, colour.shape[-1]), lip, clearance, _TEETH,
+                              INTERIOR_PHOTO_MAX_MOVE_PX, LUMA, TOOTH_LUMA_OF_LIP, TOOTH_SATURATION_OF_LIP,
+                              seen.view(b, -1))
+        return seen
+    # Decided at the interior pixels alone ([M], in the order of interior.nonzero()): they are few.
+    at = interior.nonzero(as_tuple=True)   # found once (each boolean index would search again)
+    face, rows, cols = _selected_pixels(interior, pixels, size)                          # [M] each
+    centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5
+    moved = (where[at][:, :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
+    slit_in_photo, slit_in_target = (d <= clearance[face] for d in _skin_distance(
+        interior, pixels, where, src_frags, frags, triangle_material, tuple(sorted(set(clearance.tolist()))), size))
+    # The fit's opening is only as good as the landmarks: where the photo's teeth show
+    # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
+    # rows between) would stripe the teeth like braces.
+    # A moved tooth (the lower teeth of a jaw that opens further) keeps the photo's pixel
+    # too where that pixel is a tooth, whatever the fit says of the edges.
+    tooth_in_photo = (material[at] == _TEETH) & looks_like_teeth(colour[at][:, None], lip[face])[:, 0]
+    slit_in_photo = slit_in_photo & ~tooth_in_photo
+    moved = moved & ~tooth_in_photo
+    return seen.index_put(at, seen[at] & ~(moved | (slit_in_photo & ~slit_in_target)))
+
+
 def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, triangle_material: torch.Tensor,
                 px_per_mm: torch.Tensor, size: tuple[int, int], lid_band: torch.Tensor | None = None) -> torch.Tensor:
     """[M] the light left on each of the M eyeball pixels of ``selected`` ([B, 1, N] bool over the
@@ -635,24 +674,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     mouth_appearance = None
     if bool(interior.any()):
         mouth_appearance = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
-        # Decided at the interior pixels alone ([M], in the order of interior.nonzero()): they are few.
-        at = interior.nonzero(as_tuple=True)   # found once (each boolean index would search again)
-        face, rows, cols = _selected_pixels(interior, pixels, size)                          # [M] each
-        centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5
-        moved = (where[at][:, :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
-        clearance = (INTERIOR_PHOTO_CLEARANCE_MM * px_per_mm).ceil().long().clamp(min=INTERIOR_PHOTO_CLEARANCE_PX)
-        slit_in_photo, slit_in_target = (d <= clearance[face] for d in _skin_distance(
-            interior, pixels, where, src_frags, frags, triangle_material, tuple(sorted(set(clearance.tolist()))), size))
-        # The fit's opening is only as good as the landmarks: where the photo's teeth show
-        # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
-        # rows between) would stripe the teeth like braces.
-        # A moved tooth (the lower teeth of a jaw that opens further) keeps the photo's pixel
-        # too where that pixel is a tooth, whatever the fit says of the edges.
-        tooth_in_photo = (material[at] == _TEETH) & looks_like_teeth(colour[at][:, None],
-                                                                     mouth_appearance.lip[face])[:, 0]
-        slit_in_photo = slit_in_photo & ~tooth_in_photo
-        moved = moved & ~tooth_in_photo
-        seen = seen.index_put(at, seen[at] & ~(moved | (slit_in_photo & ~slit_in_target)))
+        seen = _interior_seen(interior, seen, pixels, where, src_frags, frags, triangle_material, material, colour,
+                              mouth_appearance.lip, px_per_mm, size)
     # Eyeball pixels in the photo's lid band that the target lifts the lid off are painted too,
     # and the band goes with the lid (EYE_LID_BAND_MM).
     eyeball_px = covered & (material == _EYEBALL)
