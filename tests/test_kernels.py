@@ -428,3 +428,46 @@ def test_interior_seen_kernel_matches_torch(monkeypatch):
     reference = _interior_seen(interior, seen, pixels, where, *frags, material_of, material, colour, lip, scale, size)
     cleared = seen & ~reference
     assert cleared.sum() > 50 and (interior & reference).sum() > 50 and torch.equal(fast, reference)
+
+
+def test_lid_lifted_and_moved_band_kernels_match_torch(monkeypatch):
+    """retarget._lid_lifted (the photo's lid band under a raised lid is no longer the photo's) and
+    retarget._moved_band (the band, sampled where it went with the lid): on lids drawn as skin above
+    an eye opening, raised 0-4 rows in the target, two faces, the kernels give the torch path's
+    seen pixels, colours and band."""
+    from affectsynth.render.raster import Fragments
+    from affectsynth.render.retarget import _lid_band, _lid_lifted, _moved_band
+
+    g = torch.Generator().manual_seed(31)
+    size = (40, 30)
+    rows = torch.arange(size[0])[None, :, None]
+    lid = 12 + torch.randint(0, 4, (2, 1, size[1]), generator=g)
+    lower = 30 + torch.randint(0, 3, (2, 1, size[1]), generator=g)
+    raised = lid - torch.randint(0, 5, (2, 1, size[1]), generator=g)
+    skin_id, eye_id = torch.randint(0, 10, (2, *size), generator=g), torch.randint(10, 20, (2, *size), generator=g)
+    photo = torch.where((rows < lid) | (rows >= lower), skin_id, -1)
+    target = torch.where((rows < raised) | (rows >= lower), skin_id, eye_id)
+    material = torch.cat((torch.zeros(10, dtype=torch.long), torch.full((10,), 5)))
+    frags = [Fragments(tri_id=t, bary=torch.zeros(2, *size, 3), depth=torch.zeros(2, *size), backend="numba")
+             for t in (photo, target)]
+    pixels = torch.arange(size[0] * size[1]).expand(2, -1)
+    eyeball = (target >= 10).reshape(2, 1, -1)
+    centres = torch.stack((pixels % size[1], pixels // size[1]), -1).float() + 0.5
+    where = torch.cat((centres + torch.rand(2, pixels.shape[1], 2, generator=g) - 0.5,
+                       torch.zeros(2, pixels.shape[1], 1)), -1)[:, None]
+    seen = eyeball & (torch.rand(2, 1, pixels.shape[1], generator=g) > 0.05)
+    colour = torch.rand(2, 1, pixels.shape[1], 3, generator=g)
+    window = torch.rand(1, 3, size[0] + 6, size[1] + 4, generator=g)[..., 3:-3, 2:-2]
+    band_px = torch.tensor([2, 3])
+
+    def run():
+        shown, lifted = _lid_lifted(eyeball, seen.clone(), pixels, where, *frags, material, band_px, size)
+        take, band_xy = _lid_band(eyeball, pixels, where, *frags, material, band_px, size)
+        return (shown, lifted, *_moved_band(eyeball, take, band_xy, window, pixels, size, colour.clone(), shown.clone()))
+
+    fast = run()
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    reference = run()
+    assert fast[1] and (seen & ~reference[0]).sum() > 10 and reference[4].sum() > 10
+    for got, expected in zip(fast, reference):
+        assert got == expected if isinstance(got, bool) else torch.equal(got, expected)

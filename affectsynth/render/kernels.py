@@ -36,7 +36,7 @@ import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
-           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen"]
+           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -64,6 +64,30 @@ def use_kernels(*tensors: torch.Tensor) -> bool:
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
+@numba.njit(cache=True, inline="always")
+def _bilinear_into(image, b, x, y, out, row):  # pragma: no cover - jitted
+    """out[row, :] = image b [C, H, W] at the point (x, y) px, bilinear between pixel centres and
+    clamped to the outermost ones (shade.sample_image's steps, in the image's dtype)."""
+    one, half = image.dtype.type(1.0), image.dtype.type(0.5)
+    right, bottom_edge = image.dtype.type(image.shape[3] - 0.5), image.dtype.type(image.shape[2] - 0.5)
+    sx = min(max(image.dtype.type(x), half), right) - half
+    sy = min(max(image.dtype.type(y), half), bottom_edge) - half
+    fx, fy = sx - np.floor(sx), sy - np.floor(sy)
+    c0, r0 = int(np.floor(sx)), int(np.floor(sy))
+    c1, r1 = min(c0 + 1, image.shape[3] - 1), min(r0 + 1, image.shape[2] - 1)
+    for c in range(image.shape[1]):
+        top = image[b, c, r0, c0] * (one - fx) + image[b, c, r0, c1] * fx
+        bottom = image[b, c, r1, c0] * (one - fx) + image[b, c, r1, c1] * fx
+        out[row, c] = top * (one - fy) + bottom * fy
+
+
+@numba.njit(cache=True, inline="always")
+def _source_pixel(x, y, height, width):  # pragma: no cover - jitted
+    """(row, col) of the pixel of an image of (height, width) that holds the point (x, y) px,
+    clamped into the image (shade.sample_image's "nearest")."""
+    return int(min(max(np.floor(y), 0.0), height - 1.0)), int(min(max(np.floor(x), 0.0), width - 1.0))
+
+
 def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo_faces, image, tolerance,
                      light, ambient, diffuse, lowest, highest, exponent, values, seen, colour, ratio):  # pragma: no cover - jitted
     """:func:`surface_samples`, one pass per drawn pixel; each step in its torch op's order
@@ -71,8 +95,6 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
     takes Python scalars: float32 stays float32)."""
     n_batch, n_pixels, channels = values.shape
     height, width = photo_tri_id.shape[1], photo_tri_id.shape[2]
-    one, half = image.dtype.type(1.0), image.dtype.type(0.5)
-    right, bottom_edge = image.dtype.type(image.shape[3] - 0.5), image.dtype.type(image.shape[2] - 0.5)
     zero, one_ratio = ambient - ambient, ambient / ambient
     for b in range(n_batch):
         for p in numba.prange(n_pixels):
@@ -107,16 +129,7 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
                 u2 = (e1x * py - e1y * px) / det
                 visible = z0 + u1 * e1z + u2 * e2z <= np.float64(values[b, p, 2]) + tolerance
             seen[b, p] = visible
-            # shade.sample_image, bilinear
-            sx = min(max(image.dtype.type(values[b, p, 0]), half), right) - half
-            sy = min(max(image.dtype.type(values[b, p, 1]), half), bottom_edge) - half
-            fx, fy = sx - np.floor(sx), sy - np.floor(sy)
-            c0, r0 = int(np.floor(sx)), int(np.floor(sy))
-            c1, r1 = min(c0 + 1, image.shape[3] - 1), min(r0 + 1, image.shape[2] - 1)
-            for c in range(image.shape[1]):
-                top = image[b, c, r0, c0] * (one - fx) + image[b, c, r0, c1] * fx
-                bottom = image[b, c, r1, c0] * (one - fx) + image[b, c, r1, c1] * fx
-                colour[b, p, c] = top * (one - fy) + bottom * fy
+            _bilinear_into(image, b, values[b, p, 0], values[b, p, 1], colour[b], p)   # shade.sample_image
             # materials.shading_ratio of the source normal (channels 3-5) and the target's (6-8)
             lit_source = -(values[b, p, 3] * light[0] + values[b, p, 4] * light[1] + values[b, p, 5] * light[2])
             lit_target = -(values[b, p, 6] * light[0] + values[b, p, 7] * light[1] + values[b, p, 8] * light[2])
@@ -210,12 +223,55 @@ def _interior_seen(interior, pixels, where, photo_tri_id, target_tri_id, is_skin
             saturation = (top - min(colour[b, p, 0], colour[b, p, 1], colour[b, p, 2])) / max(top, tiny)
             if material[b, p] == teeth and luma > tooth_luma * lip_luma and saturation < tooth_saturation * lip_saturation:
                 continue                            # a tooth in the photo keeps the photo's pixel
-            source_r = int(min(max(np.floor(y), zero), colour.dtype.type(height - 1)))
-            source_c = int(min(max(np.floor(x), zero), colour.dtype.type(width - 1)))
+            source_r, source_c = _source_pixel(x, y, height, width)
             slit_in_photo = _nearest_drawn(photo_tri_id, is_skin, True, b, source_r, source_c, reach) <= reach
             slit_in_target = _nearest_drawn(target_tri_id, is_skin, False, b, r, c, reach) <= reach
             if moved or (slit_in_photo and not slit_in_target):
                 seen[b, p] = False
+
+
+def _lid_lifted(eyeball, pixels, where, photo_tri_id, target_tri_id, is_skin, band_px, seen):  # pragma: no cover - jitted
+    """seen[b, p] = False at the eyeball pixels the photo shows whose source position has the
+    photo's lid within band_px[b] and the target's lid farther (retarget._lid_lifted's torch
+    steps, in place) -> (eyeball pixels shown before, eyeball pixels not shown after)."""
+    n_batch, n_pixels = eyeball.shape
+    height, width = photo_tri_id.shape[1], photo_tri_id.shape[2]
+    reach = band_px.max()
+    shown, unseen = 0, 0
+    for b in range(n_batch):
+        for p in numba.prange(n_pixels):
+            if not eyeball[b, p]:
+                continue
+            if not seen[b, p]:
+                unseen += 1
+                continue
+            shown += 1
+            source_r, source_c = _source_pixel(where[b, p, 0], where[b, p, 1], height, width)
+            in_photo = _nearest_drawn(photo_tri_id, is_skin, True, b, source_r, source_c, reach)
+            if in_photo <= band_px[b] and _nearest_drawn(target_tri_id, is_skin, False, b, pixels[b, p] // width,
+                                                         pixels[b, p] % width, reach) > in_photo:
+                seen[b, p] = False
+                unseen += 1
+    return shown, unseen
+
+
+@numba.njit(cache=True)
+def _take_band(eyeball, take, band_xy, window, pixels, colour, seen, grid):  # pragma: no cover - jitted
+    """At the m-th eyeball pixel (row-major) where take[m]: colour = the window at band_xy[m]
+    (bilinear), seen and grid[b, its pixel] set -> how many were taken."""
+    n_batch, n_pixels = eyeball.shape
+    m, taken = 0, 0
+    for b in range(n_batch):
+        for p in range(n_pixels):
+            if not eyeball[b, p]:
+                continue
+            if take[m]:
+                _bilinear_into(window, 0, band_xy[m, 0], band_xy[m, 1], colour[b], p)
+                seen[b, p] = True
+                grid[b, pixels[b, p]] = True
+                taken += 1
+            m += 1
+    return taken
 
 
 def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, shoulder, one, out):  # pragma: no cover - jitted
@@ -473,7 +529,7 @@ def _lid_band(eyeball, pixels, where, photo_tri_id, target_tri_id, is_skin, band
         for p in range(n_pixels):
             if eyeball[b, p]:
                 row = pixels[b, p] // width
-                source_row = int(min(max(np.floor(where[b, p, 1]), 0.0), height - 1.0))
+                source_row, _ = _source_pixel(where[b, p, 0], where[b, p, 1], height, width)
                 lo_t, hi_t = min(lo_t, row), max(hi_t, row)
                 lo_p, hi_p = min(lo_p, source_row), max(hi_p, source_row)
     top_t, top_p = max(lo_t - reach, 0), max(lo_p - reach, 0)
@@ -487,8 +543,7 @@ def _lid_band(eyeball, pixels, where, photo_tri_id, target_tri_id, is_skin, band
             # rows down from the target's lid margin above the pixel (1: right under it)
             depth_target = (r - top_t) - _skin_above(target_tri_id, is_skin, False, b, r, c, top_t, -rows_t)
             x, y = where[b, p, 0], where[b, p, 1]
-            sr = int(min(max(np.floor(y), 0.0), height - 1.0))
-            sc = int(min(max(np.floor(x), 0.0), width - 1.0))
+            sr, sc = _source_pixel(x, y, height, width)
             # the photo's margin there: the lid's lower edge (under a lid), else the last skin above
             if photo_tri_id[b, sr, sc] >= 0:
                 margin = rows_p - 1
@@ -602,6 +657,7 @@ _BLEND_DRAWN = _build(_blend_drawn)
 _TO_UINT8_HWC = _build(_to_uint8_hwc)
 _RADIUS_REACHED = _build(_radius_reached)
 _INTERIOR_SEEN = _build(_interior_seen)
+_LID_LIFTED = _build(_lid_lifted)
 _LID_SHADOW = _build(_lid_shadow)
 _SHADE_MOUTH = _build(_shade_mouth)
 _CREASE_FACTOR = numba.njit(cache=True)(_crease_factor)   # called per face, from _face_creases
@@ -838,6 +894,32 @@ def interior_seen(interior: torch.Tensor, pixels: torch.Tensor, where: torch.Ten
                    clearance.contiguous().numpy(), teeth, real(max_move), np.array(luma_weights, real),
                    real(tooth_luma), real(tooth_saturation), seen.numpy())
     return seen
+
+
+def lid_lifted(eyeball: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, photo_tri_id: torch.Tensor,
+               target_tri_id: torch.Tensor, is_skin: torch.Tensor, band_px: torch.Tensor,
+               seen: torch.Tensor) -> tuple[int, int]:
+    """eyeball, seen [B, N] bool over the drawn pixels ``pixels`` [B, N] of a window whose fragments
+    are photo_tri_id (the photo's skin) and target_tri_id [B, h, w] (``is_skin`` [F]); where [B, N, C]
+    (the source position first); band_px [B] int64 -> seen cleared in place where
+    retarget._lid_lifted clears it; (eyeball pixels seen before, eyeball pixels unseen after)."""
+    shown, unseen = _LID_LIFTED(eyeball.contiguous().numpy(), pixels.contiguous().numpy(), where.numpy(),
+                                photo_tri_id.contiguous().numpy(), target_tri_id.contiguous().numpy(),
+                                is_skin.contiguous().numpy(), band_px.contiguous().numpy(), seen.numpy())
+    return int(shown), int(unseen)
+
+
+def take_band(eyeball: torch.Tensor, take: torch.Tensor, band_xy: torch.Tensor, window: torch.Tensor,
+              pixels: torch.Tensor, size: tuple[int, int], colour: torch.Tensor,
+              seen: torch.Tensor) -> torch.Tensor | None:
+    """eyeball [B, N] bool over the drawn pixels ``pixels`` [B, N] of ``window`` [1, C, h, w] (``size``);
+    take [M] bool, band_xy [M, 2] of its M pixels (:func:`lid_band`); colour [B, N, C], seen [B, N]
+    -> at the taken pixels, colour set to the window at band_xy (bilinear) and seen set, in place;
+    the taken pixels as a [B, h, w] bool grid, or None where none is."""
+    grid = torch.zeros(eyeball.shape[0], size[0] * size[1] + 1, dtype=torch.bool)
+    taken = _take_band(eyeball.contiguous().numpy(), take.contiguous().numpy(), band_xy.contiguous().numpy(),
+                       window.numpy(), pixels.contiguous().numpy(), colour.numpy(), seen.numpy(), grid.numpy())
+    return grid[:, :-1].view(-1, *size) if taken else None
 
 
 def face_creases(rest_xy: torch.Tensor, strength: torch.Tensor, segments: torch.Tensor, arc: torch.Tensor,

@@ -500,6 +500,50 @@ def _margin_rows(skin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return above, below
 
 
+def _lid_lifted(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor,
+                src_frags: Fragments, frags: Fragments, triangle_material: torch.Tensor, band_px: torch.Tensor,
+                size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
+    """``seen`` [B, 1, N] without the eyeball pixels (``eyeball``, [B, 1, N] over the drawn pixels
+    ``pixels`` of a window of ``size``) in the photo's lid band that the target lifts the lid off:
+    the photo shows its lid within ``band_px`` ([B]) of their source position (``where``
+    [B, 1, N, 3]) and the target's lid is farther (:data:`EYE_LID_BAND_MM`); and whether some
+    eyeball pixel is then not the photo's (None shown: none is lifted, and False). On the CPU
+    without autograd in one pass (:func:`.kernels.lid_lifted`, in place)."""
+    if kernels.use_kernels(where, seen):
+        b = seen.shape[0]
+        shown, unseen = kernels.lid_lifted(eyeball.view(b, -1), pixels, where.view(b, -1, where.shape[-1]),
+                                           src_frags.tri_id, frags.tri_id, triangle_material == _SKIN, band_px,
+                                           seen.view(b, -1))
+        return seen, shown > 0 and unseen > 0
+    shown_eye = seen & eyeball
+    if not bool(shown_eye.any()):
+        return seen, False
+    lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, triangle_material,
+                                                 tuple(range(int(band_px.max()) + 1)), size)
+    lifted = (lid_in_photo <= band_px[shown_eye.nonzero()[:, 0]]) & (lid_in_target > lid_in_photo)   # [M]
+    seen = seen.index_put((shown_eye,), ~lifted)
+    return seen, bool((eyeball & ~seen).any())
+
+
+def _moved_band(eyeball: torch.Tensor, take: torch.Tensor, band_xy: torch.Tensor, window: torch.Tensor,
+                pixels: torch.Tensor, size: tuple[int, int], colour: torch.Tensor,
+                seen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(colour [B, 1, N, C], seen [B, 1, N], the band [B, h, w] bool or None) with the lid band
+    :func:`_lid_band` takes (``take`` [M], ``band_xy`` [M, 2] of the M pixels of ``eyeball``): the
+    window's colour [1, C, h, w] at band_xy (bilinear), shown. On the CPU without autograd in one
+    pass (:func:`.kernels.take_band`, in place)."""
+    if kernels.use_kernels(colour, seen, band_xy):
+        b = seen.shape[0]
+        band = kernels.take_band(eyeball.view(b, -1), take, band_xy, window, pixels, size,
+                                 colour.view(b, -1, colour.shape[-1]), seen.view(b, -1))
+        return colour, seen, band
+    if not bool(take.any()):
+        return colour, seen, None
+    band = eyeball.index_put((eyeball,), take)
+    colour = colour.index_put((band,), sample_image(window, band_xy[take][None])[0])
+    return colour, seen | band, _in_place(band[:, 0], pixels, size)
+
+
 def _lid_band(eyeball: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, src_frags: Fragments,
               frags: Fragments, triangle_material: torch.Tensor, band_px: torch.Tensor,
               size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -679,22 +723,13 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # Eyeball pixels in the photo's lid band that the target lifts the lid off are painted too,
     # and the band goes with the lid (EYE_LID_BAND_MM).
     eyeball_px = covered & (material == _EYEBALL)
-    shown_eye = seen & eyeball_px
     lid_band = None  # [B, h, w] the photo's band where it went with a raised lid
-    if eyes is not None and bool(shown_eye.any()):
+    if eyes is not None:
         band_px = (EYE_LID_BAND_MM * px_per_mm).ceil().long().clamp(min=EYE_PHOTO_MIN_BAND_PX)   # [B]
-        lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, triangle_material,
-                                                     tuple(range(int(band_px.max()) + 1)), size)
-        lifted = (lid_in_photo <= band_px[shown_eye.nonzero()[:, 0]]) & (lid_in_target > lid_in_photo)   # [M]
-        raised = bool(lifted.any()) or bool((eyeball_px & ~seen).any())  # a lid moved off some eyeball
-        seen = seen.index_put((shown_eye,), ~lifted)
-        if raised:
+        seen, raised = _lid_lifted(eyeball_px, seen, pixels, where, src_frags, frags, triangle_material, band_px, size)
+        if raised:  # a lid moved off some eyeball
             take, band_xy = _lid_band(eyeball_px, pixels, where, src_frags, frags, triangle_material, band_px, size)
-            if bool(take.any()):
-                band = eyeball_px.index_put((eyeball_px,), take)
-                colour = colour.index_put((band,), sample_image(window, band_xy[take][None])[0])
-                seen = seen | band
-                lid_band = _in_place(band[:, 0], pixels, size)
+            colour, seen, lid_band = _moved_band(eyeball_px, take, band_xy, window, pixels, size, colour, seen)
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     # Painted and photo eyeball pixels are blended as the mouth's are (by the share of photo
