@@ -36,7 +36,7 @@ import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
-           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band"]
+           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -274,6 +274,119 @@ def _take_band(eyeball, take, band_xy, window, pixels, colour, seen, grid):  # p
     return taken
 
 
+@numba.njit(cache=True, inline="always")
+def _smoothstep(x, lo, span, one):  # pragma: no cover - jitted
+    """eyes._smoothstep of x with ``lo``, ``span`` = hi - lo and ``one`` in x's dtype."""
+    t = min(max((x - lo) / span, one - one), one)
+    return t * t * ((one + one + one) - (one + one) * t)
+
+
+@numba.njit(cache=True)
+def _paint_eyes(eyeball, seen, pixels, values, target_tri_id, is_skin, band, has_band, window, colour, centre, gaze,
+                disc_radius, iris, pupil, sclera, px_per_mm, shadow_reach, shadow, shadow_mm, ambient, below_reach,
+                below_half, below_mm, min_luma, luma_weights, gain, pupil_fraction, limbal_darkening, limbal_from,
+                edge_softness):  # pragma: no cover - jitted
+    """retarget._painted_eyes's torch steps at the eyeball pixels, in place on colour and seen."""
+    n_batch, n_pixels = eyeball.shape
+    height, width = target_tri_id.shape[1], target_tri_id.shape[2]
+    real = colour.dtype.type
+    zero, one = real(0.0), real(1.0)
+    chosen = np.zeros((n_batch, n_pixels), np.bool_)           # eyeball pixels the photo shows
+    n_eye, painting = 0, False
+    for b in range(n_batch):
+        for p in range(n_pixels):
+            if eyeball[b, p]:
+                n_eye += 1
+                chosen[b, p] = seen[b, p]
+                painting = painting or not seen[b, p]
+    if not painting:
+        return
+    share = np.empty(n_eye, np.float32)
+    _neighbour_share(chosen, eyeball, pixels, height, width, share)
+    # the painted pixels: some paint goes in (the photo's share below 1), in row-major order
+    n_painted = 0
+    for m in range(n_eye):
+        n_painted += share[m] < 1       # (each unshown pixel is one: it is no share of itself)
+    positions = np.empty((4, n_painted), np.int64)
+    face, rows, cols, slot = positions[0], positions[1], positions[2], positions[3]
+    photo_share, light = np.empty(n_painted, np.float32), np.empty(n_painted, px_per_mm.dtype)
+    eye = np.empty(n_painted, np.int64)
+    disc, sclera_share, eye_sclera = np.empty((n_painted, 3), real), np.empty(n_painted, real), np.empty((n_painted, 3), real)
+    shown = chosen.copy()                                      # the photo's eyeball pixels not painted
+    limit = np.empty(n_painted, px_per_mm.dtype)
+    m, k = 0, 0
+    pupil_lo = real(pupil_fraction - edge_softness / 2)
+    pupil_span = real((pupil_fraction + edge_softness / 2) - (pupil_fraction - edge_softness / 2))
+    iris_lo, iris_span = real(1.0 - edge_softness / 2), real((1.0 + edge_softness / 2) - (1.0 - edge_softness / 2))
+    collarette_lo, collarette_span = real(pupil_fraction), real(0.6 - pupil_fraction)
+    limbal_lo, limbal_span = real(limbal_from), real(1.0 - limbal_from)
+    for b in range(n_batch):
+        for p in range(n_pixels):
+            if not eyeball[b, p]:
+                continue
+            if share[m] < 1:
+                shown[b, p] = False
+                r, c = pixels[b, p] // width, pixels[b, p] % width
+                face[k], rows[k], cols[k], slot[k], photo_share[k] = b, r, c, p, share[m]
+                nx, ny, nz = values[b, p, 6], values[b, p, 7], values[b, p, 8]
+                facing = abs(nz) / max(np.sqrt(nx * nx + ny * ny + nz * nz), real(1e-12))
+                light[k] = _lid_light(target_tri_id, is_skin, band, has_band, b, r, c, px_per_mm, b, shadow_reach,
+                                      shadow, shadow_mm) * (real(ambient) + real(1.0 - ambient) * facing)
+                limit[k] = np.ceil(px_per_mm.dtype.type(below_mm) * px_per_mm[b])
+                # eyes.eyeball_layers at the target point (mm): the nearer eye's iris disc and sclera
+                x, y, z = values[b, p, 9], values[b, p, 10], values[b, p, 11]
+                nearest, best = 0, np.inf
+                for e in range(2):
+                    dx, dy, dz = x - centre[b, e, 0], y - centre[b, e, 1], z - centre[b, e, 2]
+                    distance = np.sqrt(dx * dx + dy * dy + dz * dz)
+                    if distance < best:
+                        nearest, best = e, distance
+                e = nearest
+                eye[k] = e
+                ox, oy, oz = x - centre[b, e, 0], y - centre[b, e, 1], z - centre[b, e, 2]
+                gx, gy, gz = gaze[b, e, 0], gaze[b, e, 1], gaze[b, e, 2]
+                along = ox * gx + oy * gy + oz * gz
+                lx, ly, lz = ox - along * gx, oy - along * gy, oz - along * gz
+                lateral = np.sqrt(max(lx * lx + ly * ly + lz * lz, real(1e-12)))
+                rho = lateral / disc_radius[b, e] if along > 0 else real(np.inf)
+                collarette = one + real(gain) * (one - _smoothstep(rho, collarette_lo, collarette_span, one))
+                limbal = one - real(limbal_darkening) * _smoothstep(rho, limbal_lo, limbal_span, one)
+                in_pupil = one - _smoothstep(rho, pupil_lo, pupil_span, one)
+                in_iris = one - _smoothstep(rho, iris_lo, iris_span, one)
+                for q in range(3):
+                    tone = iris[b, e, q] * collarette * limbal
+                    disc[k, q] = in_pupil * pupil[b, e, q] + (one - in_pupil) * tone
+                    eye_sclera[k, q] = sclera[b, e, q]
+                sclera_share[k] = one - in_iris
+                k += 1
+            m += 1
+    # the photo's sclera below each painted pixel, else its eye's mean of those found
+    below, found = np.empty((n_painted, 3), real), np.empty(n_painted, np.bool_)
+    _sclera_below(shown, pixels, face, rows, cols, window, below_reach, below_half, limit, eye_sclera, min_luma,
+                  luma_weights, below, found)
+    sums = np.zeros((2 * n_batch, 4), real)
+    for k in range(n_painted):
+        if found[k]:
+            key = 2 * face[k] + eye[k]
+            for q in range(3):
+                sums[key, q] += below[k, q]
+            sums[key, 3] += one
+    for k in range(n_painted):
+        b, p, key = face[k], slot[k], 2 * face[k] + eye[k]
+        share_k = photo_share[k]
+        for q in range(3):
+            painted = min(max((one - sclera_share[k]) * disc[k, q] + sclera_share[k] * eye_sclera[k, q], zero), one) \
+                * light[k]
+            if sums[key, 3] > 0:
+                lower = below[k, q] if found[k] else sums[key, q] / max(sums[key, 3], one)
+                painted = min(max((one - sclera_share[k]) * disc[k, q], zero), one) * light[k] \
+                    + sclera_share[k] * lower
+            colour[b, p, q] = share_k * colour[b, p, q] + (one - share_k) * painted
+    for b in range(n_batch):
+        for p in range(n_pixels):
+            seen[b, p] = seen[b, p] or eyeball[b, p]
+
+
 def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, shoulder, one, out):  # pragma: no cover - jitted
     """out[u, p] of :func:`~affectsynth.render.creases._crease_factor` (every scalar, ``one`` too, in
     the points' dtype, as :func:`_shading_ratio`'s)."""
@@ -447,22 +560,27 @@ def _drawn_pixels(tri_id, bary, depth):  # pragma: no cover - jitted
     return pixels, drawn_tri, drawn_bary, drawn_depth
 
 
+@numba.njit(cache=True, inline="always")
+def _lid_light(tri_id, is_skin, band, has_band, f, r, c, scales, k, reach, shadow, shadow_mm):  # pragma: no cover - jitted
+    """:func:`lid_shadow` of pixel (r, c) of image f at ``scales[k]`` px per mm."""
+    real = scales.dtype.type
+    up = np.inf
+    for i in range(r, max(r - reach, 0) - 1, -1):       # at or above, within reach
+        tri = tri_id[f, i, c]
+        if tri >= 0 and is_skin[tri]:
+            up = real(r - i)
+            break
+        if has_band and band[f, i, c]:                   # the band comes first: it carries the shadow
+            break
+    return real(1.0) - shadow * np.exp(-(real(up) / scales[k]) / shadow_mm)
+
+
 def _lid_shadow(tri_id, is_skin, band, has_band, face, rows, cols, scale, reach, shadow, shadow_mm,
                 out):  # pragma: no cover - jitted
     """out[m]: :func:`lid_shadow` of pixel m."""
-    real = scale.dtype.type
-    one = real(1.0)
     for m in numba.prange(face.shape[0]):
-        f, r, c = face[m], rows[m], cols[m]
-        up = np.inf
-        for i in range(r, max(r - reach, 0) - 1, -1):       # at or above, within reach
-            tri = tri_id[f, i, c]
-            if tri >= 0 and is_skin[tri]:
-                up = real(r - i)
-                break
-            if has_band and band[f, i, c]:                   # the band comes first: it carries the shadow
-                break
-        out[m] = one - shadow * np.exp(-(real(up) / scale[m]) / shadow_mm)
+        out[m] = _lid_light(tri_id, is_skin, band, has_band, face[m], rows[m], cols[m], scale, m, reach, shadow,
+                            shadow_mm)
 
 
 @numba.njit(cache=True)
@@ -920,6 +1038,30 @@ def take_band(eyeball: torch.Tensor, take: torch.Tensor, band_xy: torch.Tensor, 
     taken = _take_band(eyeball.contiguous().numpy(), take.contiguous().numpy(), band_xy.contiguous().numpy(),
                        window.numpy(), pixels.contiguous().numpy(), colour.numpy(), seen.numpy(), grid.numpy())
     return grid[:, :-1].view(-1, *size) if taken else None
+
+
+def paint_eyes(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
+               target_tri_id: torch.Tensor, is_skin: torch.Tensor, band: torch.Tensor | None, window: torch.Tensor,
+               colour: torch.Tensor, eyes: dict[str, torch.Tensor], px_per_mm: torch.Tensor,
+               shadow: tuple[int, float, float], ambient: float, below: tuple[int, int, float, float],
+               luma_weights: tuple[float, float, float], iris_shape: tuple[float, float, float, float, float]) -> None:
+    """retarget._painted_eyes in place on colour [B, N, C] and seen [B, N] (eyeball [B, N] over the
+    drawn pixels ``pixels`` [B, N]; values [B, N, 15] their interpolated attributes (target normal
+    6-8, target mm 9-11); the target's fragments target_tri_id [B, h, w] with ``is_skin`` [F]; band
+    [B, h, w] bool or None; window [1, C, h, w]). ``eyes``: [B, 2, ...] centre, gaze, disc_radius
+    (radius x sin(iris angle)), iris, pupil, sclera; shadow: (reach px, LID_SHADOW, LID_SHADOW_MM);
+    below: (reach px, half px, SCLERA_BELOW_MM, SCLERA_BELOW_MIN_LUMA); iris_shape: (COLLARETTE_GAIN,
+    PUPIL_FRACTION, LIMBAL_DARKENING, LIMBAL_FROM, EDGE_SOFTNESS)."""
+    real = colour.numpy().dtype.type
+    scale = px_per_mm.contiguous().numpy()
+    band_array = np.zeros((1, 1, 1), np.bool_) if band is None else band.contiguous().numpy()
+    appearance = [eyes[k].to(colour.dtype).contiguous().numpy() for k in ("centre", "gaze", "disc_radius", "iris",
+                                                                           "pupil", "sclera")]
+    _paint_eyes(eyeball.contiguous().numpy(), seen.numpy(), pixels.contiguous().numpy(), values.numpy(),
+                target_tri_id.contiguous().numpy(), is_skin.contiguous().numpy(), band_array, band is not None,
+                window.numpy(), colour.numpy(), *appearance, scale, int(shadow[0]), scale.dtype.type(shadow[1]),
+                scale.dtype.type(shadow[2]), float(ambient), int(below[0]), int(below[1]), float(below[2]),
+                real(below[3]), np.array(luma_weights, real), *(float(x) for x in iris_shape))
 
 
 def face_creases(rest_xy: torch.Tensor, strength: torch.Tensor, segments: torch.Tensor, arc: torch.Tensor,

@@ -16,7 +16,8 @@ from ..model.face_model import MATERIALS, FaceModel
 from . import kernels
 from .composite import composite, dilate, feathered_mask
 from .creases import CreaseLines, crease_lines, crease_shading
-from .eyes import LUMA, EyeAppearance, eyeball_layers, luma, nearest_eye
+from .eyes import (COLLARETTE_GAIN, EDGE_SOFTNESS, LIMBAL_DARKENING, LIMBAL_FROM, LUMA, PUPIL_FRACTION, EyeAppearance,
+                   eyeball_layers, luma, nearest_eye)
 from .materials import (AMBIENT, PHOTO_GAMMA, RATIO_RANGE, TOOTH_LUMA_OF_LIP, TOOTH_SATURATION_OF_LIP,
                         MouthAppearance, estimate_mouth_appearance, key_light, looks_like_teeth, shade_mouth,
                         shading_ratio, vertex_normals)
@@ -430,6 +431,73 @@ def _interior_seen(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.Ten
     return seen.index_put(at, seen[at] & ~(moved | (slit_in_photo & ~slit_in_target)))
 
 
+def _lid_shadow_reach(px_per_mm: torch.Tensor) -> int:
+    """How far up (px) the lid's shadow is searched for: 4 e-folds at the largest of the faces'
+    ``px_per_mm`` [B] (no skin within: no shadow)."""
+    return max(1, int(math.ceil(4 * LID_SHADOW_MM * float(px_per_mm.max()))))
+
+
+def _sclera_below_reach(px_per_mm: torch.Tensor) -> tuple[int, int]:
+    """(how far down, the half-width of the square averaged) in px, for the photo's sclera below a
+    painted pixel, at the largest of the faces' ``px_per_mm`` [B]."""
+    scale = float(px_per_mm.max())
+    return max(1, int(math.ceil(SCLERA_BELOW_MM * scale))), max(1, round(SCLERA_BELOW_AVERAGE_MM * scale))
+
+
+def _painted_eyes(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
+                  frags: Fragments, triangle_material: torch.Tensor, lid_band: torch.Tensor | None,
+                  window: torch.Tensor, colour: torch.Tensor, eyes: EyeAppearance, px_per_mm: torch.Tensor,
+                  size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(colour [B, 1, N, C], seen [B, 1, N]) with the eyeball pixels (``eyeball`` [B, 1, N] over the
+    drawn pixels ``pixels`` of a window of ``size``) the photo does not show painted, lit under
+    the lid's shadow (:data:`LID_SHADOW`; ``lid_band``: [B, h, w] the band moved with a raised lid,
+    or None) and by their facing (:data:`EYEBALL_AMBIENT`), the sclera continuing the photo's below
+    it (:data:`SCLERA_BELOW_MM`), and blended with the photo's by the share of photo pixels around
+    each; all eyeball pixels then shown. ``values`` [B, 1, N, 15]: the pixels' interpolated
+    attributes (target normal 6-8, target point in mm 9-11). On the CPU without autograd in one
+    pass (:func:`.kernels.paint_eyes`, in place)."""
+    b = seen.shape[0]
+    if kernels.use_kernels(colour, seen, values):
+        kernels.paint_eyes(eyeball.view(b, -1), seen.view(b, -1), pixels, values.view(b, -1, values.shape[-1]),
+                           frags.tri_id, triangle_material == _SKIN, lid_band, window,
+                           colour.view(b, -1, colour.shape[-1]),
+                           {"centre": eyes.centre, "gaze": eyes.gaze, "disc_radius": eyes.radius * eyes.iris_angle.sin(),
+                            "iris": eyes.iris, "pupil": eyes.pupil, "sclera": eyes.sclera}, px_per_mm,
+                           (_lid_shadow_reach(px_per_mm), LID_SHADOW, LID_SHADOW_MM), EYEBALL_AMBIENT,
+                           (*_sclera_below_reach(px_per_mm), SCLERA_BELOW_MM, SCLERA_BELOW_MIN_LUMA), LUMA,
+                           (COLLARETTE_GAIN, PUPIL_FRACTION, LIMBAL_DARKENING, LIMBAL_FROM, EDGE_SOFTNESS))
+        return colour, seen
+    if not bool((eyeball & ~seen).any()):
+        return colour, seen
+    target_normal_px, target_mm = values[..., 6:9], values[..., 9:12]
+    photo_share = _photo_share(eyeball, seen, pixels, size, colour.dtype)              # [N, 1]
+    mixed = photo_share[:, 0] < 1.0
+    painted_px = eyeball.index_put((eyeball,), mixed)        # only where some paint goes in
+    at, photo_share = painted_px.nonzero(as_tuple=True), photo_share[mixed]
+    normal = target_normal_px[at]
+    facing = normal[:, 2].abs() / normal.norm(dim=-1).clamp(min=1e-12)
+    light = _lid_shadow(painted_px, pixels, frags, triangle_material, px_per_mm, size, lid_band) \
+        * (EYEBALL_AMBIENT + (1.0 - EYEBALL_AMBIENT) * facing)                           # [P]
+    face = at[0]
+    appearance = _rows(eyes, face)
+    disc, sclera_share, sclera = (x[:, 0] for x in eyeball_layers(target_mm[at][:, None], appearance))
+    painted = ((1.0 - sclera_share) * disc + sclera_share * sclera).clamp(0.0, 1.0) * light[:, None]   # [P, 3]
+    # The uncovered sclera continues the photo's sclera below it in its column, as lit there.
+    below, found = _photo_sclera_below(painted_px, pixels, seen & eyeball & ~painted_px, window, sclera,
+                                       px_per_mm, size)
+    if bool(found.any()):
+        # where a column has none (above the iris), the eye's mean of those found
+        eye_key = face * 2 + nearest_eye(target_mm[at][:, None], appearance)[:, 0]          # [P]
+        sums = below.new_zeros(2 * b, 4).index_add_(0, eye_key[found], torch.cat(
+            (below[found], below.new_ones(int(found.sum()), 1)), 1))
+        below = torch.where(found[:, None], below, sums[eye_key, :3] / sums[eye_key, 3:].clamp(min=1.0))
+        lit = ((1.0 - sclera_share) * disc).clamp(0.0, 1.0) * light[:, None] + sclera_share * below
+        painted = torch.where((sums[eye_key, 3] > 0)[:, None], lit, painted)
+    colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * painted.to(colour.dtype))
+    seen = seen | eyeball
+    return colour, seen
+
+
 def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, triangle_material: torch.Tensor,
                 px_per_mm: torch.Tensor, size: tuple[int, int], lid_band: torch.Tensor | None = None) -> torch.Tensor:
     """[M] the light left on each of the M eyeball pixels of ``selected`` ([B, 1, N] bool over the
@@ -440,7 +508,7 @@ def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, 
     over the window, or None: the photo's band moved with the lid) lies between that skin and it."""
     face, rows, cols = _selected_pixels(selected, pixels, size)
     scale = px_per_mm[face]                                                                 # [M]
-    reach = max(1, int(math.ceil(4 * LID_SHADOW_MM * float(px_per_mm.max()))))
+    reach = _lid_shadow_reach(px_per_mm)
     if kernels.use_kernels(frags.tri_id, scale):   # each column searched up from the pixel
         return kernels.lid_shadow(frags.tri_id, triangle_material == _SKIN, lid_band, face, rows, cols, scale, reach,
                                   LID_SHADOW, LID_SHADOW_MM)
@@ -466,8 +534,7 @@ def _photo_sclera_below(selected: torch.Tensor, pixels: torch.Tensor, shown: tor
     sclera (luminance at least :data:`SCLERA_BELOW_MIN_LUMA` of ``sclera`` [M, 3], each pixel's
     eye's) -> ([M, 3], [M] bool). ``window``: [1, C, h, w] the photo's pixels."""
     face, rows, cols = _selected_pixels(selected, pixels, size)
-    reach = max(1, int(math.ceil(SCLERA_BELOW_MM * float(px_per_mm.max()))))
-    half = max(1, round(SCLERA_BELOW_AVERAGE_MM * float(px_per_mm.max())))
+    reach, half = _sclera_below_reach(px_per_mm)
     limit = (SCLERA_BELOW_MM * px_per_mm[face]).ceil()
     if kernels.use_kernels(shown, window, sclera):   # the same, searched pixel by pixel
         return kernels.sclera_below(shown[:, 0], pixels, face, rows, cols, window, reach, half, limit, sclera,
@@ -734,32 +801,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     # Painted and photo eyeball pixels are blended as the mouth's are (by the share of photo
     # pixels around each): decided pixel by pixel, a band a pixel or two wide became a checkerboard.
-    if eyes is not None and bool((eyeball_px & ~seen).any()):
-        photo_share = _photo_share(eyeball_px, seen, pixels, size, colour.dtype)           # [N, 1]
-        mixed = photo_share[:, 0] < 1.0
-        painted_px = eyeball_px.index_put((eyeball_px,), mixed)    # only where some paint goes in
-        at, photo_share = painted_px.nonzero(as_tuple=True), photo_share[mixed]
-        normal = target_normal_px[at]
-        facing = normal[:, 2].abs() / normal.norm(dim=-1).clamp(min=1e-12)
-        light = _lid_shadow(painted_px, pixels, frags, triangle_material, px_per_mm, size, lid_band) \
-            * (EYEBALL_AMBIENT + (1.0 - EYEBALL_AMBIENT) * facing)                           # [P]
-        face = at[0]
-        appearance = _rows(eyes, face)
-        disc, sclera_share, sclera = (x[:, 0] for x in eyeball_layers(target_mm[at][:, None], appearance))
-        painted = ((1.0 - sclera_share) * disc + sclera_share * sclera).clamp(0.0, 1.0) * light[:, None]   # [P, 3]
-        # The uncovered sclera continues the photo's sclera below it in its column, as lit there.
-        below, found = _photo_sclera_below(painted_px, pixels, seen & eyeball_px & ~painted_px, window, sclera,
-                                           px_per_mm, size)
-        if bool(found.any()):
-            # where a column has none (above the iris), the eye's mean of those found
-            eye_key = face * 2 + nearest_eye(target_mm[at][:, None], appearance)[:, 0]          # [P]
-            sums = below.new_zeros(2 * b, 4).index_add_(0, eye_key[found], torch.cat(
-                (below[found], below.new_ones(int(found.sum()), 1)), 1))
-            below = torch.where(found[:, None], below, sums[eye_key, :3] / sums[eye_key, 3:].clamp(min=1.0))
-            lit = ((1.0 - sclera_share) * disc).clamp(0.0, 1.0) * light[:, None] + sclera_share * below
-            painted = torch.where((sums[eye_key, 3] > 0)[:, None], lit, painted)
-        colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * painted.to(colour.dtype))
-        seen = seen | eyeball_px
+    if eyes is not None:
+        colour, seen = _painted_eyes(eyeball_px, seen, pixels, values, frags, triangle_material, lid_band, window,
+                                     colour, eyes, px_per_mm, size)
     if mouth_appearance is not None and bool((interior & ~seen).any()):
         rim_z = deformation.target[:, parts.lip_rim, 2].mean(1)                                      # [B] mm
         at = interior.nonzero(as_tuple=True)
