@@ -36,7 +36,7 @@ import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
-           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes"]
+           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -387,6 +387,59 @@ def _paint_eyes(eyeball, seen, pixels, values, target_tri_id, is_skin, band, has
             seen[b, p] = seen[b, p] or eyeball[b, p]
 
 
+@numba.njit(cache=True)
+def _shade_interior(interior, seen, pixels, values, material, colour, rim_z, lip, teeth, teeth_id, gums_id, tongue_id,
+                    socket_id, of_lip, floor, depth_mm, lambert, bounce, luma_weights, height,
+                    width):  # pragma: no cover - jitted
+    """retarget._shaded_interior's torch steps at the mouth's interior pixels, in place on colour."""
+    n_batch, n_pixels = interior.shape
+    real = colour.dtype.type
+    one, half = real(1.0), np.float32(0.5)
+    chosen = np.zeros((n_batch, n_pixels), np.bool_)           # interior pixels the photo shows
+    n_interior, shading = 0, False
+    for b in range(n_batch):
+        for p in range(n_pixels):
+            if interior[b, p]:
+                n_interior += 1
+                chosen[b, p] = seen[b, p]
+                shading = shading or not seen[b, p]
+    if not shading:
+        return
+    share = np.empty(n_interior, np.float32)
+    _neighbour_share(chosen, interior, pixels, height, width, share)
+    behind = np.empty(n_interior, real)
+    m = 0
+    for b in range(n_batch):
+        shown = np.empty(n_interior, real)                      # this face's teeth that keep the photo's
+        n_shown, first = 0, m
+        for p in range(n_pixels):
+            if interior[b, p]:
+                behind[m] = rim_z[b] - values[b, p, 11]
+                if material[b, p] == teeth_id and share[m] > half:
+                    shown[n_shown] = behind[m]
+                    n_shown += 1
+                m += 1
+        if n_shown > 0:   # teeth are darkened by how much deeper they lie than those (torch.median: the lower)
+            median = np.sort(shown[:n_shown])[(n_shown - 1) // 2]
+            k = first
+            for p in range(n_pixels):
+                if interior[b, p]:
+                    if material[b, p] == teeth_id:
+                        behind[k] = behind[k] - median
+                    k += 1
+    shaded = np.empty((1, 3), real)
+    m = 0
+    for b in range(n_batch):
+        for p in range(n_pixels):
+            if not interior[b, p]:
+                continue
+            _mouth_colour(material[b, p], behind[m], abs(values[b, p, 8]), lip, teeth, b, teeth_id, gums_id, tongue_id,
+                          socket_id, of_lip, floor, depth_mm, lambert, bounce, luma_weights, shaded, 0)
+            for c in range(3):
+                colour[b, p, c] = share[m] * colour[b, p, c] + (one - share[m]) * shaded[0, c]
+            m += 1
+
+
 def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, shoulder, one, out):  # pragma: no cover - jitted
     """out[u, p] of :func:`~affectsynth.render.creases._crease_factor` (every scalar, ``one`` too, in
     the points' dtype, as :func:`_shading_ratio`'s)."""
@@ -496,39 +549,55 @@ def _neighbour_share(chosen, part, pixels, height, width, out):  # pragma: no co
             m += 1
 
 
-def _shade_mouth(material, behind, facing, lip, teeth, teeth_id, gums_id, tongue_id, socket_id, of_lip,
-                 floor, depth_mm, lambert, bounce, luma_weights, out):  # pragma: no cover - jitted
-    """out[b, n]: :func:`~affectsynth.render.materials.shade_mouth` of point n of face b, its ops in
+@numba.njit(cache=True, inline="always")
+def _mouth_colour(kind, behind, facing, lip, teeth, b, teeth_id, gums_id, tongue_id, socket_id, of_lip, floor,
+                  depth_mm, lambert, bounce, luma_weights, out, row):  # pragma: no cover - jitted
+    """out[row]: :func:`~affectsynth.render.materials.shade_mouth` of a point of material ``kind``,
+    ``behind`` mm behind the lips, ``facing`` the view, of face b (lip, teeth [B, 3]), its ops in
     their order (every scalar in the colours' dtype; ``of_lip``: gums, tongue and socket tones as
     multiples of the lips')."""
     real = lip.dtype.type
     zero, one, tiny = real(0.0), real(1.0), real(1e-6)
+    brightest = max(max(lip[b, 0], lip[b, 1]), lip[b, 2])
+    occlusion = floor[0] + floor[1] * np.exp(-max(behind, zero) / depth_mm)
+    light = one if kind == socket_id else lambert[0] + lambert[1] * min(max(facing, zero), one)
+    share = zero if kind == socket_id else (one - occlusion) * bounce
+    lit = occlusion * light
+    s0, s1, s2 = zero, zero, zero
+    w0, w1, w2 = zero, zero, zero
+    for c in range(3):
+        tone = zero
+        if kind == teeth_id:
+            tone = teeth[b, c]
+        elif kind == gums_id:
+            tone = lip[b, c] * of_lip[0]
+        elif kind == tongue_id:
+            tone = lip[b, c] * of_lip[1]
+        elif kind == socket_id:
+            tone = lip[b, c] * of_lip[2]
+        shaded = tone * lit
+        warmed = shaded * (one - share + share * (lip[b, c] / max(brightest, tiny)))
+        if c == 0:
+            s0, w0 = shaded, warmed
+        elif c == 1:
+            s1, w1 = shaded, warmed
+        else:
+            s2, w2 = shaded, warmed
+    luma_shaded = s0 * luma_weights[0] + s1 * luma_weights[1] + s2 * luma_weights[2]
+    luma_warmed = w0 * luma_weights[0] + w1 * luma_weights[1] + w2 * luma_weights[2]
+    keep = luma_shaded / max(luma_warmed, tiny)
+    out[row, 0] = min(max(w0 * keep, zero), one)
+    out[row, 1] = min(max(w1 * keep, zero), one)
+    out[row, 2] = min(max(w2 * keep, zero), one)
+
+
+def _shade_mouth(material, behind, facing, lip, teeth, teeth_id, gums_id, tongue_id, socket_id, of_lip,
+                 floor, depth_mm, lambert, bounce, luma_weights, out):  # pragma: no cover - jitted
+    """out[b, n]: :func:`~affectsynth.render.materials.shade_mouth` of point n of face b."""
     for b in range(material.shape[0]):
-        brightest = max(max(lip[b, 0], lip[b, 1]), lip[b, 2])
         for n in numba.prange(material.shape[1]):
-            kind = material[b, n]
-            occlusion = floor[0] + floor[1] * np.exp(-max(behind[b, n], zero) / depth_mm)
-            light = one if kind == socket_id else lambert[0] + lambert[1] * min(max(facing[b, n], zero), one)
-            share = zero if kind == socket_id else (one - occlusion) * bounce
-            lit = occlusion * light
-            shaded, warmed = np.empty(3, lip.dtype), np.empty(3, lip.dtype)
-            for c in range(3):
-                tone = zero
-                if kind == teeth_id:
-                    tone = teeth[b, c]
-                elif kind == gums_id:
-                    tone = lip[b, c] * of_lip[0]
-                elif kind == tongue_id:
-                    tone = lip[b, c] * of_lip[1]
-                elif kind == socket_id:
-                    tone = lip[b, c] * of_lip[2]
-                shaded[c] = tone * lit
-                warmed[c] = shaded[c] * (one - share + share * (lip[b, c] / max(brightest, tiny)))
-            luma_shaded = shaded[0] * luma_weights[0] + shaded[1] * luma_weights[1] + shaded[2] * luma_weights[2]
-            luma_warmed = warmed[0] * luma_weights[0] + warmed[1] * luma_weights[1] + warmed[2] * luma_weights[2]
-            keep = luma_shaded / max(luma_warmed, tiny)
-            for c in range(3):
-                out[b, n, c] = min(max(warmed[c] * keep, zero), one)
+            _mouth_colour(material[b, n], behind[b, n], facing[b, n], lip, teeth, b, teeth_id, gums_id, tongue_id,
+                          socket_id, of_lip, floor, depth_mm, lambert, bounce, luma_weights, out[b], n)
 
 
 @numba.njit(cache=True)
@@ -1062,6 +1131,23 @@ def paint_eyes(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, 
                 window.numpy(), colour.numpy(), *appearance, scale, int(shadow[0]), scale.dtype.type(shadow[1]),
                 scale.dtype.type(shadow[2]), float(ambient), int(below[0]), int(below[1]), float(below[2]),
                 real(below[3]), np.array(luma_weights, real), *(float(x) for x in iris_shape))
+
+
+def shade_interior(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
+                   material: torch.Tensor, colour: torch.Tensor, rim_z: torch.Tensor, size: tuple[int, int],
+                   lip: torch.Tensor, teeth: torch.Tensor, ids: tuple[int, int, int, int],
+                   of_lip: tuple[float, float, float], floor: float, depth_mm: float, lambert: tuple[float, float],
+                   bounce: float, luma_weights: tuple[float, float, float]) -> None:
+    """retarget._shaded_interior in place on colour [B, N, C]: interior, seen [B, N] bool over the
+    drawn pixels ``pixels`` [B, N] of a window of ``size``; values [B, N, 15] their interpolated
+    attributes (target normal 6-8, target mm 9-11); material [B, N]; rim_z [B] mm; lip, teeth [B, 3]
+    and the rest as :func:`shade_mouth` takes them."""
+    dtype = colour.numpy().dtype   # every scalar of the shading in the colours' dtype
+    _shade_interior(interior.contiguous().numpy(), seen.contiguous().numpy(), pixels.contiguous().numpy(),
+                    values.numpy(), material.contiguous().numpy(), colour.numpy(), rim_z.to(colour.dtype).numpy(),
+                    lip.to(colour.dtype).contiguous().numpy(), teeth.to(colour.dtype).contiguous().numpy(), *ids,
+                    np.array(of_lip, dtype), np.array((floor, 1 - floor), dtype), dtype.type(depth_mm),
+                    np.array(lambert, dtype), dtype.type(bounce), np.array(luma_weights, dtype), size[0], size[1])
 
 
 def face_creases(rest_xy: torch.Tensor, strength: torch.Tensor, segments: torch.Tensor, arc: torch.Tensor,

@@ -62,6 +62,8 @@ MOUTH_BOUNCE = 0.35
 #: sides are narrower than a pixel at the size of a face crop, and at 0.65 + 0.35 cos each tooth
 #: was edged by a dark stripe, a row of them read as braces.
 MOUTH_LAMBERT = (0.85, 0.15)
+#: The material indices the mouth's kernels take, in their order: teeth, gums, tongue, socket.
+MOUTH_MATERIAL_IDS = tuple(MATERIALS.index(name) for name in ("teeth", "gums", "tongue", "mouth_socket"))
 #: The light on the face: the 90th percentile of the skin's luminance over this value (a lit
 #: patch of skin of typical albedo), clamped, so teeth are as bright as the face's light allows.
 LIT_SKIN_LUMINANCE, LIGHT_RANGE = 0.72, (0.35, 1.05)
@@ -192,10 +194,9 @@ def shade_mouth(material: torch.Tensor, behind_lips_mm: torch.Tensor, facing: to
         bit or so).
     """
     if kernels.use_kernels(behind_lips_mm, facing, appearance.lip, appearance.teeth):
-        ids = tuple(MATERIALS.index(name) for name in ("teeth", "gums", "tongue", "mouth_socket"))
         return kernels.shade_mouth(material.reshape(len(material), -1), behind_lips_mm.reshape(len(material), -1),
                                    facing.reshape(len(material), -1), appearance.lip[:, :3], appearance.teeth[:, :3],
-                                   ids, (GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP), OCCLUSION_FLOOR,
+                                   MOUTH_MATERIAL_IDS, (GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP), OCCLUSION_FLOOR,
                                    OCCLUSION_DEPTH_MM, MOUTH_LAMBERT, MOUTH_BOUNCE, LUMA).view(*material.shape, 3)
     lip = appearance.lip[:, None, None, :3]
     tones = {

@@ -18,9 +18,10 @@ from .composite import composite, dilate, feathered_mask
 from .creases import CreaseLines, crease_lines, crease_shading
 from .eyes import (COLLARETTE_GAIN, EDGE_SOFTNESS, LIMBAL_DARKENING, LIMBAL_FROM, LUMA, PUPIL_FRACTION, EyeAppearance,
                    eyeball_layers, luma, nearest_eye)
-from .materials import (AMBIENT, PHOTO_GAMMA, RATIO_RANGE, TOOTH_LUMA_OF_LIP, TOOTH_SATURATION_OF_LIP,
-                        MouthAppearance, estimate_mouth_appearance, key_light, looks_like_teeth, shade_mouth,
-                        shading_ratio, vertex_normals)
+from .materials import (AMBIENT, GUMS_OF_LIP, MOUTH_BOUNCE, MOUTH_LAMBERT, MOUTH_MATERIAL_IDS, OCCLUSION_DEPTH_MM,
+                        OCCLUSION_FLOOR, PHOTO_GAMMA, RATIO_RANGE, SOCKET_OF_LIP, TONGUE_OF_LIP, TOOTH_LUMA_OF_LIP,
+                        TOOTH_SATURATION_OF_LIP, MouthAppearance, estimate_mouth_appearance, key_light,
+                        looks_like_teeth, shade_mouth, shading_ratio, vertex_normals)
 from .raster import Fragments, rasterize, resolve_backend
 from .shade import gather_rows, interpolate, sample_image, surface_depth_at
 
@@ -444,6 +445,49 @@ def _sclera_below_reach(px_per_mm: torch.Tensor) -> tuple[int, int]:
     return max(1, int(math.ceil(SCLERA_BELOW_MM * scale))), max(1, round(SCLERA_BELOW_AVERAGE_MM * scale))
 
 
+def _shaded_interior(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
+                     material: torch.Tensor, colour: torch.Tensor, rim_z: torch.Tensor, mouth: MouthAppearance,
+                     size: tuple[int, int]) -> torch.Tensor:
+    """colour [B, 1, N, C] with the mouth interior's pixels the photo does not show shaded
+    (:func:`~.materials.shade_mouth`, ``mouth`` the faces' appearance; ``rim_z`` [B] the lips' inner
+    edge's depth, mm) and blended with the photo's by the share of photo pixels around each
+    (``interior``, ``seen``: [B, 1, N] over the drawn pixels ``pixels`` of a window of ``size``;
+    ``values`` [B, 1, N, 15] their interpolated attributes, target normal 6-8 and target point in
+    mm 9-11; ``material`` [B, 1, N]). On the CPU without autograd in one pass
+    (:func:`.kernels.shade_interior`, in place)."""
+    b = seen.shape[0]
+    if kernels.use_kernels(colour, values, mouth.lip, mouth.teeth):
+        kernels.shade_interior(interior.view(b, -1), seen.view(b, -1), pixels, values.view(b, -1, values.shape[-1]),
+                               material.view(b, -1), colour.view(b, -1, colour.shape[-1]), rim_z, size,
+                               mouth.lip[:, :3], mouth.teeth[:, :3], MOUTH_MATERIAL_IDS,
+                               (GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP), OCCLUSION_FLOOR, OCCLUSION_DEPTH_MM,
+                               MOUTH_LAMBERT, MOUTH_BOUNCE, LUMA)
+        return colour
+    if not bool((interior & ~seen).any()):
+        return colour
+    target_normal_px, target_mm = values[..., 6:9], values[..., 9:12]
+    at = interior.nonzero(as_tuple=True)
+    face = at[0]
+    # Photo or shading is decided per pixel, and along the edge between them (the upper teeth
+    # a raised lip uncovers, the lower ones a jaw moves) the decision flips pixel by pixel: a
+    # speckle of photo teeth and dark socket. Each interior pixel takes the photo by the share
+    # of the interior pixels around it that take it.
+    photo_share = _photo_share(interior, seen, pixels, size, colour.dtype)                # [M, 1]
+    behind_mm = rim_z[face] - target_mm[at][:, 2]                                      # [M]
+    # The teeth's tone is the photo's own teeth, lit and occluded as they are where the photo
+    # shows them: teeth are darkened only by how much deeper they lie than those (per face;
+    # B is the number of faces in the photo, small).
+    teeth = material[at] == _TEETH
+    for i in range(b):
+        shown = teeth & (face == i) & (photo_share[:, 0] > 0.5)
+        if bool(shown.any()):
+            behind_mm = torch.where(teeth & (face == i), behind_mm - behind_mm[shown].median(), behind_mm)
+    shaded = shade_mouth(material[at][:, None, None], behind_mm[:, None, None],
+                         target_normal_px[at][:, 2].abs()[:, None, None], _rows(mouth, face))
+    colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * shaded[:, 0, 0].to(colour.dtype))
+    return colour
+
+
 def _painted_eyes(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
                   frags: Fragments, triangle_material: torch.Tensor, lid_band: torch.Tensor | None,
                   window: torch.Tensor, colour: torch.Tensor, eyes: EyeAppearance, px_per_mm: torch.Tensor,
@@ -804,27 +848,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     if eyes is not None:
         colour, seen = _painted_eyes(eyeball_px, seen, pixels, values, frags, triangle_material, lid_band, window,
                                      colour, eyes, px_per_mm, size)
-    if mouth_appearance is not None and bool((interior & ~seen).any()):
+    if mouth_appearance is not None:
         rim_z = deformation.target[:, parts.lip_rim, 2].mean(1)                                      # [B] mm
-        at = interior.nonzero(as_tuple=True)
-        face = at[0]
-        # Photo or shading is decided per pixel, and along the edge between them (the upper teeth
-        # a raised lip uncovers, the lower ones a jaw moves) the decision flips pixel by pixel: a
-        # speckle of photo teeth and dark socket. Each interior pixel takes the photo by the share
-        # of the interior pixels around it that take it.
-        photo_share = _photo_share(interior, seen, pixels, size, colour.dtype)                # [M, 1]
-        behind_mm = rim_z[face] - target_mm[at][:, 2]                                      # [M]
-        # The teeth's tone is the photo's own teeth, lit and occluded as they are where the photo
-        # shows them: teeth are darkened only by how much deeper they lie than those (per face;
-        # B is the number of faces in the photo, small).
-        teeth = material[at] == _TEETH
-        for i in range(b):
-            shown = teeth & (face == i) & (photo_share[:, 0] > 0.5)
-            if bool(shown.any()):
-                behind_mm = torch.where(teeth & (face == i), behind_mm - behind_mm[shown].median(), behind_mm)
-        shaded = shade_mouth(material[at][:, None, None], behind_mm[:, None, None],
-                             target_normal_px[at][:, 2].abs()[:, None, None], _rows(mouth_appearance, face))
-        colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * shaded[:, 0, 0].to(colour.dtype))
+        colour = _shaded_interior(interior, seen, pixels, values, material, colour, rim_z, mouth_appearance, size)
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
     coverage = _in_place((seen | interior)[:, 0], pixels, size).to(photo.dtype)[:, None]
