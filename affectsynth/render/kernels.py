@@ -440,13 +440,14 @@ def _shade_interior(interior, seen, pixels, values, material, colour, rim_z, lip
             m += 1
 
 
-def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, shoulder, one, out):  # pragma: no cover - jitted
-    """out[u, p] of :func:`~affectsynth.render.creases._crease_factor` (every scalar, ``one`` too, in
-    the points' dtype, as :func:`_shading_ratio`'s)."""
+def _crease_factor(px, py, segments, arc, fade, midline_side, s2, weight, shoulder, one, out,
+                   counts):  # pragma: no cover - jitted
+    """out[u, p] of :func:`~affectsynth.render.creases._crease_factor` for p < counts[u], crease u's
+    cells (every scalar, ``one`` too, in the points' dtype, as the ratio of :func:`surface_samples`)."""
     zero = one - one
     two, three, four = one + one, one + one + one, one + one + one + one
     for u in numba.prange(out.shape[0]):
-        for p in range(out.shape[1]):
+        for p in range(counts[u]):
             x, y = px[u, p], py[u, p]
             best, best_t, nearest = zero, zero, 0
             for k in range(segments.shape[1]):
@@ -486,18 +487,22 @@ def _blend(photo, layer, mask, out):  # pragma: no cover - jitted
 
 def _blend_drawn(base, window, colour, pixels, mask, out):  # pragma: no cover - jitted
     """out = mask * layer + (1 - mask) * base, the layer being ``window`` with ``colour[n]`` at flat
-    pixel ``pixels[n]`` (ascending; padding past the end): _blend with the layer found on the way."""
+    pixel ``pixels[n]`` (ascending; padding past the end): _blend with the layer found on the way
+    (a row's drawn pixels followed with a pointer: a 64-bit division per pixel cost more)."""
     one = out.dtype.type(1.0)
     _, channels, height, width = out.shape
     for i in numba.prange(height):
-        n = np.searchsorted(pixels, i * width)       # the row's first drawn pixel, if any
-        for j in range(width):
-            m = mask[0, 0, i, j]
-            drawn = n < pixels.shape[0] and pixels[n] == i * width + j
-            for c in range(channels):
-                layer = colour[n, c] if drawn else window[0, c, i, j]
+        start = np.searchsorted(pixels, i * width)       # the row's first drawn pixel, if any
+        for c in range(channels):                        # (a plane at a time, as the arrays lie)
+            n = start
+            for j in range(width):
+                m = mask[0, 0, i, j]
+                if n < pixels.shape[0] and pixels[n] == i * width + j:
+                    layer = colour[n, c]
+                    n += 1
+                else:
+                    layer = window[0, c, i, j]
                 out[0, c, i, j] = m * layer + (one - m) * base[0, c, i, j]
-            n += drawn
 
 
 def _reshade(colour, ratio, factor, has_factor, seen, material, skin):  # pragma: no cover - jitted
@@ -810,7 +815,7 @@ def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm
         weight[u] = depth[c] * strength[c] * real(sigma_used[u]) / real(sigma[u])
     windows = np.empty((n_used, most), rest_xy.dtype)
     _CREASE_FACTOR(px, py, segments[used], arc[used], fade[used], midline_side[used], s2, weight, shoulder,
-                          one, windows)
+                   one, windows, (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))   # each crease its own cells
     factor = np.ones((ny, nx), rest_xy.dtype)
     for u in range(n_used):
         width = box[u, 2] - box[u, 0]
