@@ -87,6 +87,7 @@ def _columns(number: int, side: str | None) -> tuple[int, ...]:
     return (left, left + 1) if side is None else (left + (side == "R"),)
 
 
+@functools.lru_cache(maxsize=1024)   # every target's keys are split twice per render; the keys are few
 def _split_key(key: str) -> tuple[int, str | None]:
     """``"AU12_L"`` -> (12, "L"); InputError for a name that is not an AU of the main codes."""
     match = _AU_NAME.fullmatch(key)

@@ -145,7 +145,7 @@ class ModelParts:
         interior_only: [V] bool, the vertices of mouth-interior triangles that no skin triangle uses
             (not the rim the socket shares with the lips: pushing that back would move the lips'
             inner edge).
-        eyeballs: [E] int64 vertex ids of both eyeballs, or None (a model without them).
+        eyeballs: [V] bool, the vertices of both eyeballs, or None (a model without them).
         lip_rim: [R] int64 vertex ids of the lips' inner edge (the mouth opening), or of the lips
             when the model does not name it.
         creases: the model's :func:`~affectsynth.render.creases.crease_lines`, or None.
@@ -173,14 +173,23 @@ def model_parts(model: FaceModel) -> ModelParts:
            if "lip_inner_upper" in regions and "lip_inner_lower" in regions else regions["lips"])
     return ModelParts(triangles=triangles, triangle_material=material, skin_triangles=triangles[skin],
                       interior_only=used[1] & ~used[0],
-                      eyeballs=None if eyeball[0] is None or eyeball[1] is None else torch.cat(eyeball).to(device),
+                      eyeballs=None if eyeball[0] is None or eyeball[1] is None else _vertex_mask(
+                          torch.cat(eyeball), model.mean.shape[0]).to(device),
                       lip_rim=rim.to(device), creases=crease_lines(model))
 
 
+def _vertex_mask(ids: torch.Tensor, count: int) -> torch.Tensor:
+    """[count] bool, True at the vertex ``ids``."""
+    mask = torch.zeros(count, dtype=torch.bool, device=ids.device)
+    mask[ids] = True
+    return mask
+
+
 def _push_back(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: torch.Tensor, mm: float) -> torch.Tensor:
-    """``image_points`` [B, V, 3] with ``vertices`` (int64 ids or a [V] bool mask) moved ``mm`` away
-    from the camera (B faces at ``px_per_mm`` [B]), in place."""
-    image_points[:, vertices, 2] -= (mm * px_per_mm)[:, None]
+    """``image_points`` [B, V, 3] with ``vertices`` ([V] bool) moved ``mm`` away from the camera (B
+    faces at ``px_per_mm`` [B]), in place: every depth less the push times 1 or 0, the same values
+    as pushing the selected ones alone, without searching the mask."""
+    image_points[..., 2] -= (mm * px_per_mm)[:, None] * vertices.to(image_points.dtype)
     return image_points
 
 
@@ -802,8 +811,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # of the window is the photo's), then put back in place for the masks and the compositing.
     pixels, drawn_frags = _drawn_pixels(frags)                                               # [B, N]
     covered = drawn_frags.mask                                                              # [B, 1, N]
-    material = torch.where(covered, triangle_material[drawn_frags.tri_id.clamp(min=0)],
-                           torch.full_like(drawn_frags.tri_id, _SKIN))
+    # (tri_id -1, nothing drawn, reads the skin appended last: undrawn pixels count as skin)
+    material = torch.cat((triangle_material, triangle_material.new_tensor([_SKIN])))[drawn_frags.tri_id]
     # Every per-vertex quantity the pixels need, interpolated in one pass (one corner lookup):
     # the source position in the window, the source and target normals, the target in mm and
     # the rest position (mm, the model's mean shape: where the creases are drawn).
