@@ -136,25 +136,34 @@ def _corners(verts, faces, b, f):  # pragma: no cover - jitted
     return x, y, (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
 
 
+#: The smallest positive double: ``e >= _ABOVE_ZERO`` is ``e > 0``, so one comparison per edge
+#: tests inside (a top-left edge's threshold is 0.0: ``e >= 0``).
+_ABOVE_ZERO = 5e-324
+
+
 @numba.njit(cache=True)
 def _edge(x, y, k, orient):  # pragma: no cover - jitted
-    """Edge k (from corner k+1 to corner k+2, facing corner k) as (ax, ay, dx, dy, sign, top_left):
-    the edge function sign * (dx (py - ay) - dy (px - ax)) is positive inside the triangle.
+    """Edge k (from corner k+1 to corner k+2, facing corner k) as (ax, ay, dx, dy, threshold):
+    the edge function dx (py - ay) - dy (px - ax) is positive inside the triangle, and a pixel
+    centre is inside the edge where it is at least ``threshold`` (0 on a top or left edge, else
+    the smallest positive double).
 
     The edge is taken from its lexicographically smaller endpoint, so the two triangles that
-    share it evaluate bit-identical values (of opposite sign): no gaps, no double draws.
+    share it evaluate bit-identical values (of opposite sign): no gaps, no double draws. The
+    sign that makes it positive inside is folded into dx and dy (a multiplication by +-1: the
+    same values as applying it to the function).
     """
     p, q = (k + 1) % 3, (k + 2) % 3
     flip = 1.0
     if x[q] < x[p] or (x[q] == x[p] and y[q] < y[p]):
         p, q = q, p
         flip = -1.0
-    dx, dy = x[q] - x[p], y[q] - y[p]
     sign = orient * flip
-    # The inward normal is sign * (-dy, dx): a left edge when it points right, a top edge
-    # when it points straight down (image y down).
-    nx, ny = -sign * dy, sign * dx
-    return x[p], y[p], dx, dy, sign, nx > 0.0 or (nx == 0.0 and ny > 0.0)
+    dx, dy = sign * (x[q] - x[p]), sign * (y[q] - y[p])
+    # The inward normal is (-dy, dx): a left edge when it points right, a top edge when it
+    # points straight down (image y down).
+    top_left = -dy > 0.0 or (-dy == 0.0 and dx > 0.0)
+    return x[p], y[p], dx, dy, 0.0 if top_left else _ABOVE_ZERO
 
 
 @numba.njit(cache=True)
@@ -209,21 +218,21 @@ def _draw_rows(verts, faces, cull, b, r0, r1, ids, tri_id, bary, depth):  # prag
         if hidden:
             continue
         orient = 1.0 if area > 0.0 else -1.0
-        ax0, ay0, dx0, dy0, s0, tl0 = _edge(x, y, 0, orient)
-        ax1, ay1, dx1, dy1, s1, tl1 = _edge(x, y, 1, orient)
-        ax2, ay2, dx2, dy2, s2, tl2 = _edge(x, y, 2, orient)
+        ax0, ay0, dx0, dy0, t0 = _edge(x, y, 0, orient)
+        ax1, ay1, dx1, dy1, t1 = _edge(x, y, 1, orient)
+        ax2, ay2, dx2, dy2, t2 = _edge(x, y, 2, orient)
         for i in range(i0, i1):
             py = i + 0.5
+            q0, q1, q2 = dx0 * (py - ay0), dx1 * (py - ay1), dx2 * (py - ay2)   # the row's part
             for j in range(j0, j1):
                 px = j + 0.5
-                # Inside: every edge function positive, or zero on a top-left edge. Tested at once
-                # (bitwise, not short-circuit): in a triangle of a few pixels each test is a coin
-                # toss, and one unpredictable branch costs less than three.
-                e0 = s0 * (dx0 * (py - ay0) - dy0 * (px - ax0))
-                e1 = s1 * (dx1 * (py - ay1) - dy1 * (px - ax1))
-                e2 = s2 * (dx2 * (py - ay2) - dy2 * (px - ax2))
-                if not (((e0 > 0.0) | ((e0 == 0.0) & tl0)) & ((e1 > 0.0) | ((e1 == 0.0) & tl1))
-                        & ((e2 > 0.0) | ((e2 == 0.0) & tl2))):
+                e0 = q0 - dy0 * (px - ax0)
+                e1 = q1 - dy1 * (px - ax1)
+                e2 = q2 - dy2 * (px - ax2)
+                # Inside: every edge function at least its threshold. Tested at once (bitwise, not
+                # short-circuit): in a triangle of a few pixels each test is a coin toss, and one
+                # unpredictable branch costs less than three.
+                if not ((e0 >= t0) & (e1 >= t1) & (e2 >= t2)):
                     continue
                 total = e0 + e1 + e2
                 w0, w1, w2 = e0 / total, e1 / total, e2 / total
