@@ -49,11 +49,11 @@ def to_image_space(points: torch.Tensor, rotation: torch.Tensor, scale: torch.Te
     Returns:
         [B, N, 3]: u (px, right), v (px, down), depth (px, toward the camera).
     """
-    p = points @ rotation.transpose(1, 2)
-    s = scale[:, None]
-    u = translation[:, None, 0] + s * p[..., 0]
-    v = translation[:, None, 1] - s * p[..., 1]
-    return torch.stack((u, v, s * p[..., 2]), dim=-1)
+    p = (points @ rotation.transpose(1, 2)) * scale[:, None, None]
+    # (u, v, depth) = (t_x + s p_x, t_y - s p_y, s p_z) on whole [B, N, 3] rows: flipping y and
+    # adding (t_x, t_y, 0) is exact, so these are those values (bar a depth of -0 becoming +0)
+    flip = p.new_tensor([1.0, -1.0, 1.0])
+    return p * flip + torch.cat((translation, translation.new_zeros(translation.shape[0], 1)), 1)[:, None]
 
 
 
