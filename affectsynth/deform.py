@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .camera import to_image_space
 from .fit import FitResult
 from .model import FaceModel, blend_shapes
 
@@ -48,12 +47,13 @@ def retarget(model: FaceModel, fit: FitResult, exp_target: torch.Tensor) -> Defo
     if exp_target.shape != fit.exp_coeffs.shape:
         raise ValueError(f"exp_target must be {list(fit.exp_coeffs.shape)}, got {list(exp_target.shape)}")
     exp_target = exp_target.to(fit.exp_coeffs)
-    b = exp_target.shape[0]
-    # Both expressions on the one identity, and both into the image, each in one call.
-    identity = model.mean + blend_shapes(fit.id_coeffs, model.id_basis)
-    source, target = (identity.repeat(2, 1, 1) + blend_shapes(torch.cat((fit.exp_coeffs, exp_target)),
-                                                              model.exp_basis)).split(b)
-    source_image, target_image = to_image_space(torch.cat((source, target)), fit.rotation.repeat(2, 1, 1),
-                                                fit.scale.repeat(2), fit.translation.repeat(2, 1)).split(b)
+    b, vertices = exp_target.shape[0], model.mean.shape[0]
+    # Both expressions on the one identity, side by side in each face's rows ([B, 2V, 3]), so that
+    # one product blends them and one projection (the fit's own camera) takes them to the image.
+    identity = model.mean + blend_shapes(fit.id_coeffs, model.id_basis)                    # [B, V, 3]
+    expressions = blend_shapes(torch.stack((fit.exp_coeffs, exp_target), 1).view(2 * b, -1), model.exp_basis)
+    both = (identity[:, None] + expressions.view(b, 2, vertices, 3)).view(b, 2 * vertices, 3)
+    source, target = both.view(b, 2, vertices, 3).unbind(1)
+    source_image, target_image = fit.image_points(both).view(b, 2, vertices, 3).unbind(1)
     return Deformation(source=source, target=target, source_image=source_image, target_image=target_image,
                        exp_source=fit.exp_coeffs, exp_target=exp_target, px_per_mm=fit.scale)
