@@ -59,7 +59,7 @@ def _build(kernel) -> Callable:
 
 def use_kernels(*tensors: torch.Tensor) -> bool:
     """Whether an op on these tensors takes its kernel: all on the CPU, and no gradient asked for."""
-    if any(t.device.type != "cpu" for t in tensors):
+    if not all(t.is_cpu for t in tensors):
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
