@@ -291,6 +291,25 @@ def _smoothstep(x, lo, span, one):  # pragma: no cover - jitted
 
 
 @numba.njit(cache=True)
+def _photo_share(part, seen, pixels, height, width):  # pragma: no cover - jitted
+    """[M] float32 retarget._photo_share of the M pixels of ``part`` [B, N] (row-major): the share of
+    the part's pixels around each that the photo shows (``seen``); empty where it shows them all
+    (nothing to shade)."""
+    chosen = np.zeros(part.shape, np.bool_)
+    count, shading = 0, False
+    for b in range(part.shape[0]):
+        for p in range(part.shape[1]):
+            if part[b, p]:
+                count += 1
+                chosen[b, p] = seen[b, p]
+                shading = shading or not seen[b, p]
+    share = np.empty(count if shading else 0, np.float32)
+    if shading:
+        _neighbour_share(chosen, part, pixels, height, width, share)
+    return share
+
+
+@numba.njit(cache=True)
 def _paint_eyes(eyeball, seen, pixels, values, target_tri_id, is_skin, band, has_band, window, colour, centre, gaze,
                 disc_radius, iris, pupil, sclera, px_per_mm, shadow_reach, shadow, shadow_mm, ambient, below_reach,
                 below_half, below_mm, min_luma, luma_weights, gain, pupil_fraction, limbal_darkening, limbal_from,
@@ -300,28 +319,19 @@ def _paint_eyes(eyeball, seen, pixels, values, target_tri_id, is_skin, band, has
     height, width = target_tri_id.shape[1], target_tri_id.shape[2]
     real = colour.dtype.type
     zero, one = real(0.0), real(1.0)
-    chosen = np.zeros((n_batch, n_pixels), np.bool_)           # eyeball pixels the photo shows
-    n_eye, painting = 0, False
-    for b in range(n_batch):
-        for p in range(n_pixels):
-            if eyeball[b, p]:
-                n_eye += 1
-                chosen[b, p] = seen[b, p]
-                painting = painting or not seen[b, p]
-    if not painting:
-        return
-    share = np.empty(n_eye, np.float32)
-    _neighbour_share(chosen, eyeball, pixels, height, width, share)
+    share = _photo_share(eyeball, seen, pixels, height, width)
     # the painted pixels: some paint goes in (the photo's share below 1), in row-major order
     n_painted = 0
-    for m in range(n_eye):
+    for m in range(share.shape[0]):
         n_painted += share[m] < 1       # (each unshown pixel is one: it is no share of itself)
+    if n_painted == 0:
+        return
     positions = np.empty((4, n_painted), np.int64)
     face, rows, cols, slot = positions[0], positions[1], positions[2], positions[3]
     photo_share, light = np.empty(n_painted, np.float32), np.empty(n_painted, px_per_mm.dtype)
     eye = np.empty(n_painted, np.int64)
     disc, sclera_share, eye_sclera = np.empty((n_painted, 3), real), np.empty(n_painted, real), np.empty((n_painted, 3), real)
-    shown = chosen.copy()                                      # the photo's eyeball pixels not painted
+    shown = np.zeros((n_batch, n_pixels), np.bool_)            # the photo's eyeball pixels not painted
     limit = np.empty(n_painted, px_per_mm.dtype)
     m, k = 0, 0
     pupil_lo = real(pupil_fraction - edge_softness / 2)
@@ -333,8 +343,8 @@ def _paint_eyes(eyeball, seen, pixels, values, target_tri_id, is_skin, band, has
         for p in range(n_pixels):
             if not eyeball[b, p]:
                 continue
+            shown[b, p] = seen[b, p] and share[m] >= 1
             if share[m] < 1:
-                shown[b, p] = False
                 r, c = pixels[b, p] // width, pixels[b, p] % width
                 face[k], rows[k], cols[k], slot[k], photo_share[k] = b, r, c, p, share[m]
                 nx, ny, nz = values[b, p, 6], values[b, p, 7], values[b, p, 8]
@@ -404,18 +414,10 @@ def _shade_interior(interior, seen, pixels, values, material, colour, rim_z, lip
     n_batch, n_pixels = interior.shape
     real = colour.dtype.type
     one, half = real(1.0), np.float32(0.5)
-    chosen = np.zeros((n_batch, n_pixels), np.bool_)           # interior pixels the photo shows
-    n_interior, shading = 0, False
-    for b in range(n_batch):
-        for p in range(n_pixels):
-            if interior[b, p]:
-                n_interior += 1
-                chosen[b, p] = seen[b, p]
-                shading = shading or not seen[b, p]
-    if not shading:
+    share = _photo_share(interior, seen, pixels, height, width)
+    n_interior = share.shape[0]
+    if n_interior == 0:
         return
-    share = np.empty(n_interior, np.float32)
-    _neighbour_share(chosen, interior, pixels, height, width, share)
     behind = np.empty(n_interior, real)
     m = 0
     for b in range(n_batch):
