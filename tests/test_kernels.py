@@ -36,7 +36,7 @@ def test_surface_samples_kernel_matches_the_torch_ops():
     source = posed_model(model, 96, yaws=(-40.0, 35.0), pitch=10.0)
     target = posed_model(model, 96, yaws=(-20.0, 15.0), pitch=0.0) * torch.tensor([1.0, 1.1, 0.9])
     photo_frags = rasterize(source, skin, (96, 96), backend="numba")
-    _, drawn = _drawn_pixels(rasterize(target, model.triangles, (96, 96), backend="numba"))
+    _, drawn, _ = _drawn_pixels(rasterize(target, model.triangles, (96, 96), backend="numba"), model.triangle_materials())
     normals = vertex_normals(torch.cat((source, target)).float(), model.triangles).split(2)
     attributes = torch.cat((source.float(), *normals, target.float()), -1)                 # [2, V, 12]
     window = torch.rand(1, 3, 120, 130, generator=torch.Generator().manual_seed(0))[..., 10:106, 20:116]
@@ -198,16 +198,18 @@ def test_shade_mouth_kernel_agrees_with_torch():
 
 def test_drawn_pixels_kernel_matches_torch(posed, monkeypatch):
     """retarget._drawn_pixels: the kernel's compaction of three faces' fragments (different
-    counts, so padded) is the torch path's, element for element."""
+    counts, so padded) and their materials are the torch path's, element for element."""
     from affectsynth.render.retarget import _drawn_pixels
 
     _, _, frags = posed
-    fast_pixels, fast = _drawn_pixels(frags)
+    materials = load_default_model().triangle_materials()
+    fast_pixels, fast, fast_material = _drawn_pixels(frags, materials)
     monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
-    pixels, reference = _drawn_pixels(frags)
+    pixels, reference, material = _drawn_pixels(frags, materials)
     counts = frags.mask.flatten(1).sum(1)
     assert len(set(counts.tolist())) == 3 and fast_pixels.shape == (3, int(counts.max()))
-    assert torch.equal(fast_pixels, pixels)
+    assert torch.equal(fast_pixels, pixels) and torch.equal(fast_material, material)
+    assert len(set(material[reference.mask].tolist())) > 1                         # skin and more
     for field in ("tri_id", "bary", "depth"):
         assert torch.equal(getattr(fast, field), getattr(reference, field)), field
 

@@ -617,7 +617,7 @@ def _shade_mouth(material, behind, facing, lip, teeth, teeth_id, gums_id, tongue
 
 
 @numba.njit(cache=True)
-def _drawn_pixels(tri_id, bary, depth):  # pragma: no cover - jitted
+def _drawn_pixels(tri_id, bary, depth, triangle_material, skin):  # pragma: no cover - jitted
     """:func:`drawn_pixels`' arrays: each face's covered pixels in raster order, padded."""
     n_batch, height, width = tri_id.shape
     count = np.zeros(n_batch, np.int64)
@@ -630,6 +630,7 @@ def _drawn_pixels(tri_id, bary, depth):  # pragma: no cover - jitted
     drawn_tri = np.full((n_batch, most), -1, np.int64)
     drawn_bary = np.zeros((n_batch, most, 3), bary.dtype)
     drawn_depth = np.full((n_batch, most), -np.inf, depth.dtype)
+    material = np.full((n_batch, most), skin, np.int64)
     for b in range(n_batch):
         n = 0
         for i in range(height):
@@ -641,8 +642,9 @@ def _drawn_pixels(tri_id, bary, depth):  # pragma: no cover - jitted
                     drawn_bary[b, n, 1] = bary[b, i, j, 1]
                     drawn_bary[b, n, 2] = bary[b, i, j, 2]
                     drawn_depth[b, n] = depth[b, i, j]
+                    material[b, n] = triangle_material[tri_id[b, i, j]]
                     n += 1
-    return pixels, drawn_tri, drawn_bary, drawn_depth
+    return pixels, drawn_tri, drawn_bary, drawn_depth, material
 
 
 @numba.njit(cache=True, inline="always")
@@ -1009,12 +1011,14 @@ def shade_mouth(material: torch.Tensor, behind: torch.Tensor, facing: torch.Tens
     return out
 
 
-def drawn_pixels(tri_id: torch.Tensor, bary: torch.Tensor,
-                 depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def drawn_pixels(tri_id: torch.Tensor, bary: torch.Tensor, depth: torch.Tensor, triangle_material: torch.Tensor,
+                 skin: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fragments tri_id [B, H, W], bary [B, H, W, 3], depth [B, H, W] -> each face's covered pixels
     in raster order, N the most any face has: flat indices [B, N] int64 (padding: H * W) and the
-    fragments there, tri_id [B, N] (padding -1), bary [B, N, 3] (0), depth [B, N] (-inf)."""
-    arrays = _drawn_pixels(tri_id.contiguous().numpy(), bary.contiguous().numpy(), depth.contiguous().numpy())
+    fragments there, tri_id [B, N] (padding -1), bary [B, N, 3] (0), depth [B, N] (-inf), and the
+    material [B, N] of their triangles (``triangle_material`` [F] int64; padding ``skin``)."""
+    arrays = _drawn_pixels(tri_id.contiguous().numpy(), bary.contiguous().numpy(), depth.contiguous().numpy(),
+                           triangle_material.contiguous().numpy(), skin)
     return tuple(torch.from_numpy(a) for a in arrays)
 
 

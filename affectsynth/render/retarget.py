@@ -219,20 +219,24 @@ def _rows(appearance: EyeAppearance | MouthAppearance, face: torch.Tensor) -> Ey
     return type(appearance)(**{f.name: getattr(appearance, f.name)[face] for f in dataclasses.fields(appearance)})
 
 
-def _drawn_pixels(frags: Fragments) -> tuple[torch.Tensor, Fragments]:
-    """The pixels a triangle covers, and their fragments as a [B, 1, N] image.
+def _drawn_pixels(frags: Fragments, triangle_material: torch.Tensor) -> tuple[torch.Tensor, Fragments, torch.Tensor]:
+    """The pixels a triangle covers, their fragments as a [B, 1, N] image, and their material.
 
     Args:
         frags: [B, H, W] fragments.
+        triangle_material: [F] int64 each triangle's material.
     Returns:
         pixels [B, N] int64 flat indices (row * W + col) of each face's covered pixels in raster
         order, N the most any face has; a face with fewer is padded with H * W, whose fragment
-        is empty. And the fragments at those pixels, [B, 1, N].
+        is empty. The fragments at those pixels, [B, 1, N]. Their material [B, 1, N] (skin where
+        nothing is drawn).
     """
     n_batch, height, width = frags.tri_id.shape
     if kernels.use_kernels(frags.tri_id, frags.bary):   # one pass, the same arrays
-        pixels, tri_id, bary, depth = kernels.drawn_pixels(frags.tri_id, frags.bary, frags.depth)
-        return pixels, Fragments(tri_id=tri_id[:, None], bary=bary[:, None], depth=depth[:, None], backend=frags.backend)
+        pixels, tri_id, bary, depth, material = kernels.drawn_pixels(frags.tri_id, frags.bary, frags.depth,
+                                                                      triangle_material, _SKIN)
+        return (pixels, Fragments(tri_id=tri_id[:, None], bary=bary[:, None], depth=depth[:, None],
+                                  backend=frags.backend), material[:, None])
     covered = frags.mask.reshape(n_batch, -1)
     face, pixel = covered.nonzero(as_tuple=True)
     if n_batch == 1:  # one face: nothing to pad (and the padding's index arithmetic is ~0.3 ms)
@@ -243,8 +247,11 @@ def _drawn_pixels(frags: Fragments) -> tuple[torch.Tensor, Fragments]:
         pixels = torch.full((n_batch, int(count.max())), height * width, dtype=torch.int64,
                             device=face.device)
         pixels[face, slot] = pixel
-    return pixels, Fragments(tri_id=_at(frags.tri_id, pixels, -1)[:, None], bary=_at(frags.bary, pixels, 0.0)[:, None],
-                             depth=_at(frags.depth, pixels, float("-inf"))[:, None], backend=frags.backend)
+    drawn = Fragments(tri_id=_at(frags.tri_id, pixels, -1)[:, None], bary=_at(frags.bary, pixels, 0.0)[:, None],
+                      depth=_at(frags.depth, pixels, float("-inf"))[:, None], backend=frags.backend)
+    material = torch.where(drawn.mask, triangle_material[drawn.tri_id.clamp(min=0)],
+                           torch.full_like(drawn.tri_id, _SKIN))
+    return pixels, drawn, material
 
 
 def _at(grid: torch.Tensor, pixels: torch.Tensor, padding: bool | float = False) -> torch.Tensor:
@@ -809,10 +816,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     frags = rasterize_target(dst_w, parts, px_per_mm, size, backend)
     # Per-pixel work is done on the drawn pixels only, as a [B, 1, N] image of them (the rest
     # of the window is the photo's), then put back in place for the masks and the compositing.
-    pixels, drawn_frags = _drawn_pixels(frags)                                               # [B, N]
+    pixels, drawn_frags, material = _drawn_pixels(frags, triangle_material)                  # [B, N], [B, 1, N]
     covered = drawn_frags.mask                                                              # [B, 1, N]
-    # (tri_id -1, nothing drawn, reads the skin appended last: undrawn pixels count as skin)
-    material = torch.cat((triangle_material, triangle_material.new_tensor([_SKIN])))[drawn_frags.tri_id]
     # Every per-vertex quantity the pixels need, interpolated in one pass (one corner lookup):
     # the source position in the window, the source and target normals, the target in mm and
     # the rest position (mm, the model's mean shape: where the creases are drawn).
