@@ -105,7 +105,17 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
     n_batch, n_pixels, channels = values.shape
     height, width = photo_tri_id.shape[1], photo_tri_id.shape[2]
     zero, one_ratio = ambient - ambient, ambient / ambient
+    planes = np.empty((photo_faces.shape[0], 10))   # each photo triangle's corner, edges and det, once
     for b in range(n_batch):
+        for s in range(photo_faces.shape[0]):
+            j0, j1, j2 = photo_faces[s, 0], photo_faces[s, 1], photo_faces[s, 2]
+            x0, y0, z0 = photo_verts[b, j0, 0], photo_verts[b, j0, 1], photo_verts[b, j0, 2]
+            planes[s, 0], planes[s, 1], planes[s, 2] = x0, y0, z0
+            planes[s, 3], planes[s, 4] = photo_verts[b, j1, 0] - x0, photo_verts[b, j1, 1] - y0
+            planes[s, 5] = photo_verts[b, j1, 2] - z0
+            planes[s, 6], planes[s, 7] = photo_verts[b, j2, 0] - x0, photo_verts[b, j2, 1] - y0
+            planes[s, 8] = photo_verts[b, j2, 2] - z0
+            planes[s, 9] = planes[s, 3] * planes[s, 7] - planes[s, 4] * planes[s, 6]
         for p in numba.prange(n_pixels):
             # shade.interpolate: summed from corner 0 (zero where nothing is drawn)
             tri = tri_id[b, p]
@@ -128,11 +138,10 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
                 shown = photo_tri_id[b, int(row), int(col)]
             visible = tri >= 0
             if visible and shown >= 0:
-                j0, j1, j2 = photo_faces[shown, 0], photo_faces[shown, 1], photo_faces[shown, 2]
-                x0, y0, z0 = photo_verts[b, j0, 0], photo_verts[b, j0, 1], photo_verts[b, j0, 2]
-                e1x, e1y, e1z = photo_verts[b, j1, 0] - x0, photo_verts[b, j1, 1] - y0, photo_verts[b, j1, 2] - z0
-                e2x, e2y, e2z = photo_verts[b, j2, 0] - x0, photo_verts[b, j2, 1] - y0, photo_verts[b, j2, 2] - z0
-                det = e1x * e2y - e1y * e2x
+                x0, y0, z0 = planes[shown, 0], planes[shown, 1], planes[shown, 2]
+                e1x, e1y, e1z = planes[shown, 3], planes[shown, 4], planes[shown, 5]
+                e2x, e2y, e2z = planes[shown, 6], planes[shown, 7], planes[shown, 8]
+                det = planes[shown, 9]
                 px, py = x - x0, y - y0
                 u1 = (px * e2y - py * e2x) / det
                 u2 = (e1x * py - e1y * px) / det
