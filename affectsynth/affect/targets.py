@@ -107,9 +107,13 @@ def au_vector(au: Mapping[str, float], dtype: torch.dtype = torch.float32) -> to
 
 def au_dict(vector: torch.Tensor) -> dict[str, float]:
     """[A] activations -> the normal-form mapping: ``AU<n>`` where both sides are equal, else per side."""
-    values = vector.detach().cpu().double().reshape(-1, 2).tolist()
+    return _au_dict(vector.detach().cpu().double().tolist())
+
+
+def _au_dict(values: Sequence[float]) -> dict[str, float]:
+    """:func:`au_dict` of the [A] activations as Python floats."""
     au: dict[str, float] = {}
-    for number, (left, right) in zip(AU_NUMBERS, values):
+    for number, left, right in zip(AU_NUMBERS, values[0::2], values[1::2]):
         if left == right != 0.0:
             au[f"AU{number}"] = left
         elif left != right:
@@ -261,11 +265,11 @@ def _au_matrices(keys: tuple[str | None, ...]) -> tuple[torch.Tensor, torch.Tens
 
 
 @functools.cache
-def _au_coverage(keys: tuple[str | None, ...]) -> tuple[torch.Tensor, tuple[bool, ...]]:
-    """Of a model's :func:`model_au_keys`: ([A] bool, the AU columns some shape implements; per AU
+def _au_coverage(keys: tuple[str | None, ...]) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+    """Of a model's :func:`model_au_keys`: (per AU column, whether some shape implements it; per AU
     number, whether only a bilateral shape implements it)."""
     to_model, _ = _au_matrices(keys)
-    return to_model.sum(1) > 0, tuple((to_model == 0.5).any(1).reshape(-1, 2).all(1).tolist())
+    return tuple((to_model.sum(1) > 0).tolist()), tuple((to_model == 0.5).any(1).reshape(-1, 2).all(1).tolist())
 
 
 def au_to_model_coeffs(au: torch.Tensor, model: FaceModel, *, au_map: Mapping[str, str] | None = None,
@@ -285,13 +289,12 @@ def au_to_model_coeffs(au: torch.Tensor, model: FaceModel, *, au_map: Mapping[st
     (to_model, _), (covered, bilateral_only) = _au_matrices(keys), _au_coverage(keys)
     au = au.detach().cpu().double()
     coeffs = au @ to_model
-    missing = ((au > 0) & ~covered).double()                                                  # [B, A]
-    sides = au.reshape(au.shape[0], -1, 2)
-    asymmetric = (sides[..., 0] != sides[..., 1]).tolist()                                    # [B][A / 2]
-    reports = [MappingReport(tuple(au_dict(row_missing)),
-                             tuple(f"AU{n}" for n, only, asym in zip(AU_NUMBERS, bilateral_only, row_asymmetric)
-                                   if only and asym))
-               for row_missing, row_asymmetric in zip(missing, asymmetric)]
+    reports = []
+    for row in au.tolist():
+        missing = _au_dict([1.0 if v > 0 and not known else 0.0 for v, known in zip(row, covered)])
+        approximated = (f"AU{n}" for n, only, left, right in zip(AU_NUMBERS, bilateral_only, row[0::2], row[1::2])
+                        if only and left != right)
+        reports.append(MappingReport(tuple(missing), tuple(approximated)))
     if strict:
         _raise_if_inexact(model, reports)
     return coeffs.to(device=model.device, dtype=model.dtype), tuple(reports)
@@ -479,7 +482,7 @@ def parse_expression(text: str, intensity: float = 1.0, *,
         pick = 0 if generator is None else int(torch.randint(len(options), (1,), generator=generator))
         au = [max(a, intensity * v) for a, v in zip(au, options[pick].au)]
         parts.append(f"{name}[{options[pick].code}]")
-    return ExpressionCode(au=au_dict(torch.tensor(au, dtype=torch.float64)), category=names[0] if len(names) == 1 else None,
+    return ExpressionCode(au=_au_dict(au), category=names[0] if len(names) == 1 else None,
                           soft_label={name: 1.0 / len(names) for name in names}, intensity=intensity,
                           source=f"expression {'+'.join(parts)}@{intensity:g}")
 
