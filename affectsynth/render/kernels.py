@@ -847,7 +847,16 @@ def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm
     two = real(2.0)
     extent_x, extent_y = real(nx - 1) * cell_real, real(ny - 1) * cell_real
     half_x, half_y = real(nx - 1) / two, real(ny - 1) / two
+    for j in range(ny):   # each cell's clamped factor - 1, once
+        for i in range(nx):
+            factor[j, i] = min(max(factor[j, i], lowest), highest) - one
+    # a point two cells or more off the grid has no cell around it: 1, without its divisions
+    x_lo, x_hi = low[0] - two * cell_real, low[0] + real(nx + 1) * cell_real
+    y_lo, y_hi = low[1] - two * cell_real, low[1] + real(ny + 1) * cell_real
     for n in range(rest_xy.shape[0]):
+        if not (x_lo <= rest_xy[n, 0] <= x_hi and y_lo <= rest_xy[n, 1] <= y_hi):
+            out[n] = one
+            continue
         gx = (two * (rest_xy[n, 0] - low[0]) / extent_x - one + one) * half_x
         gy = (two * (rest_xy[n, 1] - low[1]) / extent_y - one + one) * half_y
         x0, y0 = np.floor(gx), np.floor(gy)
@@ -860,7 +869,7 @@ def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm
             for di in range(2):
                 i, wx = int(x0) + di, fx if di else one - fx
                 if 0 <= i < nx:
-                    total += wy * wx * (min(max(factor[j, i], lowest), highest) - one)
+                    total += wy * wx * factor[j, i]
         out[n] = total + one
 
 
