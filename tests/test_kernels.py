@@ -473,3 +473,16 @@ def test_lid_lifted_and_moved_band_kernels_match_torch(monkeypatch):
     assert fast[1] and (seen & ~reference[0]).sum() > 10 and reference[4].sum() > 10
     for got, expected in zip(fast, reference):
         assert got == expected if isinstance(got, bool) else torch.equal(got, expected)
+
+
+def test_extents_kernel_matches_torch():
+    """retarget._extents (each face's size and the box of every face before and after): the kernel
+    reads the same numbers into Python as the torch path, for two faces."""
+    from affectsynth.render.retarget import _extents
+
+    g = torch.Generator().manual_seed(37)
+    src = torch.rand(2, 500, 3, generator=g) * torch.tensor([300.0, 200.0, 50.0]) - 20
+    dst = torch.rand(2, 500, 3, generator=g) * torch.tensor([280.0, 260.0, 50.0])
+    fast = _extents(src, dst)
+    reference = _extents(src.clone().requires_grad_(), dst)
+    assert fast == reference and fast[1][0] < 0 < fast[1][3]

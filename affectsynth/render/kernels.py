@@ -45,7 +45,7 @@ import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
-           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior"]
+           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -525,6 +525,18 @@ def _blend_drawn(base, window, colour, pixels, mask, out):  # pragma: no cover -
                 out[0, c, i, j] = m * layer + (one - m) * base[0, c, i, j]
 
 
+@numba.njit(cache=True)
+def _extents(src, dst, out):  # pragma: no cover - jitted
+    """out[b] = (lowest x, y, highest x, y) of src[b], then of dst[b] (x, y: columns 0, 1)."""
+    for b in range(src.shape[0]):
+        for k, points in enumerate((src, dst)):
+            for axis in range(2):
+                lo, hi = points[b, 0, axis], points[b, 0, axis]
+                for v in range(1, points.shape[1]):
+                    lo, hi = min(lo, points[b, v, axis]), max(hi, points[b, v, axis])
+                out[b, k, axis], out[b, k, 2 + axis] = lo, hi
+
+
 def _reshade(colour, ratio, factor, has_factor, seen, material, skin):  # pragma: no cover - jitted
     """colour[b, p] *= ratio[b, p] (times factor[b, p] where ``has_factor``) at the pixels of ``seen``
     whose material is ``skin``, in place."""
@@ -943,6 +955,15 @@ def blend_drawn(base: torch.Tensor, window: torch.Tensor, colour: torch.Tensor, 
     _BLEND_DRAWN(base.numpy(), window.numpy(), colour.to(base.dtype).contiguous().numpy(), pixels.contiguous().numpy(),
                  mask.numpy(), out.numpy())
     return out
+
+
+def extents(src: torch.Tensor, dst: torch.Tensor) -> tuple[list[float], tuple[float, float, float, float]]:
+    """B faces' image points src, dst [B, V, 3] (V > 0) -> (each face's size, max(x extent, y extent)
+    of src [B]; the lowest x, y and highest x, y of all points), as Python floats: retarget._extents."""
+    box = np.empty((src.shape[0], 2, 4), src.numpy().dtype)
+    _extents(src.contiguous().numpy(), dst.contiguous().numpy(), box)
+    sizes = np.maximum(box[:, 0, 2] - box[:, 0, 0], box[:, 0, 3] - box[:, 0, 1])
+    return sizes.tolist(), (*box[:, :, :2].min((0, 1)).tolist(), *box[:, :, 2:].max((0, 1)).tolist())
 
 
 def reshade(colour: torch.Tensor, ratio: torch.Tensor, factor: torch.Tensor | None, seen: torch.Tensor,

@@ -185,6 +185,19 @@ def _vertex_mask(ids: torch.Tensor, count: int) -> torch.Tensor:
     return mask
 
 
+def _extents(src: torch.Tensor, dst: torch.Tensor) -> tuple[list[float], tuple[float, float, float, float]]:
+    """(each face's size: the larger side of its box before, px; the lowest and highest x and y of
+    every face before and after) of B faces' image points [B, V, 3] ``src`` and ``dst``, read into
+    Python at once (each number read on its own costs microseconds; on the CPU without autograd,
+    :func:`.kernels.extents`, the same values)."""
+    if kernels.use_kernels(src, dst):
+        return kernels.extents(src, dst)
+    low, high = torch.stack((src[..., :2], dst[..., :2])).aminmax(dim=2)                   # [2, B, 2] each
+    *face_size, lo_x, lo_y, hi_x, hi_y = torch.cat(((high[0] - low[0]).amax(-1), low.amin((0, 1)),
+                                                    high.amax((0, 1)))).tolist()
+    return face_size, (lo_x, lo_y, hi_x, hi_y)
+
+
 def _push_back(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: torch.Tensor, mm: float) -> torch.Tensor:
     """``image_points`` [B, V, 3] with ``vertices`` ([V] bool) moved ``mm`` away from the camera (B
     faces at ``px_per_mm`` [B]), in place: every depth less the push times 1 or 0, the same values
@@ -786,11 +799,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     faces = parts.triangles
     src, dst, px_per_mm = deformation.source_image, deformation.target_image, deformation.px_per_mm
     b = src.shape[0]
-    low, high = torch.stack((src[..., :2], dst[..., :2])).aminmax(dim=2)                   # [2, B, 2] each
-    # Read into Python at once (each number read on its own costs microseconds): the faces' sizes
-    # (px, before), then the lowest and highest x and y of every face before and after.
-    *face_size, lo_x, lo_y, hi_x, hi_y = torch.cat(((high[0] - low[0]).amax(-1), low.amin((0, 1)),
-                                                    high.amax((0, 1)))).tolist()
+    face_size, (lo_x, lo_y, hi_x, hi_y) = _extents(src, dst)
     feather = [size * FEATHER_FRACTION for size in face_size]
     # Work in the window that holds every face before and after, plus the feather: pixels
     # outside it cannot change, and the per-pixel work scales with the face, not the photo.
