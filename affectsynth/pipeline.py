@@ -322,8 +322,9 @@ class Synthesizer:
             else:
                 out[y0:y1, x0:x1] = (window.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
             mask = np.zeros(image.shape[:2], np.float32)
-            # numpy: torch.amax over dim 0 was ~100x slower
-            mask[y0:y1, x0:x1] = rendered.window_mask[:, 0].float().cpu().numpy().max(0)
+            # numpy: torch.amax over dim 0 was ~100x slower (and one face needs none)
+            faces_mask = rendered.window_mask[:, 0].float().cpu().numpy()
+            mask[y0:y1, x0:x1] = faces_mask[0] if len(faces_mask) == 1 else faces_mask.max(0)
         clock.lap("render_composite")
         labels = [target_labels(target, self.model, coeffs, report)] * fitted.fit.batch_size
         return SynthesisResult(image=out, mask=mask, labels=labels, fit=fitted.fit, landmarks=fitted.landmarks,

@@ -486,8 +486,10 @@ def rasterize(verts_img: torch.Tensor, faces: torch.Tensor, size: tuple[int, int
         raise ValueError(f"verts_img must be [B, V, 3], got {list(verts_img.shape)}")
     if faces.ndim != 2 or faces.shape[-1] != 3 or faces.dtype.is_floating_point:
         raise ValueError(f"faces must be an integer [F, 3] tensor, got {faces.dtype} {list(faces.shape)}")
-    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= verts_img.shape[1]):
-        raise ValueError(f"faces index outside the {verts_img.shape[1]} vertices")
+    if faces.numel():
+        lowest, highest = torch.stack(torch.aminmax(faces)).tolist()   # (one pass, one read)
+        if lowest < 0 or highest >= verts_img.shape[1]:
+            raise ValueError(f"faces index outside the {verts_img.shape[1]} vertices")
     height, width = int(size[0]), int(size[1])
     if height <= 0 or width <= 0:
         raise ValueError(f"size must be positive (H, W), got {size}")
