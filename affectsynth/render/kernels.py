@@ -45,7 +45,7 @@ import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
-           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents"]
+           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "closed_eroded_blurred"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -992,26 +992,44 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 def max_filter(x: torch.Tensor, r: int) -> torch.Tensor:
     """x [B, 1, H, W] float -> the maximum over each pixel's (2r + 1)^2 square, pixels off the
     image left out (OpenCV's dilation: its default border takes no part)."""
-    return _square_filter(x, r, cv2.dilate)
+    return _each_image(x, lambda image: cv2.dilate(image, _square(r)))
 
 
 def min_filter(x: torch.Tensor, r: int) -> torch.Tensor:
     """:func:`max_filter`'s minimum (OpenCV's erosion)."""
-    return _square_filter(x, r, cv2.erode)
-
-
-def _square_filter(x: torch.Tensor, r: int, op: Callable) -> torch.Tensor:
-    """OpenCV's morphological ``op`` (dilate or erode) with a (2r + 1)^2 square on x [B, 1, H, W]."""
-    element = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))
-    return _each_image(x, lambda image: op(image, element))
+    return _each_image(x, lambda image: cv2.erode(image, _square(r)))
 
 
 def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """x [B, 1, H, W] float, taps [2r + 1] -> x filtered by ``taps`` along rows, then along columns,
     the border replicated (OpenCV's ``sepFilter2D``: its own order of summation, so it agrees with
     :func:`~affectsynth.render.composite._gaussian_blur`'s taps to the last bit or so)."""
-    k = np.ascontiguousarray(taps.numpy().astype(x.numpy().dtype))
-    return _each_image(x, lambda image: cv2.sepFilter2D(image, -1, k, k, borderType=cv2.BORDER_REPLICATE))
+    return _each_image(x, _blur(taps, x))
+
+
+def closed_eroded_blurred(x: torch.Tensor, grow: int, shrink: int, taps: torch.Tensor | None) -> torch.Tensor:
+    """x [B, 1, H, W] float -> :func:`max_filter` by ``grow``, :func:`min_filter` by ``shrink`` (each
+    where > 0), then :func:`separable_filter` by ``taps`` (where given): the same values, in one
+    pass of OpenCV's calls over each image (each call's tensor round trip cost more than it)."""
+    blur = None if taps is None else _blur(taps, x)
+
+    def filtered(image: np.ndarray) -> np.ndarray:
+        image = cv2.dilate(image, _square(grow)) if grow > 0 else image
+        image = cv2.erode(image, _square(shrink)) if shrink > 0 else image
+        return image if blur is None else blur(image)
+    return _each_image(x, filtered)
+
+
+def _square(r: int) -> np.ndarray:
+    """OpenCV's (2r + 1)^2 square structuring element."""
+    return cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))
+
+
+def _blur(taps: torch.Tensor, like: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+    """OpenCV's separable filter by ``taps`` along rows and columns, the border replicated, in
+    ``like``'s dtype."""
+    k = np.ascontiguousarray(taps.numpy().astype(like.numpy().dtype))
+    return lambda image: cv2.sepFilter2D(image, -1, k, k, borderType=cv2.BORDER_REPLICATE)
 
 
 def _each_image(x: torch.Tensor, op: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
