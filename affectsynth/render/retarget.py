@@ -835,7 +835,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     attributes = torch.cat((src_w, source_normals, target_normals, deformation.target, rest), -1)
     values, seen, colour, ratio = _surface_samples(attributes, drawn_frags, faces, src_frags, src_w, skin_faces,
                                                    window)
-    where, source_normal_px, target_normal_px, target_mm, rest_mm = values.split(3, -1)
+    where, rest_mm = values[..., 0:3], values[..., 12:15]   # (the target normal and point: read from values below)
     # Skin the photo shows is re-shaded where the expression turned it (folds, bulges) and
     # darkened along the creases its action units deepen.
     lines, crease_factor = parts.creases, None
