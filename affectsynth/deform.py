@@ -48,12 +48,12 @@ def retarget(model: FaceModel, fit: FitResult, exp_target: torch.Tensor) -> Defo
         raise ValueError(f"exp_target must be {list(fit.exp_coeffs.shape)}, got {list(exp_target.shape)}")
     exp_target = exp_target.to(fit.exp_coeffs)
     b, vertices = exp_target.shape[0], model.mean.shape[0]
-    # Both expressions on the one identity, side by side in each face's rows ([B, 2V, 3]), so that
-    # one product blends them and one projection (the fit's own camera) takes them to the image.
+    # Both expressions on the one identity ([B, 2, V, 3]): one product blends them, and one
+    # projection (the fit's own camera, each face's two meshes as one row of 2V points) maps them.
     identity = model.mean + blend_shapes(fit.id_coeffs, model.id_basis)                    # [B, V, 3]
     expressions = blend_shapes(torch.stack((fit.exp_coeffs, exp_target), 1).view(2 * b, -1), model.exp_basis)
-    both = (identity[:, None] + expressions.view(b, 2, vertices, 3)).view(b, 2 * vertices, 3)
-    source, target = both.view(b, 2, vertices, 3).unbind(1)
-    source_image, target_image = fit.image_points(both).view(b, 2, vertices, 3).unbind(1)
+    both = identity[:, None] + expressions.view(b, 2, vertices, 3)
+    source, target = both.unbind(1)
+    source_image, target_image = fit.image_points(both.view(b, 2 * vertices, 3)).view(b, 2, vertices, 3).unbind(1)
     return Deformation(source=source, target=target, source_image=source_image, target_image=target_image,
                        exp_source=fit.exp_coeffs, exp_target=exp_target, px_per_mm=fit.scale)

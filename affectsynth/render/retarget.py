@@ -825,8 +825,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     frags = rasterize_target(dst_w, parts, px_per_mm, size, backend)
     # Per-pixel work is done on the drawn pixels only, as a [B, 1, N] image of them (the rest
     # of the window is the photo's), then put back in place for the masks and the compositing.
+    # (a pixel where nothing is drawn, padding, has the skin's material: it is neither part below)
     pixels, drawn_frags, material = _drawn_pixels(frags, triangle_material)                  # [B, N], [B, 1, N]
-    covered = drawn_frags.mask                                                              # [B, 1, N]
     # Every per-vertex quantity the pixels need, interpolated in one pass (one corner lookup):
     # the source position in the window, the source and target normals, the target in mm and
     # the rest position (mm, the model's mean shape: where the creases are drawn).
@@ -848,7 +848,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     colour = _reshaded(colour, ratio, crease_factor, seen, material)
     # Skin shows only what the photo shows; the mouth interior (and, with ``eyes``, the
     # eyeballs) are shaded where it does not.
-    interior = covered & (material != _SKIN) & (material != _EYEBALL)
+    interior = (material != _SKIN) & (material != _EYEBALL)
     mouth_appearance = None
     if bool(interior.any()):
         mouth_appearance = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
@@ -856,7 +856,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
                               mouth_appearance.lip, px_per_mm, size)
     # Eyeball pixels in the photo's lid band that the target lifts the lid off are painted too,
     # and the band goes with the lid (EYE_LID_BAND_MM).
-    eyeball_px = covered & (material == _EYEBALL)
+    eyeball_px = material == _EYEBALL
     lid_band = None  # [B, h, w] the photo's band where it went with a raised lid
     if eyes is not None:
         band_px = (EYE_LID_BAND_MM * px_per_mm).ceil().long().clamp(min=EYE_PHOTO_MIN_BAND_PX)   # [B]
