@@ -342,7 +342,7 @@ class Synthesizer:
 
 def _photo_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """[1, 3, H, W] float32 in [0, 1] of an [H, W, 3] uint8 image."""
-    return torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255
+    return torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div_(255)
 
 
 def synthesize(image: np.ndarray | str | os.PathLike, target: ExpressionCode | str | Sequence[ExpressionCode | str],

@@ -218,23 +218,22 @@ def test_lid_shadow_kernel_agrees_with_torch(monkeypatch):
     """retarget._lid_shadow (the upper lid's shadow on painted eyeball pixels): the kernel's column
     search gives the torch path's margins, with and without the photo's lid band between, and
     its light to the last bit or so (libm's and torch's exp)."""
-    from affectsynth.model.face_model import MATERIALS
     from affectsynth.render.raster import Fragments
     from affectsynth.render.retarget import _lid_shadow
 
     g = torch.Generator().manual_seed(13)
     size, n = (40, 30), 1200
     tri_id = torch.where(torch.rand(2, *size, generator=g) > 0.85, torch.randint(0, 60, (2, *size), generator=g), -1)
-    material = torch.where(torch.rand(60, generator=g) > 0.5, MATERIALS.index("skin"), MATERIALS.index("eyeball"))
+    skin = torch.rand(60, generator=g) > 0.5                                      # the rest: eyeball
     frags = Fragments(tri_id=tri_id, bary=torch.zeros(2, *size, 3), depth=torch.zeros(2, *size), backend="numba")
     pixels = torch.stack([torch.randperm(size[0] * size[1], generator=g)[:n].sort().values for _ in range(2)])
     selected = (torch.rand(2, 1, n, generator=g) > 0.5)
     band = torch.rand(2, *size, generator=g) > 0.95
     scale = torch.tensor([1.5, 2.5])
-    fast = [_lid_shadow(selected, pixels, frags, material, scale, size, lid_band) for lid_band in (None, band)]
+    fast = [_lid_shadow(selected, pixels, frags, skin, scale, size, lid_band) for lid_band in (None, band)]
     monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
     for lid_band, got in zip((None, band), fast):
-        reference = _lid_shadow(selected, pixels, frags, material, scale, size, lid_band)
+        reference = _lid_shadow(selected, pixels, frags, skin, scale, size, lid_band)
         assert got.shape == reference.shape and (got < 0.99).sum() > 100 and (got == 1).sum() > 100
         assert torch.allclose(got, reference, rtol=0, atol=1e-6), (got - reference).abs().max()
     assert (fast[1] == 1).sum() > (fast[0] == 1).sum()                   # the band lifts shadows
@@ -281,7 +280,7 @@ def test_lid_band_kernel_matches_torch(monkeypatch):
     skin_id, eye_id = torch.randint(0, 10, (2, *size), generator=g), torch.randint(10, 20, (2, *size), generator=g)
     photo = torch.where(photo_skin, skin_id, -1)
     target = torch.where(target_skin, skin_id, eye_id)
-    material = torch.cat((torch.zeros(10, dtype=torch.long), torch.full((10,), 5)))       # skin, then eyeball
+    skin = torch.arange(20) < 10                                                     # skin, then eyeball
     frags = [Fragments(tri_id=t, bary=torch.zeros(2, *size, 3), depth=torch.zeros(2, *size), backend="numba")
              for t in (photo, target)]
     pixels = torch.arange(size[0] * size[1]).expand(2, -1)
@@ -290,9 +289,9 @@ def test_lid_band_kernel_matches_torch(monkeypatch):
     offset = torch.rand(2, pixels.shape[1], 2, generator=g) * 2 - 1
     where = torch.cat((centres + offset, torch.zeros(2, pixels.shape[1], 1)), -1)[:, None]
     band = torch.tensor([2, 3])
-    fast = _lid_band(eyeball, pixels, where, frags[0], frags[1], material, band, size)
+    fast = _lid_band(eyeball, pixels, where, frags[0], frags[1], skin, band, size)
     monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
-    reference = _lid_band(eyeball, pixels, where, frags[0], frags[1], material, band, size)
+    reference = _lid_band(eyeball, pixels, where, frags[0], frags[1], skin, band, size)
     assert fast[0].sum() > 20 and (~fast[0]).sum() > 20
     assert torch.equal(fast[0], reference[0]) and torch.equal(fast[1][fast[0]], reference[1][reference[0]])
 
@@ -424,10 +423,10 @@ def test_interior_seen_kernel_matches_torch(monkeypatch):
     colour[torch.rand(2, 1, pixels.shape[1], generator=g) < 0.3] = torch.tensor([0.9, 0.88, 0.85])  # teeth
     lip, scale = torch.tensor([[0.6, 0.3, 0.3], [0.5, 0.25, 0.3]]), torch.tensor([4.0, 7.0])
     seen = torch.rand(2, 1, pixels.shape[1], generator=g) > 0.1
-    fast = _interior_seen(interior, seen.clone(), pixels, where, *frags, material_of, material, colour, lip, scale,
+    fast = _interior_seen(interior, seen.clone(), pixels, where, *frags, material_of == 0, material, colour, lip, scale,
                           size)
     monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
-    reference = _interior_seen(interior, seen, pixels, where, *frags, material_of, material, colour, lip, scale, size)
+    reference = _interior_seen(interior, seen, pixels, where, *frags, material_of == 0, material, colour, lip, scale, size)
     cleared = seen & ~reference
     assert cleared.sum() > 50 and (interior & reference).sum() > 50 and torch.equal(fast, reference)
 
@@ -449,7 +448,7 @@ def test_lid_lifted_and_moved_band_kernels_match_torch(monkeypatch):
     skin_id, eye_id = torch.randint(0, 10, (2, *size), generator=g), torch.randint(10, 20, (2, *size), generator=g)
     photo = torch.where((rows < lid) | (rows >= lower), skin_id, -1)
     target = torch.where((rows < raised) | (rows >= lower), skin_id, eye_id)
-    material = torch.cat((torch.zeros(10, dtype=torch.long), torch.full((10,), 5)))
+    skin = torch.arange(20) < 10                                                     # skin, then eyeball
     frags = [Fragments(tri_id=t, bary=torch.zeros(2, *size, 3), depth=torch.zeros(2, *size), backend="numba")
              for t in (photo, target)]
     pixels = torch.arange(size[0] * size[1]).expand(2, -1)
@@ -463,8 +462,8 @@ def test_lid_lifted_and_moved_band_kernels_match_torch(monkeypatch):
     band_px = torch.tensor([2, 3])
 
     def run():
-        shown, lifted = _lid_lifted(eyeball, seen.clone(), pixels, where, *frags, material, band_px, size)
-        take, band_xy = _lid_band(eyeball, pixels, where, *frags, material, band_px, size)
+        shown, lifted = _lid_lifted(eyeball, seen.clone(), pixels, where, *frags, skin, band_px, size)
+        take, band_xy = _lid_band(eyeball, pixels, where, *frags, skin, band_px, size)
         return (shown, lifted, *_moved_band(eyeball, take, band_xy, window, pixels, size, colour.clone(), shown.clone()))
 
     fast = run()
@@ -486,3 +485,20 @@ def test_extents_kernel_matches_torch():
     fast = _extents(src, dst)
     reference = _extents(src.clone().requires_grad_(), dst)
     assert fast == reference and fast[1][0] < 0 < fast[1][3]
+
+
+def test_push_back_kernel_matches_torch(monkeypatch):
+    """retarget._push_back (the eyeballs' and the mouth interior's depth bias): the kernel moves the
+    selected vertices of two faces at two scales back by the same bits as the torch path, and
+    leaves the others and their u, v as they were."""
+    from affectsynth.render.retarget import _push_back
+
+    g = torch.Generator().manual_seed(41)
+    points = torch.rand(2, 300, 3, generator=g) * 200 - 100
+    selected = torch.rand(300, generator=g) > 0.7
+    scale = torch.tensor([1.37, 6.1])
+    fast = _push_back(points.clone(), scale, selected, 2.5)
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    reference = _push_back(points.clone(), scale, selected, 2.5)
+    assert torch.equal(fast, reference) and torch.equal(fast[..., :2], points[..., :2])
+    assert torch.equal(fast[:, ~selected], points[:, ~selected]) and (fast[:, selected, 2] < points[:, selected, 2]).all()

@@ -124,19 +124,19 @@ def test_the_upper_lid_shades_the_eyeball_it_uncovers():
     from affectsynth.render.retarget import LID_SHADOW, LID_SHADOW_MM, _lid_shadow
 
     size, px_per_mm = (20, 3), torch.tensor([2.0])
-    material = torch.tensor([MATERIALS.index("skin"), MATERIALS.index("eyeball")])
+    skin = torch.tensor([True, False])                                       # triangle 0 skin, 1 eyeball
     tri_id = torch.ones(1, *size, dtype=torch.int64)                         # eyeball everywhere...
     tri_id[0, :4, :2] = 0                                                    # ...under skin in rows 0-3 of columns 0-1
     frags = Fragments(tri_id=tri_id, bary=torch.zeros(1, *size, 3), depth=torch.zeros(1, *size), backend="test")
     pixels = torch.tensor([[4 * 3 + 0, 5 * 3 + 0, 8 * 3 + 1, 19 * 3 + 1, 4 * 3 + 2]])    # rows 4, 5, 8, 19; column 2
-    shade = _lid_shadow(torch.ones(1, 1, 5, dtype=torch.bool), pixels, frags, material, px_per_mm, size)
+    shade = _lid_shadow(torch.ones(1, 1, 5, dtype=torch.bool), pixels, frags, skin, px_per_mm, size)
     expected = 1 - LID_SHADOW * torch.exp(-torch.tensor([1.0, 2.0, 5.0]) / 2.0 / LID_SHADOW_MM)
     torch.testing.assert_close(shade[:3], expected)
     assert shade[3] == 1.0 and shade[4] == 1.0                               # out of reach; no lid above
     # where the photo's lid band went with the lid (row 4 of column 0), it carries the shadow
     band = torch.zeros(1, *size, dtype=torch.bool)
     band[0, 4, 0] = True
-    under_band = _lid_shadow(torch.ones(1, 1, 2, dtype=torch.bool), pixels[:, 1:3], frags, material, px_per_mm, size,
+    under_band = _lid_shadow(torch.ones(1, 1, 2, dtype=torch.bool), pixels[:, 1:3], frags, skin, px_per_mm, size,
                              band)
     assert under_band[0] == 1.0 and under_band[1] == shade[2]      # row 5 under the band; column 1 has none
 

@@ -45,7 +45,7 @@ import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
-           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "closed_eroded_blurred"]
+           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "push_back", "closed_eroded_blurred"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -527,14 +527,30 @@ def _blend_drawn(base, window, colour, pixels, mask, out):  # pragma: no cover -
 
 @numba.njit(cache=True)
 def _extents(src, dst, out):  # pragma: no cover - jitted
-    """out[b] = (lowest x, y, highest x, y) of src[b], then of dst[b] (x, y: columns 0, 1)."""
-    for b in range(src.shape[0]):
+    """out[b] = the larger side of src[b]'s box (x, y: columns 0, 1); out[B:] = the lowest x, y and
+    the highest x, y of every point of src and dst."""
+    n_batch = src.shape[0]
+    for axis in range(2):
+        out[n_batch + axis], out[n_batch + 2 + axis] = src[0, 0, axis], src[0, 0, axis]
+    for b in range(n_batch):
         for k, points in enumerate((src, dst)):
-            for axis in range(2):
-                lo, hi = points[b, 0, axis], points[b, 0, axis]
-                for v in range(1, points.shape[1]):
-                    lo, hi = min(lo, points[b, v, axis]), max(hi, points[b, v, axis])
-                out[b, k, axis], out[b, k, 2 + axis] = lo, hi
+            lo_x, lo_y, hi_x, hi_y = points[b, 0, 0], points[b, 0, 1], points[b, 0, 0], points[b, 0, 1]
+            for v in range(1, points.shape[1]):
+                lo_x, hi_x = min(lo_x, points[b, v, 0]), max(hi_x, points[b, v, 0])
+                lo_y, hi_y = min(lo_y, points[b, v, 1]), max(hi_y, points[b, v, 1])
+            if k == 0:
+                out[b] = max(hi_x - lo_x, hi_y - lo_y)
+            out[n_batch], out[n_batch + 1] = min(out[n_batch], lo_x), min(out[n_batch + 1], lo_y)
+            out[n_batch + 2], out[n_batch + 3] = max(out[n_batch + 2], hi_x), max(out[n_batch + 3], hi_y)
+
+
+@numba.njit(cache=True)
+def _push_back(points, amount, vertices):  # pragma: no cover - jitted
+    """points[b, v, 2] -= amount[b] * (1 or 0: vertices[v]), in place."""
+    one, zero = points.dtype.type(1.0), points.dtype.type(0.0)
+    for b in range(points.shape[0]):
+        for v in range(points.shape[1]):
+            points[b, v, 2] = points[b, v, 2] - amount[b] * (one if vertices[v] else zero)
 
 
 def _reshade(colour, ratio, factor, has_factor, seen, material, skin):  # pragma: no cover - jitted
@@ -960,10 +976,18 @@ def blend_drawn(base: torch.Tensor, window: torch.Tensor, colour: torch.Tensor, 
 def extents(src: torch.Tensor, dst: torch.Tensor) -> tuple[list[float], tuple[float, float, float, float]]:
     """B faces' image points src, dst [B, V, 3] (V > 0) -> (each face's size, max(x extent, y extent)
     of src [B]; the lowest x, y and highest x, y of all points), as Python floats: retarget._extents."""
-    box = np.empty((src.shape[0], 2, 4), src.numpy().dtype)
-    _extents(src.contiguous().numpy(), dst.contiguous().numpy(), box)
-    sizes = np.maximum(box[:, 0, 2] - box[:, 0, 0], box[:, 0, 3] - box[:, 0, 1])
-    return sizes.tolist(), (*box[:, :, :2].min((0, 1)).tolist(), *box[:, :, 2:].max((0, 1)).tolist())
+    out = np.empty(src.shape[0] + 4, src.numpy().dtype)
+    _extents(src.contiguous().numpy(), dst.contiguous().numpy(), out)
+    *sizes, lo_x, lo_y, hi_x, hi_y = out.tolist()
+    return sizes, (lo_x, lo_y, hi_x, hi_y)
+
+
+def push_back(points: torch.Tensor, amount: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
+    """points [B, V, 3] with the depth (column 2) of ``vertices`` ([V] bool) less ``amount`` [B] (of
+    points' dtype), in place: ``points[..., 2] -= amount[:, None] * vertices.to(points.dtype)``, the
+    same bits."""
+    _push_back(points.numpy(), amount.numpy(), vertices.numpy())
+    return points
 
 
 def reshade(colour: torch.Tensor, ratio: torch.Tensor, factor: torch.Tensor | None, seen: torch.Tensor,

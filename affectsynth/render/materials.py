@@ -16,6 +16,7 @@ photo's gamma-encoded values as such.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -224,8 +225,14 @@ def shade_mouth(material: torch.Tensor, behind_lips_mm: torch.Tensor, facing: to
 
 
 def key_light(like: torch.Tensor) -> torch.Tensor:
-    """[3] the unit direction of :data:`KEY_LIGHT`, in ``like``'s dtype and on its device."""
-    light = like.new_tensor(KEY_LIGHT)
+    """[3] the unit direction of :data:`KEY_LIGHT`, in ``like``'s dtype and on its device (one
+    tensor per dtype and device, made once: not to be written to)."""
+    return _key_light(like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=None)
+def _key_light(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    light = torch.tensor(KEY_LIGHT, dtype=dtype, device=device)
     return light / light.norm()
 
 

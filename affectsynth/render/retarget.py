@@ -141,6 +141,7 @@ class ModelParts:
     Attributes:
         triangles: [F, 3] int64, the model's triangles.
         triangle_material: [F] int64 index into :data:`~affectsynth.model.face_model.MATERIALS`.
+        skin_triangle: [F] bool, the skin's triangles (``triangle_material`` is the skin's).
         skin_triangles: [S, 3] int64, the skin's triangles (all the photo's depth test needs).
         interior_only: [V] bool, the vertices of mouth-interior triangles that no skin triangle uses
             (not the rim the socket shares with the lips: pushing that back would move the lips'
@@ -153,6 +154,7 @@ class ModelParts:
 
     triangles: torch.Tensor
     triangle_material: torch.Tensor
+    skin_triangle: torch.Tensor
     skin_triangles: torch.Tensor
     interior_only: torch.Tensor
     eyeballs: torch.Tensor | None
@@ -171,7 +173,7 @@ def model_parts(model: FaceModel) -> ModelParts:
     eyeball = regions.get("eyeball_L"), regions.get("eyeball_R")
     rim = (torch.cat((regions["lip_inner_upper"], regions["lip_inner_lower"]))
            if "lip_inner_upper" in regions and "lip_inner_lower" in regions else regions["lips"])
-    return ModelParts(triangles=triangles, triangle_material=material, skin_triangles=triangles[skin],
+    return ModelParts(triangles=triangles, triangle_material=material, skin_triangle=skin, skin_triangles=triangles[skin],
                       interior_only=used[1] & ~used[0],
                       eyeballs=None if eyeball[0] is None or eyeball[1] is None else _vertex_mask(
                           torch.cat(eyeball), model.mean.shape[0]).to(device),
@@ -202,7 +204,10 @@ def _push_back(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: to
     """``image_points`` [B, V, 3] with ``vertices`` ([V] bool) moved ``mm`` away from the camera (B
     faces at ``px_per_mm`` [B]), in place: every depth less the push times 1 or 0, the same values
     as pushing the selected ones alone, without searching the mask."""
-    image_points[..., 2] -= (mm * px_per_mm)[:, None] * vertices.to(image_points.dtype)
+    amount = mm * px_per_mm
+    if amount.dtype == image_points.dtype and kernels.use_kernels(image_points, amount):
+        return kernels.push_back(image_points, amount, vertices)
+    image_points[..., 2] -= amount[:, None] * vertices.to(image_points.dtype)
     return image_points
 
 
@@ -360,10 +365,10 @@ def _composited(base: torch.Tensor, colour: torch.Tensor, pixels: torch.Tensor, 
     return composite(base, _layer(colour, pixels, window), mask)
 
 
-def _drawn_skin(tri_id: torch.Tensor, triangle_material: torch.Tensor) -> torch.Tensor:
-    """[B, h, w] bool: where skin is drawn, from fragments' ``tri_id`` [B, h, w] and the [F]
-    material of each triangle."""
-    return (tri_id >= 0) & (triangle_material[tri_id.clamp(min=0)] == _SKIN)
+def _drawn_skin(tri_id: torch.Tensor, skin_triangle: torch.Tensor) -> torch.Tensor:
+    """[B, h, w] bool: where skin is drawn, from fragments' ``tri_id`` [B, h, w] and which of the F
+    triangles are skin (``skin_triangle`` [F] bool)."""
+    return (tri_id >= 0) & skin_triangle[tri_id.clamp(min=0)]
 
 
 def _box(rows: torch.Tensor, cols: torch.Tensor, margin: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -408,7 +413,7 @@ def _distance(tri_id: torch.Tensor, flagged: torch.Tensor | None, face: torch.Te
 
 
 def _skin_distance(selected: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, src_frags: Fragments,
-                   frags: Fragments, triangle_material: torch.Tensor, radii: tuple[int, ...],
+                   frags: Fragments, skin_triangle: torch.Tensor, radii: tuple[int, ...],
                    size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """For the M pixels of ``selected`` ([B, 1, N] bool over the drawn pixels ``pixels`` [B, N] of a
     window of ``size``; in the order of ``selected.nonzero()``): how far, in :func:`_distance`'s
@@ -420,11 +425,11 @@ def _skin_distance(selected: torch.Tensor, pixels: torch.Tensor, where: torch.Te
     source_cols = source_xy[:, 0].floor().clamp(0, size[1] - 1).long()
     source_rows = source_xy[:, 1].floor().clamp(0, size[0] - 1).long()
     return (_distance(src_frags.tri_id, None, face, source_rows, source_cols, radii),   # the photo's: all skin
-            _distance(frags.tri_id, triangle_material == _SKIN, face, rows, cols, radii))
+            _distance(frags.tri_id, skin_triangle, face, rows, cols, radii))
 
 
 def _interior_seen(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor,
-                   src_frags: Fragments, frags: Fragments, triangle_material: torch.Tensor, material: torch.Tensor,
+                   src_frags: Fragments, frags: Fragments, skin_triangle: torch.Tensor, material: torch.Tensor,
                    colour: torch.Tensor, lip: torch.Tensor, px_per_mm: torch.Tensor,
                    size: tuple[int, int]) -> torch.Tensor:
     """``seen`` [B, 1, N] without the mouth interior's pixels (``interior``, [B, 1, N] over the drawn
@@ -438,7 +443,7 @@ def _interior_seen(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.Ten
     if kernels.use_kernels(where, colour, seen):
         b = seen.shape[0]
         kernels.interior_seen(interior.view(b, -1), pixels, where.view(b, -1, where.shape[-1]), src_frags.tri_id,
-                              frags.tri_id, triangle_material == _SKIN, material.view(b, -1),
+                              frags.tri_id, skin_triangle, material.view(b, -1),
                               colour.view(b, -1, colour.shape[-1]), lip, clearance, _TEETH,
                               INTERIOR_PHOTO_MAX_MOVE_PX, LUMA, TOOTH_LUMA_OF_LIP, TOOTH_SATURATION_OF_LIP,
                               seen.view(b, -1))
@@ -449,7 +454,7 @@ def _interior_seen(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.Ten
     centres = torch.stack((cols, rows), -1).to(where.dtype) + 0.5
     moved = (where[at][:, :2] - centres).norm(dim=-1) > INTERIOR_PHOTO_MAX_MOVE_PX
     slit_in_photo, slit_in_target = (d <= clearance[face] for d in _skin_distance(
-        interior, pixels, where, src_frags, frags, triangle_material, tuple(sorted(set(clearance.tolist()))), size))
+        interior, pixels, where, src_frags, frags, skin_triangle, tuple(sorted(set(clearance.tolist()))), size))
     # The fit's opening is only as good as the landmarks: where the photo's teeth show
     # beyond it (a broad smile), its slit rows are teeth, and shading them (not the
     # rows between) would stripe the teeth like braces.
@@ -518,7 +523,7 @@ def _shaded_interior(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.T
 
 
 def _painted_eyes(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
-                  frags: Fragments, triangle_material: torch.Tensor, lid_band: torch.Tensor | None,
+                  frags: Fragments, skin_triangle: torch.Tensor, lid_band: torch.Tensor | None,
                   window: torch.Tensor, colour: torch.Tensor, eyes: EyeAppearance, px_per_mm: torch.Tensor,
                   size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(colour [B, 1, N, C], seen [B, 1, N]) with the eyeball pixels (``eyeball`` [B, 1, N] over the
@@ -532,7 +537,7 @@ def _painted_eyes(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tenso
     b = seen.shape[0]
     if kernels.use_kernels(colour, seen, values):
         kernels.paint_eyes(eyeball.view(b, -1), seen.view(b, -1), pixels, values.view(b, -1, values.shape[-1]),
-                           frags.tri_id, triangle_material == _SKIN, lid_band, window,
+                           frags.tri_id, skin_triangle, lid_band, window,
                            colour.view(b, -1, colour.shape[-1]),
                            {"centre": eyes.centre, "gaze": eyes.gaze, "disc_radius": eyes.radius * eyes.iris_angle.sin(),
                             "iris": eyes.iris, "pupil": eyes.pupil, "sclera": eyes.sclera}, px_per_mm,
@@ -549,7 +554,7 @@ def _painted_eyes(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tenso
     at, photo_share = painted_px.nonzero(as_tuple=True), photo_share[mixed]
     normal = target_normal_px[at]
     facing = normal[:, 2].abs() / normal.norm(dim=-1).clamp(min=1e-12)
-    light = _lid_shadow(painted_px, pixels, frags, triangle_material, px_per_mm, size, lid_band) \
+    light = _lid_shadow(painted_px, pixels, frags, skin_triangle, px_per_mm, size, lid_band) \
         * (EYEBALL_AMBIENT + (1.0 - EYEBALL_AMBIENT) * facing)                           # [P]
     face = at[0]
     appearance = _rows(eyes, face)
@@ -571,7 +576,7 @@ def _painted_eyes(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tenso
     return colour, seen
 
 
-def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, triangle_material: torch.Tensor,
+def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, skin_triangle: torch.Tensor,
                 px_per_mm: torch.Tensor, size: tuple[int, int], lid_band: torch.Tensor | None = None) -> torch.Tensor:
     """[M] the light left on each of the M eyeball pixels of ``selected`` ([B, 1, N] bool over the
     drawn pixels ``pixels`` of a window of ``size``, in the order of ``selected.nonzero()``) under
@@ -583,10 +588,10 @@ def _lid_shadow(selected: torch.Tensor, pixels: torch.Tensor, frags: Fragments, 
     scale = px_per_mm[face]                                                                 # [M]
     reach = _lid_shadow_reach(px_per_mm)
     if kernels.use_kernels(frags.tri_id, scale):   # each column searched up from the pixel
-        return kernels.lid_shadow(frags.tri_id, triangle_material == _SKIN, lid_band, face, rows, cols, scale, reach,
+        return kernels.lid_shadow(frags.tri_id, skin_triangle, lid_band, face, rows, cols, scale, reach,
                                   LID_SHADOW, LID_SHADOW_MM)
     r0, _, c0, _ = box = _box(rows, cols, reach, size)
-    skin = _drawn_skin(frags.tri_id[:, box[0]:box[1], box[2]:box[3]], triangle_material)
+    skin = _drawn_skin(frags.tri_id[:, box[0]:box[1], box[2]:box[3]], skin_triangle)
     above, _ = _margin_rows(skin)
     up = rows - r0 - above[face, rows - r0, cols - c0]                                      # [M] px
     up_px = torch.where(up <= reach, up.to(scale.dtype), float("inf"))
@@ -641,7 +646,7 @@ def _margin_rows(skin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _lid_lifted(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor,
-                src_frags: Fragments, frags: Fragments, triangle_material: torch.Tensor, band_px: torch.Tensor,
+                src_frags: Fragments, frags: Fragments, skin_triangle: torch.Tensor, band_px: torch.Tensor,
                 size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
     """``seen`` [B, 1, N] without the eyeball pixels (``eyeball``, [B, 1, N] over the drawn pixels
     ``pixels`` of a window of ``size``) in the photo's lid band that the target lifts the lid off:
@@ -652,13 +657,13 @@ def _lid_lifted(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor,
     if kernels.use_kernels(where, seen):
         b = seen.shape[0]
         shown, unseen = kernels.lid_lifted(eyeball.view(b, -1), pixels, where.view(b, -1, where.shape[-1]),
-                                           src_frags.tri_id, frags.tri_id, triangle_material == _SKIN, band_px,
+                                           src_frags.tri_id, frags.tri_id, skin_triangle, band_px,
                                            seen.view(b, -1))
         return seen, shown > 0 and unseen > 0
     shown_eye = seen & eyeball
     if not bool(shown_eye.any()):
         return seen, False
-    lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, triangle_material,
+    lid_in_photo, lid_in_target = _skin_distance(shown_eye, pixels, where, src_frags, frags, skin_triangle,
                                                  tuple(range(int(band_px.max()) + 1)), size)
     lifted = (lid_in_photo <= band_px[shown_eye.nonzero()[:, 0]]) & (lid_in_target > lid_in_photo)   # [M]
     seen = seen.index_put((shown_eye,), ~lifted)
@@ -685,7 +690,7 @@ def _moved_band(eyeball: torch.Tensor, take: torch.Tensor, band_xy: torch.Tensor
 
 
 def _lid_band(eyeball: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, src_frags: Fragments,
-              frags: Fragments, triangle_material: torch.Tensor, band_px: torch.Tensor,
+              frags: Fragments, skin_triangle: torch.Tensor, band_px: torch.Tensor,
               size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the target raised an upper lid, the band under its margin (the lashes and their
     shadow, :data:`EYE_LID_BAND_MM`) goes with it: for the M pixels of ``eyeball`` ([B, 1, N] bool
@@ -704,11 +709,11 @@ def _lid_band(eyeball: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor, 
     """
     if kernels.use_kernels(where, src_frags.tri_id, frags.tri_id):   # the same, column by column
         return kernels.lid_band(eyeball[:, 0], pixels, where[:, 0], src_frags.tri_id, frags.tri_id,
-                                triangle_material == _SKIN, band_px)
+                                skin_triangle, band_px)
     face, rows, cols = _selected_pixels(eyeball, pixels, size)
     reach = int(band_px.max()) + 1
     r0, _, c0, _ = box = _box(rows, cols, reach, size)
-    above, _ = _margin_rows(_drawn_skin(frags.tri_id[:, box[0]:box[1], box[2]:box[3]], triangle_material))
+    above, _ = _margin_rows(_drawn_skin(frags.tri_id[:, box[0]:box[1], box[2]:box[3]], skin_triangle))
     depth_target = rows - r0 - above[face, rows - r0, cols - c0]            # [M] px; 1: right under the skin
     source = where[(eyeball,)][:, :2]
     src_rows = source[:, 1].floor().clamp(0, size[0] - 1).long()
@@ -817,7 +822,6 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     window = photo[..., y0:y1, x0:x1]
     size = (y1 - y0, x1 - x0)
 
-    triangle_material = parts.triangle_material
     # Only skin hides things in a photo: interior parts lie behind it, and where a fitted face
     # lets one poke through (a premolar beside a wide mouth's corner) it must not hide the skin.
     skin_faces = parts.skin_triangles
@@ -826,7 +830,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # Per-pixel work is done on the drawn pixels only, as a [B, 1, N] image of them (the rest
     # of the window is the photo's), then put back in place for the masks and the compositing.
     # (a pixel where nothing is drawn, padding, has the skin's material: it is neither part below)
-    pixels, drawn_frags, material = _drawn_pixels(frags, triangle_material)                  # [B, N], [B, 1, N]
+    pixels, drawn_frags, material = _drawn_pixels(frags, parts.triangle_material)                # [B, N], [B, 1, N]
     # Every per-vertex quantity the pixels need, interpolated in one pass (one corner lookup):
     # the source position in the window, the source and target normals, the target in mm and
     # the rest position (mm, the model's mean shape: where the creases are drawn).
@@ -852,7 +856,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     mouth_appearance = None
     if bool(interior.any()):
         mouth_appearance = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
-        seen = _interior_seen(interior, seen, pixels, where, src_frags, frags, triangle_material, material, colour,
+        seen = _interior_seen(interior, seen, pixels, where, src_frags, frags, parts.skin_triangle, material, colour,
                               mouth_appearance.lip, px_per_mm, size)
     # Eyeball pixels in the photo's lid band that the target lifts the lid off are painted too,
     # and the band goes with the lid (EYE_LID_BAND_MM).
@@ -860,16 +864,16 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     lid_band = None  # [B, h, w] the photo's band where it went with a raised lid
     if eyes is not None:
         band_px = (EYE_LID_BAND_MM * px_per_mm).ceil().long().clamp(min=EYE_PHOTO_MIN_BAND_PX)   # [B]
-        seen, raised = _lid_lifted(eyeball_px, seen, pixels, where, src_frags, frags, triangle_material, band_px, size)
+        seen, raised = _lid_lifted(eyeball_px, seen, pixels, where, src_frags, frags, parts.skin_triangle, band_px, size)
         if raised:  # a lid moved off some eyeball
-            take, band_xy = _lid_band(eyeball_px, pixels, where, src_frags, frags, triangle_material, band_px, size)
+            take, band_xy = _lid_band(eyeball_px, pixels, where, src_frags, frags, parts.skin_triangle, band_px, size)
             colour, seen, lid_band = _moved_band(eyeball_px, take, band_xy, window, pixels, size, colour, seen)
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     # Painted and photo eyeball pixels are blended as the mouth's are (by the share of photo
     # pixels around each): decided pixel by pixel, a band a pixel or two wide became a checkerboard.
     if eyes is not None:
-        colour, seen = _painted_eyes(eyeball_px, seen, pixels, values, frags, triangle_material, lid_band, window,
+        colour, seen = _painted_eyes(eyeball_px, seen, pixels, values, frags, parts.skin_triangle, lid_band, window,
                                      colour, eyes, px_per_mm, size)
     if mouth_appearance is not None:
         rim_z = deformation.target[:, parts.lip_rim, 2].mean(1)                                      # [B] mm
