@@ -355,6 +355,19 @@ def test_blend_drawn_kernel_matches_layer_and_blend(monkeypatch):
     assert torch.equal(fast[..., 0, 0], colour[0][None])                     # fully in: the drawn colour
 
 
+def _with_a_smaller_copy(fit):
+    """A fit of one face as two: itself and a copy at 0.4x its scale, moved down and right."""
+    import dataclasses
+
+    from affectsynth.fit import FitResult
+
+    copy = dataclasses.replace(fit, scale=fit.scale * 0.4,
+                               translation=fit.translation + fit.translation.new_tensor([170.0, 190.0]))
+    return FitResult(**{f.name: torch.cat((getattr(fit, f.name), getattr(copy, f.name)))
+                        if isinstance(getattr(fit, f.name), torch.Tensor) else getattr(fit, f.name)
+                        for f in dataclasses.fields(FitResult)})
+
+
 def test_the_renderer_draws_the_same_with_kernels_and_torch_ops(default_model, astronaut, mp_detector, monkeypatch):
     """render_retargeted on a real photo, its eyes and mouth measured: the CPU kernels give what the
     torch ops give (to float rounding: libm's exp and pow are not torch's), for targets that open
@@ -364,7 +377,6 @@ def test_the_renderer_draws_the_same_with_kernels_and_torch_ops(default_model, a
 
     from affectsynth.affect.targets import parse_au, parse_expression
     from affectsynth.deform import retarget
-    from affectsynth.fit import FitResult
     from affectsynth.pipeline import Synthesizer
     from affectsynth.render.retarget import render_retargeted
 
@@ -373,11 +385,7 @@ def test_the_renderer_draws_the_same_with_kernels_and_torch_ops(default_model, a
     appearance = synthesizer.appearance(astronaut, fitted)
     photo = torch.from_numpy(astronaut).permute(2, 0, 1)[None].float() / 255
     fit = fitted.fit
-    copy = dataclasses.replace(fit, scale=fit.scale * 0.4,
-                               translation=fit.translation + fit.translation.new_tensor([170.0, 190.0]))
-    both = FitResult(**{f.name: torch.cat((getattr(fit, f.name), getattr(copy, f.name)))
-                        if isinstance(getattr(fit, f.name), torch.Tensor) else getattr(fit, f.name)
-                        for f in dataclasses.fields(FitResult)})
+    both = _with_a_smaller_copy(fit)
     two = {k: type(v)(**{f.name: torch.cat((getattr(v, f.name),) * 2) for f in dataclasses.fields(v)})
            for k, v in appearance.items()}
     cases = [(fit, parse_expression(name), appearance) for name in ("surprise", "happiness", "fear", "disgust")]
