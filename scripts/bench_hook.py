@@ -9,8 +9,11 @@ Hook: ``AffectAugment(RandomExpression(), p=1)`` (every call re-renders the face
 cache (one untimed pass fits every image first, as the first epoch of a training run does).
 Reference: ``kornia.augmentation.auto.RandAugment(n=2, m=10)`` on the same images as float
 [1, 3, S, S]. Both run per image, in this process, with ``--threads`` torch threads (1, as in a
-DataLoader worker, by default). The last line holds `key=value` figures, including `ratio_224=`
-(the hook's images/s over RandAugment's).
+DataLoader worker, by default), in ``--rounds`` alternating rounds (hook then RandAugment, then
+the other way round), so that a machine whose speed drifts during the run (a shared VM) slows
+both alike. The last line holds `key=value` figures: each method's images/s over all its calls,
+`ratio_224=` (the median over the rounds of the hook's images/s over RandAugment's) and the
+rounds' lowest and highest ratio (`ratio_224_min=`, `ratio_224_max=`).
 """
 
 from __future__ import annotations
@@ -55,17 +58,33 @@ def face_crops(faces_dir: Path) -> list[np.ndarray]:
     return crops
 
 
-def images_per_second(call, images: list, calls: int) -> float:
+def seconds(call, images: list, first: int, calls: int) -> float:
+    """Time of ``calls`` calls on the images from number ``first`` on (cycling through them)."""
     start = time.perf_counter()
-    for i in range(calls):
+    for i in range(first, first + calls):
         call(images[i % len(images)], i)
-    return calls / (time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def alternating_rounds(hook_call, hook_images: list, reference_call, reference_images: list, calls: int,
+                       rounds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each method's seconds per round [rounds], ``calls // rounds`` calls a round, on the same
+    images in the same order; the first of each round alternates."""
+    per_round = max(1, calls // rounds)
+    times = np.zeros((2, rounds))
+    for r in range(rounds):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for method in order:
+            call, images = (hook_call, hook_images) if method == 0 else (reference_call, reference_images)
+            times[method, r] = seconds(call, images, r * per_round, per_round)
+    return times[0], times[1]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--calls", type=int, default=200, help="timed calls per method and size")
+    ap.add_argument("--rounds", type=int, default=10, help="alternating rounds the calls are split into")
     ap.add_argument("--faces", type=Path, default=ROOT.parent / "shared" / "faces" / "dev")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,14 +103,18 @@ def main() -> int:
             hook(image, 0)
             rand_augment(floats[i])
         before = dict(hook.stats)
-        hook_ips = images_per_second(lambda image, i: hook(image, i % 7), images, args.calls)
+        hook_s, ra_s = alternating_rounds(lambda image, i: hook(image, i % 7), images,
+                                          lambda image, i: rand_augment(image), floats, args.calls, args.rounds)
+        calls = args.rounds * max(1, args.calls // args.rounds)
         synthesized = hook.stats["synthesized"] - before.get("synthesized", 0)
-        ra_ips = images_per_second(lambda image, i: rand_augment(image), floats, args.calls)
+        hook_ips, ra_ips, ratios = calls / hook_s.sum(), calls / ra_s.sum(), ra_s / hook_s
         figures |= {f"hook_img_s_{size}": hook_ips, f"randaugment_img_s_{size}": ra_ips,
-                    f"ratio_{size}": hook_ips / ra_ips}
-        print(f"{size}²: hook {hook_ips:.1f} img/s ({1000 / hook_ips:.1f} ms; {synthesized}/{args.calls} re-rendered, "
+                    f"ratio_{size}": float(np.median(ratios)), f"ratio_{size}_min": float(ratios.min()),
+                    f"ratio_{size}_max": float(ratios.max())}
+        print(f"{size}²: hook {hook_ips:.1f} img/s ({1000 / hook_ips:.1f} ms; {synthesized}/{calls} re-rendered, "
               f"fits made in the timed part: {hook.stats['fitted'] - before.get('fitted', 0)}), RandAugment "
-              f"{ra_ips:.1f} img/s ({1000 / ra_ips:.1f} ms): ratio {hook_ips / ra_ips:.3f}")
+              f"{ra_ips:.1f} img/s ({1000 / ra_ips:.1f} ms): ratio {np.median(ratios):.3f} (median of "
+              f"{args.rounds} rounds; {ratios.min():.3f}-{ratios.max():.3f})")
     figures["threads"] = torch.get_num_threads()
     print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
     return 0
