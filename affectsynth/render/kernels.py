@@ -74,19 +74,19 @@ def use_kernels(*tensors: torch.Tensor) -> bool:
 
 
 @numba.njit(cache=True, inline="always")
-def _bilinear_into(image, b, x, y, out, row):  # pragma: no cover - jitted
-    """out[row, :] = image b [C, H, W] at the point (x, y) px, bilinear between pixel centres and
+def _bilinear_into(image, x, y, out, row):  # pragma: no cover - jitted
+    """out[row, :] = image [C, H, W] at the point (x, y) px, bilinear between pixel centres and
     clamped to the outermost ones (shade.sample_image's steps, in the image's dtype)."""
     one, half = image.dtype.type(1.0), image.dtype.type(0.5)
-    right, bottom_edge = image.dtype.type(image.shape[3] - 0.5), image.dtype.type(image.shape[2] - 0.5)
+    right, bottom_edge = image.dtype.type(image.shape[2] - 0.5), image.dtype.type(image.shape[1] - 0.5)
     sx = min(max(image.dtype.type(x), half), right) - half
     sy = min(max(image.dtype.type(y), half), bottom_edge) - half
     fx, fy = sx - np.floor(sx), sy - np.floor(sy)
     c0, r0 = int(np.floor(sx)), int(np.floor(sy))
-    c1, r1 = min(c0 + 1, image.shape[3] - 1), min(r0 + 1, image.shape[2] - 1)
-    for c in range(image.shape[1]):
-        top = image[b, c, r0, c0] * (one - fx) + image[b, c, r0, c1] * fx
-        bottom = image[b, c, r1, c0] * (one - fx) + image[b, c, r1, c1] * fx
+    c1, r1 = min(c0 + 1, image.shape[2] - 1), min(r0 + 1, image.shape[1] - 1)
+    for c in range(image.shape[0]):
+        top = image[c, r0, c0] * (one - fx) + image[c, r0, c1] * fx
+        bottom = image[c, r1, c0] * (one - fx) + image[c, r1, c1] * fx
         out[row, c] = top * (one - fy) + bottom * fy
 
 
@@ -147,7 +147,7 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
                 u2 = (e1x * py - e1y * px) / det
                 visible = z0 + u1 * e1z + u2 * e2z <= np.float64(values[b, p, 2]) + tolerance
             seen[b, p] = visible
-            _bilinear_into(image, b, values[b, p, 0], values[b, p, 1], colour[b], p)   # shade.sample_image
+            _bilinear_into(image, values[b, p, 0], values[b, p, 1], colour[b], p)   # shade.sample_image
             # materials.shading_ratio of the source normal (channels 3-5) and the target's (6-8)
             lit_source = -(values[b, p, 3] * light[0] + values[b, p, 4] * light[1] + values[b, p, 5] * light[2])
             lit_target = -(values[b, p, 6] * light[0] + values[b, p, 7] * light[1] + values[b, p, 8] * light[2])
@@ -284,7 +284,7 @@ def _take_band(eyeball, take, band_xy, window, pixels, colour, seen, grid):  # p
             if not eyeball[b, p]:
                 continue
             if take[m]:
-                _bilinear_into(window, 0, band_xy[m, 0], band_xy[m, 1], colour[b], p)
+                _bilinear_into(window[0], band_xy[m, 0], band_xy[m, 1], colour[b], p)
                 seen[b, p] = True
                 grid[b, pixels[b, p]] = True
                 taken += 1
@@ -929,7 +929,7 @@ def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tenso
             pixels' triangles and weights (tri_id -1: nothing drawn).
         photo_tri_id: [B, H, W] int64, the photo's z-buffer of ``photo_verts`` [B, V', 3] float64
             drawn with ``photo_faces`` [F', 3] int64.
-        image: [B, C', H, W] the photo.
+        image: [C', H, W] the photo (the B faces').
         tolerance: px of depth.
         light: [3] unit light direction; ambient, ratio_range, exponent: the shading ratio's
             (:func:`~affectsynth.render.materials.shading_ratio`).
@@ -943,7 +943,7 @@ def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tenso
     """
     values = torch.empty(*tri_id.shape, attr.shape[-1], dtype=attr.dtype)
     seen = torch.empty(tri_id.shape, dtype=torch.bool)
-    colour = torch.empty(*tri_id.shape, image.shape[1], dtype=image.dtype)
+    colour = torch.empty(*tri_id.shape, image.shape[0], dtype=image.dtype)
     ratio = torch.empty(tri_id.shape, dtype=attr.dtype)
     scalar = values.numpy().dtype.type  # the ratio's scalars in the normals' dtype
     _SURFACE_SAMPLES(attr.numpy(), faces.numpy(), tri_id.numpy(), bary.numpy(), photo_tri_id.numpy(),

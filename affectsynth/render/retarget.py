@@ -313,20 +313,21 @@ def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Te
         the photo shows there within SEEN_DEPTH_TOLERANCE_PX in front of it), colour
         [B, 1, N, C'] (bilinear) and ratio [B, 1, N] (:func:`~.materials.shading_ratio`).
     """
-    b, image = attributes.shape[0], window.expand(attributes.shape[0], -1, -1, -1)
+    b = attributes.shape[0]
     if kernels.use_kernels(attributes, window):   # the ops below in one pass
         shape = frags.tri_id.shape
         values, seen, colour, ratio = kernels.surface_samples(
             attributes.contiguous(), faces.contiguous(), frags.tri_id.reshape(b, -1).contiguous(),
             frags.bary.reshape(b, -1, 3).to(attributes.dtype).contiguous(), photo_frags.tri_id.contiguous(),
-            photo_verts.double().contiguous(), photo_faces.contiguous(), image, SEEN_DEPTH_TOLERANCE_PX,
+            photo_verts.double().contiguous(), photo_faces.contiguous(), window[0], SEEN_DEPTH_TOLERANCE_PX,
             key_light(attributes), AMBIENT, RATIO_RANGE, 1.0 / PHOTO_GAMMA)
         return values.view(*shape, -1), seen.view(shape), colour.view(*shape, -1), ratio.view(shape)
     values = interpolate(attributes, frags, faces)
     where = values[..., :3]
     shown_depth, skin_there = surface_depth_at(photo_frags, photo_verts, photo_faces, where[..., :2].reshape(b, -1, 2))
     seen = ~skin_there | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)
-    return (values, seen.reshape(frags.tri_id.shape) & frags.mask, sample_image(image, where[..., :2]),
+    return (values, seen.reshape(frags.tri_id.shape) & frags.mask,
+            sample_image(window.expand(b, -1, -1, -1), where[..., :2]),
             shading_ratio(values[..., 3:6], values[..., 6:9]))
 
 
