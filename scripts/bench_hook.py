@@ -66,11 +66,10 @@ def seconds(call, images: list, first: int, calls: int) -> float:
     return time.perf_counter() - start
 
 
-def alternating_rounds(hook_call, hook_images: list, reference_call, reference_images: list, calls: int,
+def alternating_rounds(hook_call, hook_images: list, reference_call, reference_images: list, per_round: int,
                        rounds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each method's seconds per round [rounds], ``calls // rounds`` calls a round, on the same
-    images in the same order; the first of each round alternates."""
-    per_round = max(1, calls // rounds)
+    """Each method's seconds per round [rounds], ``per_round`` calls a round, on the same images in
+    the same order; the first of each round alternates."""
     times = np.zeros((2, rounds))
     for r in range(rounds):
         order = (0, 1) if r % 2 == 0 else (1, 0)
@@ -103,9 +102,10 @@ def main() -> int:
             hook(image, 0)
             rand_augment(floats[i])
         before = dict(hook.stats)
+        per_round = max(1, args.calls // args.rounds)
         hook_s, ra_s = alternating_rounds(lambda image, i: hook(image, i % 7), images,
-                                          lambda image, i: rand_augment(image), floats, args.calls, args.rounds)
-        calls = args.rounds * max(1, args.calls // args.rounds)
+                                          lambda image, i: rand_augment(image), floats, per_round, args.rounds)
+        calls = args.rounds * per_round
         synthesized = hook.stats["synthesized"] - before.get("synthesized", 0)
         hook_ips, ra_ips, ratios = calls / hook_s.sum(), calls / ra_s.sum(), ra_s / hook_s
         figures |= {f"hook_img_s_{size}": hook_ips, f"randaugment_img_s_{size}": ra_ips,
