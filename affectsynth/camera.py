@@ -49,12 +49,10 @@ def to_image_space(points: torch.Tensor, rotation: torch.Tensor, scale: torch.Te
     Returns:
         [B, N, 3]: u (px, right), v (px, down), depth (px, toward the camera).
     """
-    p = (points @ rotation.transpose(1, 2)) * scale[:, None, None]
-    # (u, v, depth) = (t_x + s p_x, t_y - s p_y, s p_z) on whole [B, N, 3] rows: flipping y and
-    # adding (t_x, t_y, 0) is exact, so these are those values (bar a depth of -0 becoming +0)
-    flip = p.new_tensor([1.0, -1.0, 1.0])
-    return p * flip + torch.cat((translation, translation.new_zeros(translation.shape[0], 1)), 1)[:, None]
-
+    # The scale and the flip of y folded into the rotation ([B, 3, 3], nine numbers): an op that
+    # broadcasts [B, 1, 3] over [B, N, 3] runs a 3-long inner loop, ~5x a contiguous op's time.
+    linear = rotation.transpose(1, 2) * (scale[:, None, None] * scale.new_tensor([1.0, -1.0, 1.0]))
+    return torch.bmm(points, linear) + torch.nn.functional.pad(translation, (0, 1))[:, None]
 
 
 def skew(w: torch.Tensor) -> torch.Tensor:

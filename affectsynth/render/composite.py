@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -35,9 +37,10 @@ def _gaussian_taps(sigma: float, like: torch.Tensor) -> torch.Tensor:
     """[2r + 1] normalised Gaussian taps of ``sigma`` px, r = round(3 sigma) (at least 1), in
     ``like``'s dtype and device."""
     radius = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-radius, radius + 1, dtype=like.dtype, device=like.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
+    # In Python floats (float64), rounded once: as tensor ops this was ~50 us a call.
+    k = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-radius, radius + 1)]
+    total = math.fsum(k)
+    return torch.tensor([v / total for v in k], dtype=like.dtype, device=like.device)
 
 
 def _running_max(x: torch.Tensor, dim: int, r: int) -> torch.Tensor:
