@@ -38,7 +38,7 @@ def test_surface_samples_kernel_matches_the_torch_ops():
     photo_frags = rasterize(source, skin, (96, 96), backend="numba")
     _, drawn, _ = _drawn_pixels(rasterize(target, model.triangles, (96, 96), backend="numba"), model.triangle_materials())
     normals = vertex_normals(torch.cat((source, target)).float(), model.triangles).split(2)
-    attributes = torch.cat((source.float(), *normals, target.float()), -1)                 # [2, V, 12]
+    attributes = torch.stack((source.float(), *normals, target.float()))                     # [4, 2, V, 3]
     window = torch.rand(1, 3, 120, 130, generator=torch.Generator().manual_seed(0))[..., 10:106, 20:116]
     fast = _surface_samples(attributes, drawn, model.triangles, photo_frags, source.float(), skin, window)
     reference = [x.detach() for x in _surface_samples(attributes.clone().requires_grad_(), drawn, model.triangles,

@@ -104,31 +104,38 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
     takes Python scalars: float32 stays float32)."""
     n_batch, n_pixels, channels = values.shape
     height, width = photo_tri_id.shape[1], photo_tri_id.shape[2]
+    # Each vertex's values side by side (a pixel's three corners are then three runs of memory,
+    # not one per part: read from the parts as they lie, the lookup took 1.3x as long).
+    corner = np.empty((attr.shape[2], channels), attr.dtype)
     zero, one_ratio = ambient - ambient, ambient / ambient
     planes = np.empty((photo_faces.shape[0], 10))   # each photo triangle's corner, edges and det, once
     for b in range(n_batch):
         for s in range(photo_faces.shape[0]):
             j0, j1, j2 = photo_faces[s, 0], photo_faces[s, 1], photo_faces[s, 2]
-            x0, y0, z0 = photo_verts[b, j0, 0], photo_verts[b, j0, 1], photo_verts[b, j0, 2]
+            # (in float64, as surface_depth_at: each corner converted exactly, then subtracted)
+            x0, y0, z0 = np.float64(photo_verts[b, j0, 0]), np.float64(photo_verts[b, j0, 1]), np.float64(photo_verts[b, j0, 2])
             planes[s, 0], planes[s, 1], planes[s, 2] = x0, y0, z0
-            planes[s, 3], planes[s, 4] = photo_verts[b, j1, 0] - x0, photo_verts[b, j1, 1] - y0
-            planes[s, 5] = photo_verts[b, j1, 2] - z0
-            planes[s, 6], planes[s, 7] = photo_verts[b, j2, 0] - x0, photo_verts[b, j2, 1] - y0
-            planes[s, 8] = photo_verts[b, j2, 2] - z0
+            planes[s, 3], planes[s, 4] = np.float64(photo_verts[b, j1, 0]) - x0, np.float64(photo_verts[b, j1, 1]) - y0
+            planes[s, 5] = np.float64(photo_verts[b, j1, 2]) - z0
+            planes[s, 6], planes[s, 7] = np.float64(photo_verts[b, j2, 0]) - x0, np.float64(photo_verts[b, j2, 1]) - y0
+            planes[s, 8] = np.float64(photo_verts[b, j2, 2]) - z0
             planes[s, 9] = planes[s, 3] * planes[s, 7] - planes[s, 4] * planes[s, 6]
+        for v in range(attr.shape[2]):
+            for a in range(attr.shape[0]):
+                for c in range(attr.shape[3]):
+                    corner[v, a * attr.shape[3] + c] = attr[a, b, v, c]
         for p in numba.prange(n_pixels):
             # shade.interpolate: summed from corner 0 (zero where nothing is drawn)
             tri = tri_id[b, p]
             if tri < 0:
-                for c in range(channels):
-                    values[b, p, c] = 0.0
+                values[b, p] = 0.0
             else:
                 i0, i1, i2 = faces[tri, 0], faces[tri, 1], faces[tri, 2]
                 w0, w1, w2 = bary[b, p, 0], bary[b, p, 1], bary[b, p, 2]
                 for c in range(channels):
-                    value = w0 * attr[b, i0, c]
-                    value += w1 * attr[b, i1, c]
-                    value += w2 * attr[b, i2, c]
+                    value = w0 * corner[i0, c]
+                    value += w1 * corner[i1, c]
+                    value += w2 * corner[i2, c]
                     values[b, p, c] = value
             # shade.surface_depth_at (float64): the plane of the photo's triangle at the point
             x, y = np.float64(values[b, p, 0]), np.float64(values[b, p, 1])
@@ -923,32 +930,33 @@ def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tenso
     """What the photo shows of B faces' drawn surface points, in one pass over them.
 
     Args:
-        attr: [B, V, C] per-vertex values, C >= 9: the vertex's position in the photo (u, v,
-            depth px), its unit normal there, and its normal in the target.
+        attr: [A, B, V, C] per-vertex values in A parts, their channels in turn A * C >= 9: the
+            vertex's position in the photo (u, v, depth px), its unit normal there, and its
+            normal in the target (stacked parts: concatenated along the channels, a copy of
+            3-wide rows, took 4x as long).
         faces: [F, 3] int64; tri_id [B, P] int64, bary [B, P, 3] (attr's dtype): the P drawn
             pixels' triangles and weights (tri_id -1: nothing drawn).
-        photo_tri_id: [B, H, W] int64, the photo's z-buffer of ``photo_verts`` [B, V', 3] float64
-            drawn with ``photo_faces`` [F', 3] int64.
+        photo_tri_id: [B, H, W] int64, the photo's z-buffer of ``photo_verts`` [B, V', 3] (any
+            float dtype, taken as float64) drawn with ``photo_faces`` [F', 3] int64.
         image: [C', H, W] the photo (the B faces').
         tolerance: px of depth.
         light: [3] unit light direction; ambient, ratio_range, exponent: the shading ratio's
             (:func:`~affectsynth.render.materials.shading_ratio`).
     Returns:
-        values [B, P, C]: ``attr`` interpolated (:func:`~affectsynth.render.shade.interpolate`);
-        seen [B, P] bool: drawn, and the surface the photo shows at (u, v)
-        (:func:`~affectsynth.render.shade.surface_depth_at`) not more than ``tolerance`` in front
-        of depth, or none there; colour [B, P, C']: the photo there (bilinear,
-        :func:`~affectsynth.render.shade.sample_image`); ratio [B, P]: the shading ratio of the
-        two normals, in attr's dtype.
+        values [B, P, A * C]: the parts interpolated, each part's channels in turn
+        (:func:`~affectsynth.render.shade.interpolate`); seen [B, P] bool: drawn, and the surface
+        the photo shows at (u, v) (:func:`~affectsynth.render.shade.surface_depth_at`) not more
+        than ``tolerance`` in front of depth, or none there; colour [B, P, C']: the photo there
+        (bilinear, :func:`~affectsynth.render.shade.sample_image`); ratio [B, P]: the shading ratio
+        of the two normals, in attr's dtype.
     """
-    values = torch.empty(*tri_id.shape, attr.shape[-1], dtype=attr.dtype)
+    values = torch.empty(*tri_id.shape, attr.shape[0] * attr.shape[3], dtype=attr.dtype)
     seen = torch.empty(tri_id.shape, dtype=torch.bool)
     colour = torch.empty(*tri_id.shape, image.shape[0], dtype=image.dtype)
     ratio = torch.empty(tri_id.shape, dtype=attr.dtype)
     scalar = values.numpy().dtype.type  # the ratio's scalars in the normals' dtype
     _SURFACE_SAMPLES(attr.numpy(), faces.numpy(), tri_id.numpy(), bary.numpy(), photo_tri_id.numpy(),
-                     photo_verts.numpy(), photo_faces.numpy(), image.numpy(), float(tolerance),
-                     light.to(attr.dtype).numpy(), scalar(ambient), scalar(1 - ambient), scalar(ratio_range[0]),
+                     photo_verts.numpy(), photo_faces.numpy(), image.numpy(), float(tolerance), light.to(attr.dtype).numpy(), scalar(ambient), scalar(1 - ambient), scalar(ratio_range[0]),
                      scalar(ratio_range[1]), scalar(exponent), values.numpy(), seen.numpy(), colour.numpy(),
                      ratio.numpy())
     return values, seen, colour, ratio

@@ -302,27 +302,29 @@ def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Te
     colour there, and how much its turn re-shades it.
 
     Args:
-        attributes: [B, V, C] per-vertex values: each vertex's source position in the window
-            (u, v, depth px), its source normal and its target normal (image space), then any.
+        attributes: [A, B, V, C] per-vertex values in A parts (stacked), their channels in turn:
+            each vertex's source position in the window (u, v, depth px), its source normal and
+            its target normal (image space), then any.
         frags: [B, 1, N] fragments of the drawn pixels (:func:`_drawn_pixels`) with ``faces``.
         photo_frags: [B, h, w] the source skin's fragments in the window, of ``photo_verts``
             [B, V, 3] drawn with ``photo_faces`` [S, 3].
         window: [1, C', h, w] the photo's window.
     Returns:
-        values [B, 1, N, C] (``attributes`` interpolated), seen [B, 1, N] bool (drawn, and no skin
-        the photo shows there within SEEN_DEPTH_TOLERANCE_PX in front of it), colour
-        [B, 1, N, C'] (bilinear) and ratio [B, 1, N] (:func:`~.materials.shading_ratio`).
+        values [B, 1, N, A * C] (``attributes`` interpolated, each part's channels in turn), seen
+        [B, 1, N] bool (drawn, and no skin the photo shows there within SEEN_DEPTH_TOLERANCE_PX in
+        front of it), colour [B, 1, N, C'] (bilinear) and ratio [B, 1, N]
+        (:func:`~.materials.shading_ratio`).
     """
-    b = attributes.shape[0]
+    b = attributes.shape[1]
     if kernels.use_kernels(attributes, window):   # the ops below in one pass
         shape = frags.tri_id.shape
         values, seen, colour, ratio = kernels.surface_samples(
             attributes.contiguous(), faces.contiguous(), frags.tri_id.reshape(b, -1).contiguous(),
             frags.bary.reshape(b, -1, 3).to(attributes.dtype).contiguous(), photo_frags.tri_id.contiguous(),
-            photo_verts.double().contiguous(), photo_faces.contiguous(), window[0], SEEN_DEPTH_TOLERANCE_PX,
+            photo_verts.contiguous(), photo_faces.contiguous(), window[0], SEEN_DEPTH_TOLERANCE_PX,
             key_light(attributes), AMBIENT, RATIO_RANGE, 1.0 / PHOTO_GAMMA)
         return values.view(*shape, -1), seen.view(shape), colour.view(*shape, -1), ratio.view(shape)
-    values = interpolate(attributes, frags, faces)
+    values = interpolate(attributes.permute(1, 2, 0, 3).flatten(2), frags, faces)
     where = values[..., :3]
     shown_depth, skin_there = surface_depth_at(photo_frags, photo_verts, photo_faces, where[..., :2].reshape(b, -1, 2))
     seen = ~skin_there | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)
@@ -837,7 +839,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # the rest position (mm, the model's mean shape: where the creases are drawn).
     source_normals, target_normals = vertex_normals(torch.cat((src_w, dst_w)), faces).split(b)   # one pass for both
     rest = model.mean.to(src_w)[None].expand(b, -1, -1)
-    attributes = torch.cat((src_w, source_normals, target_normals, deformation.target, rest), -1)
+    attributes = torch.stack((src_w, source_normals, target_normals, deformation.target, rest))   # [5, B, V, 3]
     values, seen, colour, ratio = _surface_samples(attributes, drawn_frags, faces, src_frags, src_w, skin_faces,
                                                    window)
     where, rest_mm = values[..., 0:3], values[..., 12:15]   # (the target normal and point: read from values below)
