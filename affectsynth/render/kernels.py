@@ -21,6 +21,10 @@ colour) are jitted helpers inlined where they are called (``inline="always"``: a
 writing them out, measured on :func:`surface_samples`); called instead, each call pays numba's
 reference counting on its array arguments.
 
+:func:`inside_polygon` classes the pixels of the eye and mouth openings whose colours set a photo's
+eye and mouth appearance (measured once per photo: in the training hook, on every photo whose fit
+is not in memory).
+
 The renderer's steps after the lookup are one kernel each (:func:`interior_seen`,
 :func:`lid_lifted`, :func:`take_band`, :func:`paint_eyes`, :func:`shade_interior`): each went
 through its pixels in a few dozen tensor ops on masks of the drawn pixels, ~0.1-0.5 ms at 224^2
@@ -45,7 +49,8 @@ import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
-           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "push_back", "closed_eroded_blurred"]
+           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "push_back", "closed_eroded_blurred",
+           "inside_polygon"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -908,6 +913,33 @@ def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm
         out[n] = total + one
 
 
+@numba.njit(cache=True)
+def _inside_polygon(points, polygon, tiny, inside, distance):  # pragma: no cover - jitted
+    """inside [N], distance [N]: :func:`~affectsynth.render.polygon.inside_polygon`'s, edge by edge
+    in its order (in the points' dtype; its norm is x^2 and then a fused multiply-add of y^2, done
+    here in float64, where a product of two float32 is exact)."""
+    n_edges = polygon.shape[0]
+    real = points.dtype.type
+    zero, one = real(0.0), real(1.0)
+    for i in range(points.shape[0]):
+        px, py = points[i, 0], points[i, 1]
+        crossings, nearest = 0, np.inf
+        for e in range(n_edges):
+            ax, ay = polygon[e, 0], polygon[e, 1]
+            bx, by = polygon[(e + 1) % n_edges, 0], polygon[(e + 1) % n_edges, 1]
+            rise = by - ay
+            if rise == zero:  # a horizontal edge never crosses
+                rise = tiny
+            if ((ay > py) != (by > py)) and px < ax + (py - ay) * (bx - ax) / rise:
+                crossings += 1
+            abx, aby = bx - ax, by - ay
+            t = min(max(((px - ax) * abx + (py - ay) * aby) / max(abx * abx + aby * aby, tiny), zero), one)
+            dx, dy = px - (ax + t * abx), py - (ay + t * aby)
+            nearest = min(nearest, np.sqrt(real(np.float64(dy) * np.float64(dy) + np.float64(dx * dx))))
+        inside[i] = crossings % 2 == 1
+        distance[i] = nearest
+
+
 _SURFACE_SAMPLES = _build(_surface_samples)
 _BLEND = _build(_blend)
 _RESHADE = _build(_reshade)
@@ -960,6 +992,16 @@ def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tenso
                      scalar(ratio_range[1]), scalar(exponent), values.numpy(), seen.numpy(), colour.numpy(),
                      ratio.numpy())
     return values, seen, colour, ratio
+
+
+def inside_polygon(points: torch.Tensor, polygon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """points [N, 2], polygon [M, 2] (one float dtype) -> (inside [N] bool, distance [N]):
+    :func:`~affectsynth.render.polygon.inside_polygon`, to the last bit or so (its norm)."""
+    inside = torch.empty(points.shape[0], dtype=torch.bool)
+    distance = torch.empty(points.shape[0], dtype=points.dtype)
+    _inside_polygon(points.contiguous().numpy(), polygon.contiguous().numpy(), points.numpy().dtype.type(1e-12),
+                    inside.numpy(), distance.numpy())
+    return inside, distance
 
 
 def blend(photo: torch.Tensor, layer: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import torch
 
+from . import kernels
+
 __all__ = ["inside_polygon", "polygon_pixels"]
 
 
 def inside_polygon(points: torch.Tensor, polygon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Whether points [N, 2] lie inside a closed polygon [M, 2] (even-odd rule), and their
-    distance to its boundary [N]."""
+    distance to its boundary [N] (on the CPU without autograd, :func:`.kernels.inside_polygon`:
+    these [N, M] ops took ~0.4 ms for an eye's opening at 224^2)."""
+    if kernels.use_kernels(points, polygon):
+        return kernels.inside_polygon(points, polygon)
     a, b = polygon, polygon.roll(-1, 0)                                                     # edges a -> b
     px, py = points[:, None, 0], points[:, None, 1]
     rise = b[:, 1] - a[:, 1]
