@@ -512,22 +512,44 @@ def test_push_back_kernel_matches_torch(monkeypatch):
     assert torch.equal(fast[:, ~selected], points[:, ~selected]) and (fast[:, selected, 2] < points[:, selected, 2]).all()
 
 
-def test_inside_polygon_kernel_matches_torch(monkeypatch):
-    """polygon.inside_polygon (the eye and mouth openings' pixels): the kernel classes 12,000
-    points against 30 star-shaped polygons (5-40 corners, some edges horizontal) as the torch path
-    does, and their distance to the boundary agrees to the last bit or so (the norm's rounding)."""
-    from affectsynth.render.polygon import inside_polygon
+def test_polygon_pixels_kernel_matches_torch(monkeypatch):
+    """polygon.polygon_pixels (the eye and mouth openings' pixels): the kernel takes the same
+    pixels, colours and centres as the torch path, in its order, from a channels-last photo, for
+    30 star-shaped polygons (5-40 corners, some edges horizontal, some reaching off the photo) at
+    margins of 0-2 px."""
+    from affectsynth.render.polygon import polygon_pixels
 
     g = torch.Generator().manual_seed(43)
-    for _ in range(30):
+    photo = torch.rand(80, 100, 3, generator=g).permute(2, 0, 1)                                # [3, 80, 100]
+    counts = []
+    for k in range(30):
         corners = int(torch.randint(5, 41, (1,), generator=g))
         angle = (torch.rand(corners, generator=g) * 2 * torch.pi).sort().values
-        radius = 10 + 20 * torch.rand(corners, generator=g)
-        polygon = torch.stack((50 + radius * angle.cos(), 40 + radius * angle.sin()), 1).round()   # integer corners
-        points = (torch.rand(400, 2, generator=g) * 100).floor() + 0.5                           # pixel centres
-        fast = inside_polygon(points, polygon)
+        radius = 10 + 30 * torch.rand(corners, generator=g)
+        polygon = torch.stack((50 + radius * angle.cos(), 40 + radius * angle.sin()), 1)
+        polygon = polygon.round() if k % 2 else polygon                                          # integer corners: flat edges
+        fast = polygon_pixels(photo, polygon, k % 3)
         monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
-        inside, distance = inside_polygon(points, polygon)
+        reference = polygon_pixels(photo, polygon, k % 3)
         monkeypatch.undo()
-        assert torch.equal(fast[0], inside) and 0 < int(inside.sum()) < len(points)
-        assert torch.allclose(fast[1], distance, rtol=1e-6, atol=0)
+        assert torch.equal(fast[0], reference[0]) and torch.equal(fast[1], reference[1])
+        counts.append(len(reference[0]))
+    assert min(counts) > 0 and max(counts) > 1000
+
+
+def test_sample_image_kernel_matches_torch(monkeypatch):
+    """shade.sample_image, bilinear: the kernel returns the torch path's bits for two images of a
+    channels-last photo (strided, as the renderer's is) at points inside, between pixel centres,
+    on them and off the image (clamped to the border)."""
+    from affectsynth.render.shade import sample_image
+
+    g = torch.Generator().manual_seed(47)
+    image = torch.rand(2, 40, 50, 3, generator=g).permute(0, 3, 1, 2)                      # [2, 3, 40, 50]
+    points = torch.rand(2, 7, 300, 2, generator=g) * torch.tensor([70.0, 60.0]) - 10.0
+    points[:, 0] = points[:, 0].floor() + 0.5                                               # pixel centres
+    fast = sample_image(image, points)
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    reference = sample_image(image, points)
+    assert fast.shape == (2, 7, 300, 3) and torch.equal(fast, reference)
+    inside = ((points >= 0.5) & (points <= torch.tensor([49.5, 39.5]))).all(-1)
+    assert 0 < int(inside.sum()) < inside.numel()

@@ -21,7 +21,7 @@ colour) are jitted helpers inlined where they are called (``inline="always"``: a
 writing them out, measured on :func:`surface_samples`); called instead, each call pays numba's
 reference counting on its array arguments.
 
-:func:`inside_polygon` classes the pixels of the eye and mouth openings whose colours set a photo's
+:func:`polygon_pixels` takes the pixels of the eye and mouth openings whose colours set a photo's
 eye and mouth appearance (measured once per photo: in the training hook, on every photo whose fit
 is not in memory).
 
@@ -50,7 +50,7 @@ import torch
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
            "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "push_back", "closed_eroded_blurred",
-           "inside_polygon"]
+           "polygon_pixels", "sample_image"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -914,30 +914,60 @@ def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm
 
 
 @numba.njit(cache=True)
-def _inside_polygon(points, polygon, tiny, inside, distance):  # pragma: no cover - jitted
-    """inside [N], distance [N]: :func:`~affectsynth.render.polygon.inside_polygon`'s, edge by edge
-    in its order (in the points' dtype; its norm is x^2 and then a fused multiply-add of y^2, done
-    here in float64, where a product of two float32 is exact)."""
+def _sample_image(image, points, out):  # pragma: no cover - jitted
+    """out [B, N, C]: image [B, C, H, W] at points [B, N, 2] (:func:`_bilinear_into`)."""
+    for b in range(points.shape[0]):
+        for n in range(points.shape[1]):
+            _bilinear_into(image[b], points[b, n, 0], points[b, n, 1], out[b], n)
+
+
+@numba.njit(cache=True, inline="always")
+def _polygon_test(px, py, polygon, tiny):  # pragma: no cover - jitted
+    """(inside, distance) of the point (px, py) and the polygon [M, 2]:
+    :func:`~affectsynth.render.polygon.inside_polygon`'s, edge by edge in its order (in the
+    point's dtype; its norm is x^2 and then a fused multiply-add of y^2, done here in float64,
+    where a product of two float32 is exact)."""
     n_edges = polygon.shape[0]
-    real = points.dtype.type
+    real = polygon.dtype.type
     zero, one = real(0.0), real(1.0)
-    for i in range(points.shape[0]):
-        px, py = points[i, 0], points[i, 1]
-        crossings, nearest = 0, np.inf
-        for e in range(n_edges):
-            ax, ay = polygon[e, 0], polygon[e, 1]
-            bx, by = polygon[(e + 1) % n_edges, 0], polygon[(e + 1) % n_edges, 1]
-            rise = by - ay
-            if rise == zero:  # a horizontal edge never crosses
-                rise = tiny
-            if ((ay > py) != (by > py)) and px < ax + (py - ay) * (bx - ax) / rise:
-                crossings += 1
-            abx, aby = bx - ax, by - ay
-            t = min(max(((px - ax) * abx + (py - ay) * aby) / max(abx * abx + aby * aby, tiny), zero), one)
-            dx, dy = px - (ax + t * abx), py - (ay + t * aby)
-            nearest = min(nearest, np.sqrt(real(np.float64(dy) * np.float64(dy) + np.float64(dx * dx))))
-        inside[i] = crossings % 2 == 1
-        distance[i] = nearest
+    crossings, nearest = 0, np.inf
+    for e in range(n_edges):
+        ax, ay = polygon[e, 0], polygon[e, 1]
+        bx, by = polygon[(e + 1) % n_edges, 0], polygon[(e + 1) % n_edges, 1]
+        rise = by - ay
+        if rise == zero:  # a horizontal edge never crosses
+            rise = tiny
+        if ((ay > py) != (by > py)) and px < ax + (py - ay) * (bx - ax) / rise:
+            crossings += 1
+        abx, aby = bx - ax, by - ay
+        t = min(max(((px - ax) * abx + (py - ay) * aby) / max(abx * abx + aby * aby, tiny), zero), one)
+        dx, dy = px - (ax + t * abx), py - (ay + t * aby)
+        nearest = min(nearest, np.sqrt(real(np.float64(dy) * np.float64(dy) + np.float64(dx * dx))))
+    return crossings % 2 == 1, nearest
+
+
+@numba.njit(cache=True)
+def _polygon_pixels(photo, polygon, x0, y0, x1, y1, margin, tiny):  # pragma: no cover - jitted
+    """:func:`polygon_pixels`' (colours [N, 3], centres [N, 2]) of the box [y0, y1) x [x0, x1), its
+    pixels in row-major order (two passes: the count, then the values)."""
+    real = polygon.dtype.type
+    half = real(0.5)
+    keep = np.empty((y1 - y0, x1 - x0), np.bool_)
+    for i in range(y0, y1):
+        for j in range(x0, x1):
+            inside, distance = _polygon_test(real(j) + half, real(i) + half, polygon, tiny)
+            keep[i - y0, j - x0] = inside and distance >= margin
+    count = keep.sum()
+    colours, centres = np.empty((count, 3), photo.dtype), np.empty((count, 2), polygon.dtype)
+    n = 0
+    for i in range(y0, y1):
+        for j in range(x0, x1):
+            if keep[i - y0, j - x0]:
+                for c in range(3):
+                    colours[n, c] = photo[c, i, j]
+                centres[n, 0], centres[n, 1] = real(j) + half, real(i) + half
+                n += 1
+    return colours, centres
 
 
 _SURFACE_SAMPLES = _build(_surface_samples)
@@ -994,14 +1024,23 @@ def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tenso
     return values, seen, colour, ratio
 
 
-def inside_polygon(points: torch.Tensor, polygon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """points [N, 2], polygon [M, 2] (one float dtype) -> (inside [N] bool, distance [N]):
-    :func:`~affectsynth.render.polygon.inside_polygon`, to the last bit or so (its norm)."""
-    inside = torch.empty(points.shape[0], dtype=torch.bool)
-    distance = torch.empty(points.shape[0], dtype=points.dtype)
-    _inside_polygon(points.contiguous().numpy(), polygon.contiguous().numpy(), points.numpy().dtype.type(1e-12),
-                    inside.numpy(), distance.numpy())
-    return inside, distance
+def sample_image(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """image [B, C, H, W] (any strides), points [B, N, 2] px (any float dtype) -> [B, N, C]:
+    :func:`~affectsynth.render.shade.sample_image`'s bilinear lookup, the same bits."""
+    out = torch.empty(*points.shape[:2], image.shape[1], dtype=image.dtype)
+    _sample_image(image.numpy(), points.contiguous().numpy(), out.numpy())
+    return out
+
+
+def polygon_pixels(photo: torch.Tensor, polygon: torch.Tensor, box: tuple[int, int, int, int],
+                   margin_px: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """photo [C, H, W] (C >= 3, any strides), polygon [M, 2] (photo's dtype), the pixel box (x0,
+    y0, x1, y1) -> colours [N, 3] and centres [N, 2] of the box's pixels inside the polygon and at
+    least ``margin_px`` from its edge: :func:`~affectsynth.render.polygon.polygon_pixels`'s, in its
+    order (a pixel whose distance is within the norm's last bit of the margin may go either way)."""
+    real = photo.numpy().dtype.type
+    colours, centres = _polygon_pixels(photo.numpy(), polygon.contiguous().numpy(), *box, real(margin_px), real(1e-12))
+    return torch.from_numpy(colours), torch.from_numpy(centres)
 
 
 def blend(photo: torch.Tensor, layer: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

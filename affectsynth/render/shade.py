@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import kernels
 from .raster import Fragments, Rasterizer
 
 __all__ = ["interpolate", "texture", "sample_image", "surface_depth_at", "visibility", "gather_rows",
@@ -96,6 +97,8 @@ def sample_image(image: torch.Tensor, points_px: torch.Tensor, mode: str = "bili
                          f"and {list(points_px.shape)}")
     n_batch, channels, height, width = image.shape
     points = points_px.reshape(n_batch, -1, 2).to(image.dtype)
+    if mode == "bilinear" and kernels.use_kernels(image, points):   # the steps below, point by point
+        return kernels.sample_image(image, points).reshape(*points_px.shape[:-1], channels)
     flat = image.reshape(n_batch, channels, height * width)
 
     def pick(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:   # [B, N] -> [B, C, N]
