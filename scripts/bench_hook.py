@@ -6,20 +6,25 @@ Images: face crops, as FER datasets hold them (the face filling the frame), of s
 astronaut and, when the folder exists, of the dev photos' neutral faces (cropped around the
 face MediaPipe finds), each also mirrored, at 112² and 224², uint8 [3, S, S] tensors.
 Hook: ``AffectAugment(RandomExpression(), p=1)`` (every call re-renders the face), with a warm fit
-cache (one untimed pass fits every image first, as the first epoch of a training run does).
+cache (one untimed pass fits every image first, as the first epoch of a training run does). Also,
+as a dataset larger than the hook's memory meets it (``memory_fits`` fits per process), the same
+hook with every fit read from its disk cache (``cache_dir``, ``memory_fits=1``: each call reads the
+entry and measures the photo's eyes and mouth again): ``hook_disk_img_s_224=`` and so on.
 Reference: ``kornia.augmentation.auto.RandAugment(n=2, m=10)`` on the same images as float
 [1, 3, S, S]. Both run per image, in this process, with ``--threads`` torch threads (1, as in a
 DataLoader worker, by default), in ``--rounds`` alternating rounds (hook then RandAugment, then
 the other way round), so that a machine whose speed drifts during the run (a shared VM) slows
 both alike. The last line holds `key=value` figures: each method's images/s over all its calls,
-`ratio_224=` (the median over the rounds of the hook's images/s over RandAugment's) and the
-rounds' lowest and highest ratio (`ratio_224_min=`, `ratio_224_max=`).
+`ratio_224=` (the median over the rounds of the hook's images/s over RandAugment's), the rounds'
+lowest and highest ratio (`ratio_224_min=`, `ratio_224_max=`) and `ratio_disk_224=` (the same
+median for the hook reading its fits from disk).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,17 +71,17 @@ def seconds(call, images: list, first: int, calls: int) -> float:
     return time.perf_counter() - start
 
 
-def alternating_rounds(hook_call, hook_images: list, reference_call, reference_images: list, per_round: int,
-                       rounds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each method's seconds per round [rounds], ``per_round`` calls a round, on the same images in
-    the same order; the first of each round alternates."""
-    times = np.zeros((2, rounds))
+def alternating_rounds(methods: list[tuple], per_round: int, rounds: int) -> np.ndarray:
+    """Each method's seconds per round [M, rounds] (``methods``: M (call, images) pairs),
+    ``per_round`` calls a round, on the same images in the same order; the first of each round
+    turns round."""
+    times = np.zeros((len(methods), rounds))
     for r in range(rounds):
-        order = (0, 1) if r % 2 == 0 else (1, 0)
-        for method in order:
-            call, images = (hook_call, hook_images) if method == 0 else (reference_call, reference_images)
+        for k in range(len(methods)):
+            method = (r + k) % len(methods)
+            call, images = methods[method]
             times[method, r] = seconds(call, images, r * per_round, per_round)
-    return times[0], times[1]
+    return times
 
 
 def main() -> int:
@@ -91,6 +96,9 @@ def main() -> int:
 
     crops = face_crops(args.faces)
     hook = AffectAugment(RandomExpression(), p=1.0, generator=torch.Generator().manual_seed(0))
+    fits_dir = tempfile.TemporaryDirectory()
+    disk_hook = AffectAugment(RandomExpression(), p=1.0, generator=torch.Generator().manual_seed(0),
+                              cache_dir=fits_dir.name, memory_fits=1)
     rand_augment = RandAugment(n=2, m=10)
     figures: dict[str, float] = {}
     print(f"{len(crops)} face crops; {cpu_name()}; torch threads {torch.get_num_threads()}")
@@ -98,23 +106,30 @@ def main() -> int:
         images = [torch.from_numpy(np.ascontiguousarray(cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)))
                   .permute(2, 0, 1).contiguous() for c in crops]
         floats = [image[None].float() / 255 for image in images]
-        for i, image in enumerate(images):  # warm: fit every image once, compile, allocate
+        for i, image in enumerate(images):  # warm: fit every image once (into memory, and to disk), compile, allocate
             hook(image, 0)
+            disk_hook(image, 0)
             rand_augment(floats[i])
-        before = dict(hook.stats)
+        before, disk_before = dict(hook.stats), dict(disk_hook.stats)
         per_round = max(1, args.calls // args.rounds)
-        hook_s, ra_s = alternating_rounds(lambda image, i: hook(image, i % 7), images,
-                                          lambda image, i: rand_augment(image), floats, per_round, args.rounds)
+        hook_s, ra_s, disk_s = alternating_rounds([(lambda image, i: hook(image, i % 7), images),
+                                                   (lambda image, i: rand_augment(image), floats),
+                                                   (lambda image, i: disk_hook(image, i % 7), images)],
+                                                  per_round, args.rounds)
         calls = args.rounds * per_round
         synthesized = hook.stats["synthesized"] - before.get("synthesized", 0)
-        hook_ips, ra_ips, ratios = calls / hook_s.sum(), calls / ra_s.sum(), ra_s / hook_s
+        fitted = hook.stats["fitted"] - before.get("fitted", 0) + disk_hook.stats["fitted"] - disk_before.get("fitted", 0)
+        hook_ips, ra_ips, disk_ips = calls / hook_s.sum(), calls / ra_s.sum(), calls / disk_s.sum()
+        ratios, disk_ratios = ra_s / hook_s, ra_s / disk_s
         figures |= {f"hook_img_s_{size}": hook_ips, f"randaugment_img_s_{size}": ra_ips,
                     f"ratio_{size}": float(np.median(ratios)), f"ratio_{size}_min": float(ratios.min()),
-                    f"ratio_{size}_max": float(ratios.max())}
+                    f"ratio_{size}_max": float(ratios.max()), f"hook_disk_img_s_{size}": disk_ips,
+                    f"ratio_disk_{size}": float(np.median(disk_ratios))}
         print(f"{size}²: hook {hook_ips:.1f} img/s ({1000 / hook_ips:.1f} ms; {synthesized}/{calls} re-rendered, "
-              f"fits made in the timed part: {hook.stats['fitted'] - before.get('fitted', 0)}), RandAugment "
-              f"{ra_ips:.1f} img/s ({1000 / ra_ips:.1f} ms): ratio {np.median(ratios):.3f} (median of "
-              f"{args.rounds} rounds; {ratios.min():.3f}-{ratios.max():.3f})")
+              f"fits made in the timed part: {fitted}), RandAugment {ra_ips:.1f} img/s ({1000 / ra_ips:.1f} ms): "
+              f"ratio {np.median(ratios):.3f} (median of {args.rounds} rounds; {ratios.min():.3f}-{ratios.max():.3f}); "
+              f"every fit from disk: {disk_ips:.1f} img/s ({1000 / disk_ips:.1f} ms), ratio {np.median(disk_ratios):.3f}")
+    fits_dir.cleanup()
     figures["threads"] = torch.get_num_threads()
     print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
     return 0
