@@ -553,3 +553,26 @@ def test_sample_image_kernel_matches_torch(monkeypatch):
     assert fast.shape == (2, 7, 300, 3) and torch.equal(fast, reference)
     inside = ((points >= 0.5) & (points <= torch.tensor([49.5, 39.5]))).all(-1)
     assert 0 < int(inside.sum()) < inside.numel()
+
+
+def test_eye_colours_kernel_matches_torch(monkeypatch):
+    """eyes._classified_colours by radius (an eye opening's sclera, iris and pupil colours): the
+    kernel returns the torch path's medians, its quantile and lower medians included, for 40
+    openings of 0-400 pixels, some with no pupil or no sclera pixels (the defaults)."""
+    from affectsynth.render.eyes import _classified_colours
+
+    g = torch.Generator().manual_seed(53)
+    defaults_used = 0
+    for k in range(40):
+        n = int(torch.randint(0, 400, (1,), generator=g))
+        colours = torch.rand(n, 3, generator=g)
+        rho = torch.rand(n, generator=g) * (1.0 if k % 5 == 0 else 2.0) + (0.3 if k % 7 == 0 else 0.0)
+        fast = _classified_colours(colours, rho)
+        monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+        reference = _classified_colours(colours, rho)
+        monkeypatch.undo()
+        assert fast.keys() == reference.keys()
+        for key in reference:
+            assert torch.equal(fast[key], reference[key]), (k, key)
+        defaults_used += n == 0 or k % 5 == 0 or k % 7 == 0
+    assert defaults_used > 5

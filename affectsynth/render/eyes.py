@@ -43,6 +43,7 @@ from ..fit import FitResult
 from ..landmarks import Landmarks
 from ..model.eyes import SIDES
 from ..model.face_model import FaceModel
+from . import kernels
 from .polygon import polygon_pixels
 
 __all__ = ["EyeAppearance", "estimate_eye_appearance", "eyeball_colour", "eyeball_layers", "nearest_eye", "luma",
@@ -202,6 +203,10 @@ def _classified_colours(colours: torch.Tensor, rho: torch.Tensor | None) -> dict
             sets = {k: colours[order[int(lo * n):max(int(lo * n) + 1, int(hi * n))]]
                     for k, (lo, hi) in QUANTILES.items()}
         return {k: _median_colour(v, DEFAULT_COLOURS[k]) for k, v in sets.items()}
+    if kernels.use_kernels(colours, rho):   # these steps in one pass
+        medians, found = kernels.eye_colours(colours, rho, PUPIL_CORE, IRIS_RING, SCLERA_FROM, SCLERA_QUANTILE, LUMA)
+        return {k: medians[i] if found[i] else colours.new_tensor(DEFAULT_COLOURS[k])
+                for i, k in enumerate(("sclera", "iris", "pupil"))}
     sclera, pupil = colours[rho > SCLERA_FROM], colours[rho < PUPIL_CORE]
     # sclera: its brightest, greyest quarter (lids shade it and lashes and lid margins reach
     # into a narrow opening; the caruncle is pink); pupil: its darker half (catch-lights)

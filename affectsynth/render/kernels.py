@@ -50,7 +50,7 @@ import torch
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
            "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "push_back", "closed_eroded_blurred",
-           "polygon_pixels", "sample_image"]
+           "polygon_pixels", "sample_image", "eye_colours"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -913,6 +913,60 @@ def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm
         out[n] = total + one
 
 
+@numba.njit(cache=True, inline="always")
+def _lower_median(values):  # pragma: no cover - jitted
+    """torch.median of N > 0 values: the lower of the two middle ones."""
+    return np.sort(values)[(values.shape[0] - 1) // 2]
+
+
+@numba.njit(cache=True, inline="always")
+def _linear_quantile(values, q):  # pragma: no cover - jitted
+    """torch.quantile(values, q) of N > 0 values (linear): the rank and weight in the values'
+    dtype, and torch's lerp, whose fused multiply-add is done here in float64 (a product of two
+    float32 is exact there)."""
+    real = values.dtype.type
+    ordered = np.sort(values)
+    rank = real(q) * real(values.shape[0] - 1)
+    below, above = int(np.floor(rank)), int(np.ceil(rank))
+    weight = rank - real(below)
+    low, high = ordered[below], ordered[above]
+    if weight < real(0.5):
+        return real(np.float64(weight) * np.float64(high - low) + np.float64(low))
+    return real(np.float64(high) - np.float64(high - low) * np.float64(real(1.0) - weight))
+
+
+@numba.njit(cache=True, inline="always")
+def _weighted_sum3(colours, weights):  # pragma: no cover - jitted
+    """[N]: (colours [N, 3] * weights [3]).sum(-1), in torch's order."""
+    out = np.empty(colours.shape[0], colours.dtype)
+    for n in range(colours.shape[0]):
+        out[n] = (colours[n, 0] * weights[0] + colours[n, 1] * weights[1]) + colours[n, 2] * weights[2]
+    return out
+
+
+@numba.njit(cache=True)
+def _eye_colours(colours, rho, pupil_core, ring, sclera_from, sclera_quantile, luma, out, found):  # pragma: no cover - jitted
+    """out [3, 3] the sclera's, iris's and pupil's median colours and found [3] whether each had
+    pixels: eyes._classified_colours with rho, step by step."""
+    sclera, pupil = colours[rho > sclera_from], colours[rho < pupil_core]
+    lit = sclera
+    if sclera.shape[0]:
+        whiteness = _weighted_sum3(sclera, luma)
+        for n in range(sclera.shape[0]):
+            whiteness[n] = whiteness[n] - (max(sclera[n, 0], sclera[n, 1], sclera[n, 2])
+                                           - min(sclera[n, 0], sclera[n, 1], sclera[n, 2]))
+        lit = sclera[whiteness >= _linear_quantile(whiteness, sclera_quantile)]
+    dark = pupil
+    if pupil.shape[0]:
+        brightness = _weighted_sum3(pupil, luma)
+        dark = pupil[brightness <= _lower_median(brightness)]
+    iris = colours[(rho > ring[0]) & (rho < ring[1])]
+    for k, chosen in enumerate((lit, iris, dark)):
+        found[k] = chosen.shape[0] > 0
+        for c in range(3):
+            out[k, c] = _lower_median(np.ascontiguousarray(chosen[:, c])) if found[k] else 0.0
+
+
 @numba.njit(cache=True)
 def _sample_image(image, points, out):  # pragma: no cover - jitted
     """out [B, N, C]: image [B, C, H, W] at points [B, N, 2] (:func:`_bilinear_into`)."""
@@ -1022,6 +1076,21 @@ def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tenso
                      scalar(ratio_range[1]), scalar(exponent), values.numpy(), seen.numpy(), colour.numpy(),
                      ratio.numpy())
     return values, seen, colour, ratio
+
+
+def eye_colours(colours: torch.Tensor, rho: torch.Tensor, pupil_core: float, ring: tuple[float, float],
+                sclera_from: float, sclera_quantile: float, luma: tuple[float, float, float]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eye opening's pixel colours [N, 3] and normalised radii rho [N] (one dtype) -> the
+    median colours [3, 3] of its sclera, iris and pupil and [3] bool whether each had pixels
+    (:func:`~affectsynth.render.eyes._classified_colours` by rho: the same values; its quantile
+    and medians as torch's)."""
+    real = colours.numpy().dtype.type
+    out, found = torch.empty(3, 3, dtype=colours.dtype), torch.empty(3, dtype=torch.bool)
+    _eye_colours(colours.contiguous().numpy(), rho.contiguous().numpy(), real(pupil_core),
+                 np.array(ring, colours.numpy().dtype), real(sclera_from), real(sclera_quantile),
+                 np.array(luma, colours.numpy().dtype), out.numpy(), found.numpy())
+    return out, found
 
 
 def sample_image(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
