@@ -49,8 +49,9 @@ import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
-           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn", "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "push_back", "closed_eroded_blurred",
-           "polygon_pixels", "sample_image", "eye_colours"]
+           "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn",
+           "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "push_back",
+           "closed_eroded_blurred", "polygon_pixels", "sample_image", "eye_colours", "linear_quantile"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -935,6 +936,13 @@ def _linear_quantile(values, q):  # pragma: no cover - jitted
     return real(np.float64(high) - np.float64(high - low) * np.float64(real(1.0) - weight))
 
 
+@numba.njit(cache=True)
+def _linear_quantiles(values, q, out):  # pragma: no cover - jitted
+    """out [B]: each row's _linear_quantile of values [B, N]."""
+    for b in range(values.shape[0]):
+        out[b] = _linear_quantile(np.ascontiguousarray(values[b]), q)
+
+
 @numba.njit(cache=True, inline="always")
 def _weighted_sum3(colours, weights):  # pragma: no cover - jitted
     """[N]: (colours [N, 3] * weights [3]).sum(-1), in torch's order."""
@@ -1076,6 +1084,14 @@ def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tenso
                      scalar(ratio_range[1]), scalar(exponent), values.numpy(), seen.numpy(), colour.numpy(),
                      ratio.numpy())
     return values, seen, colour, ratio
+
+
+def linear_quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """values [B, N] (N > 0, float) -> [B]: ``values.quantile(q, dim=1)`` (linear), the same bits
+    (torch's sorts and checks took ~0.13 ms for 2,000 values)."""
+    out = torch.empty(values.shape[0], dtype=values.dtype)
+    _linear_quantiles(values.numpy(), q, out.numpy())
+    return out
 
 
 def eye_colours(colours: torch.Tensor, rho: torch.Tensor, pupil_core: float, ring: tuple[float, float],

@@ -116,7 +116,9 @@ def estimate_mouth_appearance(photo: torch.Tensor, source_image: torch.Tensor, m
 
     lip = colours("lips").median(1).values
     skin = colours("skin")
-    light = (luma(skin).quantile(0.9, dim=1) / LIT_SKIN_LUMINANCE).clamp(*LIGHT_RANGE)
+    brightness = luma(skin)                                                              # [B, N]
+    lit = kernels.linear_quantile(brightness, 0.9) if kernels.use_kernels(brightness) else brightness.quantile(0.9, 1)
+    light = (lit / LIT_SKIN_LUMINANCE).clamp(*LIGHT_RANGE)
     teeth = lip.new_tensor(TEETH_ALBEDO) * light[:, None]
     if "lip_inner_upper" in model.regions and "lip_inner_lower" in model.regions:
         # The photo's pixels inside the fitted opening (a pixel in from its edge): teeth where
