@@ -12,9 +12,9 @@ hook with every fit read from its disk cache (``cache_dir``, ``memory_fits=1``: 
 entry and measures the photo's eyes and mouth again): ``hook_disk_img_s_224=`` and so on.
 Reference: ``kornia.augmentation.auto.RandAugment(n=2, m=10)`` on the same images as float
 [1, 3, S, S]. Both run per image, in this process, with ``--threads`` torch threads (1, as in a
-DataLoader worker, by default), in ``--rounds`` alternating rounds (hook then RandAugment, then
-the other way round), so that a machine whose speed drifts during the run (a shared VM) slows
-both alike. The last line holds `key=value` figures: each method's images/s over all its calls,
+DataLoader worker, by default), in ``--rounds`` rounds in which each method takes its turn (the
+first of a round turning round), so that a machine whose speed drifts during the run (a shared
+VM) slows them alike. The last line holds `key=value` figures: each method's images/s over all its calls,
 `ratio_224=` (the median over the rounds of the hook's images/s over RandAugment's), the rounds'
 lowest and highest ratio (`ratio_224_min=`, `ratio_224_max=`) and `ratio_disk_224=` (the same
 median for the hook reading its fits from disk).
@@ -106,7 +106,7 @@ def main() -> int:
         images = [torch.from_numpy(np.ascontiguousarray(cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)))
                   .permute(2, 0, 1).contiguous() for c in crops]
         floats = [image[None].float() / 255 for image in images]
-        for i, image in enumerate(images):  # warm: fit every image once (into memory, and to disk), compile, allocate
+        for i, image in enumerate(images):  # warm: fit every image once (in memory and on disk), compile
             hook(image, 0)
             disk_hook(image, 0)
             rand_augment(floats[i])
@@ -118,7 +118,7 @@ def main() -> int:
                                                   per_round, args.rounds)
         calls = args.rounds * per_round
         synthesized = hook.stats["synthesized"] - before.get("synthesized", 0)
-        fitted = hook.stats["fitted"] - before.get("fitted", 0) + disk_hook.stats["fitted"] - disk_before.get("fitted", 0)
+        fitted = sum(h.stats["fitted"] - b.get("fitted", 0) for h, b in ((hook, before), (disk_hook, disk_before)))
         hook_ips, ra_ips, disk_ips = calls / hook_s.sum(), calls / ra_s.sum(), calls / disk_s.sum()
         ratios, disk_ratios = ra_s / hook_s, ra_s / disk_s
         figures |= {f"hook_img_s_{size}": hook_ips, f"randaugment_img_s_{size}": ra_ips,
@@ -128,7 +128,8 @@ def main() -> int:
         print(f"{size}²: hook {hook_ips:.1f} img/s ({1000 / hook_ips:.1f} ms; {synthesized}/{calls} re-rendered, "
               f"fits made in the timed part: {fitted}), RandAugment {ra_ips:.1f} img/s ({1000 / ra_ips:.1f} ms): "
               f"ratio {np.median(ratios):.3f} (median of {args.rounds} rounds; {ratios.min():.3f}-{ratios.max():.3f}); "
-              f"every fit from disk: {disk_ips:.1f} img/s ({1000 / disk_ips:.1f} ms), ratio {np.median(disk_ratios):.3f}")
+              f"every fit from disk: {disk_ips:.1f} img/s ({1000 / disk_ips:.1f} ms), "
+              f"ratio {np.median(disk_ratios):.3f}")
     fits_dir.cleanup()
     figures["threads"] = torch.get_num_threads()
     print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
