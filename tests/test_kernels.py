@@ -36,7 +36,7 @@ def test_surface_samples_kernel_matches_the_torch_ops():
     source = posed_model(model, 96, yaws=(-40.0, 35.0), pitch=10.0)
     target = posed_model(model, 96, yaws=(-20.0, 15.0), pitch=0.0) * torch.tensor([1.0, 1.1, 0.9])
     photo_frags = rasterize(source, skin, (96, 96), backend="numba")
-    _, drawn, _ = _drawn_pixels(rasterize(target, model.triangles, (96, 96), backend="numba"), model.triangle_materials())
+    drawn = _drawn_pixels(rasterize(target, model.triangles, (96, 96), backend="numba"), model.triangle_materials()).frags
     normals = vertex_normals(torch.cat((source, target)).float(), model.triangles).split(2)
     attributes = torch.stack((source.float(), *normals, target.float()))                     # [4, 2, V, 3]
     window = torch.rand(1, 3, 120, 130, generator=torch.Generator().manual_seed(0))[..., 10:106, 20:116]
@@ -198,20 +198,42 @@ def test_shade_mouth_kernel_agrees_with_torch():
 
 def test_drawn_pixels_kernel_matches_torch(posed, monkeypatch):
     """retarget._drawn_pixels: the kernel's compaction of three faces' fragments (different
-    counts, so padded) and their materials are the torch path's, element for element."""
+    counts, so padded), their materials and the interior and eyeball masks are the torch path's,
+    element for element."""
     from affectsynth.render.retarget import _drawn_pixels
 
     _, _, frags = posed
     materials = load_default_model().triangle_materials()
-    fast_pixels, fast, fast_material = _drawn_pixels(frags, materials)
+    fast = _drawn_pixels(frags, materials)
     monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
-    pixels, reference, material = _drawn_pixels(frags, materials)
+    reference = _drawn_pixels(frags, materials)
     counts = frags.mask.flatten(1).sum(1)
-    assert len(set(counts.tolist())) == 3 and fast_pixels.shape == (3, int(counts.max()))
-    assert torch.equal(fast_pixels, pixels) and torch.equal(fast_material, material)
-    assert len(set(material[reference.mask].tolist())) > 1                         # skin and more
-    for field in ("tri_id", "bary", "depth"):
+    assert len(set(counts.tolist())) == 3 and fast.pixels.shape == (3, int(counts.max()))
+    assert len(set(reference.material[reference.frags.mask].tolist())) > 1          # skin and more
+    assert reference.interior.any() and reference.eyeball.any() and reference.any_interior
+    for field in ("pixels", "material", "interior", "eyeball"):
         assert torch.equal(getattr(fast, field), getattr(reference, field)), field
+    assert fast.any_interior is True
+    for field in ("tri_id", "bary", "depth"):
+        assert torch.equal(getattr(fast.frags, field), getattr(reference.frags, field)), field
+
+
+def test_in_place_kernel_matches_torch(monkeypatch):
+    """retarget._in_place (drawn pixels' masks back onto the window): the kernel's grid, as bool
+    and as float, is the torch path's for two faces, one padded with the spare index."""
+    from affectsynth.render.retarget import _in_place
+
+    g = torch.Generator().manual_seed(5)
+    size = (30, 40)
+    pixels = torch.stack([torch.randperm(size[0] * size[1], generator=g)[:500].sort().values for _ in range(2)])
+    pixels[1, 450:] = size[0] * size[1]                                             # padding
+    values = torch.rand(2, 500, generator=g) > 0.3
+    fast = [_in_place(values, pixels, size, dtype) for dtype in (torch.bool, torch.float32)]
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    for grid, dtype in zip(fast, (torch.bool, torch.float32)):
+        reference = _in_place(values, pixels, size, dtype)
+        assert grid.dtype == reference.dtype == dtype and torch.equal(grid, reference)
+    assert 0 < int(fast[1].sum()) == int((values & (pixels < size[0] * size[1])).sum()) < 1000
 
 
 def test_lid_shadow_kernel_agrees_with_torch(monkeypatch):

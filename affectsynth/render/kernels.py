@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
-           "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "lid_shadow", "lid_band",
+           "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "in_place", "lid_shadow", "lid_band",
            "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn",
            "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "push_back",
            "closed_eroded_blurred", "polygon_pixels", "sample_image", "eye_colours", "linear_quantile"]
@@ -665,7 +665,7 @@ def _shade_mouth(material, behind, facing, lip, teeth, teeth_id, gums_id, tongue
 
 
 @numba.njit(cache=True)
-def _drawn_pixels(tri_id, bary, depth, triangle_material, skin):  # pragma: no cover - jitted
+def _drawn_pixels(tri_id, bary, depth, triangle_material, skin, eyeball):  # pragma: no cover - jitted
     """:func:`drawn_pixels`' arrays: each face's covered pixels in raster order, padded."""
     n_batch, height, width = tri_id.shape
     count = np.zeros(n_batch, np.int64)
@@ -679,6 +679,9 @@ def _drawn_pixels(tri_id, bary, depth, triangle_material, skin):  # pragma: no c
     drawn_bary = np.zeros((n_batch, most, 3), bary.dtype)
     drawn_depth = np.full((n_batch, most), -np.inf, depth.dtype)
     material = np.full((n_batch, most), skin, np.int64)
+    interior = np.zeros((n_batch, most), np.bool_)
+    eyeball_px = np.zeros((n_batch, most), np.bool_)
+    interior_count = 0
     for b in range(n_batch):
         n = 0
         for i in range(height):
@@ -690,9 +693,22 @@ def _drawn_pixels(tri_id, bary, depth, triangle_material, skin):  # pragma: no c
                     drawn_bary[b, n, 1] = bary[b, i, j, 1]
                     drawn_bary[b, n, 2] = bary[b, i, j, 2]
                     drawn_depth[b, n] = depth[b, i, j]
-                    material[b, n] = triangle_material[tri_id[b, i, j]]
+                    kind = triangle_material[tri_id[b, i, j]]
+                    material[b, n] = kind
+                    interior[b, n] = kind != skin and kind != eyeball
+                    eyeball_px[b, n] = kind == eyeball
+                    interior_count += interior[b, n]
                     n += 1
-    return pixels, drawn_tri, drawn_bary, drawn_depth, material
+    return pixels, drawn_tri, drawn_bary, drawn_depth, material, interior, eyeball_px, interior_count
+
+
+@numba.njit(cache=True)
+def _in_place(values, pixels, out):  # pragma: no cover - jitted
+    """out[b, pixels[b, n]] = 1 where values[b, n] (``out`` [B, H * W] zeroed; padding H * W skipped)."""
+    for b in range(pixels.shape[0]):
+        for n in range(pixels.shape[1]):
+            if values[b, n] and pixels[b, n] < out.shape[1]:
+                out[b, pixels[b, n]] = 1
 
 
 @numba.njit(cache=True, inline="always")
@@ -1268,14 +1284,25 @@ def shade_mouth(material: torch.Tensor, behind: torch.Tensor, facing: torch.Tens
 
 
 def drawn_pixels(tri_id: torch.Tensor, bary: torch.Tensor, depth: torch.Tensor, triangle_material: torch.Tensor,
-                 skin: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                 skin: int, eyeball: int) -> tuple[torch.Tensor, ...]:
     """Fragments tri_id [B, H, W], bary [B, H, W, 3], depth [B, H, W] -> each face's covered pixels
     in raster order, N the most any face has: flat indices [B, N] int64 (padding: H * W) and the
-    fragments there, tri_id [B, N] (padding -1), bary [B, N, 3] (0), depth [B, N] (-inf), and the
-    material [B, N] of their triangles (``triangle_material`` [F] int64; padding ``skin``)."""
-    arrays = _drawn_pixels(tri_id.contiguous().numpy(), bary.contiguous().numpy(), depth.contiguous().numpy(),
-                           triangle_material.contiguous().numpy(), skin)
-    return tuple(torch.from_numpy(a) for a in arrays)
+    fragments there, tri_id [B, N] (padding -1), bary [B, N, 3] (0), depth [B, N] (-inf), the
+    material [B, N] of their triangles (``triangle_material`` [F] int64; padding ``skin``), which
+    are neither ``skin`` nor ``eyeball`` [B, N] bool, which are ``eyeball`` [B, N] bool, and the
+    number of the former (a Python int): retarget._drawn_pixels."""
+    *arrays, interior_count = _drawn_pixels(tri_id.contiguous().numpy(), bary.contiguous().numpy(),
+                                            depth.contiguous().numpy(), triangle_material.contiguous().numpy(),
+                                            skin, eyeball)
+    return (*(torch.from_numpy(a) for a in arrays), int(interior_count))
+
+
+def in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """values [B, N] bool at flat pixel indices [B, N] (index H * W: padding) -> [B, H, W] grid of
+    ``dtype``, 1 there and 0 elsewhere: retarget._in_place."""
+    out = torch.zeros(pixels.shape[0], size[0] * size[1], dtype=dtype)
+    _in_place(values.contiguous().numpy(), pixels.contiguous().numpy(), out.numpy())
+    return out.view(pixels.shape[0], *size)
 
 
 def lid_shadow(tri_id: torch.Tensor, is_skin: torch.Tensor, band: torch.Tensor | None, face: torch.Tensor,

@@ -237,24 +237,39 @@ def _rows(appearance: EyeAppearance | MouthAppearance, face: torch.Tensor) -> Ey
     return type(appearance)(**{f.name: getattr(appearance, f.name)[face] for f in dataclasses.fields(appearance)})
 
 
-def _drawn_pixels(frags: Fragments, triangle_material: torch.Tensor) -> tuple[torch.Tensor, Fragments, torch.Tensor]:
-    """The pixels a triangle covers, their fragments as a [B, 1, N] image, and their material.
+@dataclass(frozen=True)
+class DrawnPixels:
+    """The pixels a target face covers, as a [B, 1, N] image of them (N the most any face has;
+    a face with fewer is padded), with what the later steps ask of each.
 
-    Args:
-        frags: [B, H, W] fragments.
-        triangle_material: [F] int64 each triangle's material.
-    Returns:
-        pixels [B, N] int64 flat indices (row * W + col) of each face's covered pixels in raster
-        order, N the most any face has; a face with fewer is padded with H * W, whose fragment
-        is empty. The fragments at those pixels, [B, 1, N]. Their material [B, 1, N] (skin where
-        nothing is drawn).
+    Attributes:
+        pixels: [B, N] int64 flat indices (row * W + col) in raster order; padding H * W.
+        frags: their fragments, [B, 1, N] (padding's is empty).
+        material: [B, 1, N] int64 their triangles' material (padding's: the skin's).
+        interior: [B, 1, N] bool, of the mouth interior (socket, teeth, gums, tongue).
+        eyeball: [B, 1, N] bool, of an eyeball.
+        any_interior: whether some pixel is of the mouth interior.
     """
+
+    pixels: torch.Tensor
+    frags: Fragments
+    material: torch.Tensor
+    interior: torch.Tensor
+    eyeball: torch.Tensor
+    any_interior: bool
+
+
+def _drawn_pixels(frags: Fragments, triangle_material: torch.Tensor) -> DrawnPixels:
+    """:class:`DrawnPixels` of [B, H, W] fragments ``frags`` whose triangles are of
+    ``triangle_material`` ([F] int64). On the CPU without autograd in one pass
+    (:func:`.kernels.drawn_pixels`, the same arrays)."""
     n_batch, height, width = frags.tri_id.shape
-    if kernels.use_kernels(frags.tri_id, frags.bary):   # one pass, the same arrays
-        pixels, tri_id, bary, depth, material = kernels.drawn_pixels(frags.tri_id, frags.bary, frags.depth,
-                                                                      triangle_material, _SKIN)
-        return (pixels, Fragments(tri_id=tri_id[:, None], bary=bary[:, None], depth=depth[:, None],
-                                  backend=frags.backend), material[:, None])
+    if kernels.use_kernels(frags.tri_id, frags.bary):
+        pixels, tri_id, bary, depth, material, interior, eyeball, interior_count = kernels.drawn_pixels(
+            frags.tri_id, frags.bary, frags.depth, triangle_material, _SKIN, _EYEBALL)
+        return DrawnPixels(pixels, Fragments(tri_id=tri_id[:, None], bary=bary[:, None], depth=depth[:, None],
+                                             backend=frags.backend),
+                           material[:, None], interior[:, None], eyeball[:, None], interior_count > 0)
     covered = frags.mask.reshape(n_batch, -1)
     face, pixel = covered.nonzero(as_tuple=True)
     if n_batch == 1:  # one face: nothing to pad (and the padding's index arithmetic is ~0.3 ms)
@@ -269,7 +284,8 @@ def _drawn_pixels(frags: Fragments, triangle_material: torch.Tensor) -> tuple[to
                       depth=_at(frags.depth, pixels, float("-inf"))[:, None], backend=frags.backend)
     material = torch.where(drawn.mask, triangle_material[drawn.tri_id.clamp(min=0)],
                            torch.full_like(drawn.tri_id, _SKIN))
-    return pixels, drawn, material
+    interior = (material != _SKIN) & (material != _EYEBALL)
+    return DrawnPixels(pixels, drawn, material, interior, material == _EYEBALL, bool(interior.any()))
 
 
 def _at(grid: torch.Tensor, pixels: torch.Tensor, padding: bool | float = False) -> torch.Tensor:
@@ -282,16 +298,21 @@ def _at(grid: torch.Tensor, pixels: torch.Tensor, padding: bool | float = False)
     return torch.where(padded, torch.full((), padding, dtype=grid.dtype, device=grid.device), values)
 
 
-def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _in_place(values: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int],
+              dtype: torch.dtype = torch.bool) -> torch.Tensor:
     """The inverse of :func:`_at` for masks: values [B, N] bool at flat pixel indices [B, N] into a
-    [B, H, W] bool grid, False elsewhere."""
+    [B, H, W] grid of ``dtype`` (1 or True there, 0 elsewhere). On the CPU without autograd,
+    :func:`.kernels.in_place` (the same values; its scatter and zeroed grid cost less than torch's,
+    ~40 us at 224^2)."""
+    if kernels.use_kernels(values, pixels):
+        return kernels.in_place(values, pixels, size, dtype)
     n_batch, slots = pixels.shape[0], size[0] * size[1] + 1
     grid = values.new_zeros(n_batch, slots)
     # One index_copy_ into the flattened batch (padding lands in each face's spare last slot):
     # the same writes as grid[arange(B)[:, None], pixels] = values, 3-5x faster on the CPU.
     flat = pixels if n_batch == 1 else pixels + slots * torch.arange(n_batch, device=pixels.device)[:, None]
     grid.view(-1).index_copy_(0, flat.reshape(-1), values.reshape(-1))
-    return grid[:, :-1].reshape(n_batch, *size)
+    return grid[:, :-1].reshape(n_batch, *size).to(dtype)
 
 
 def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Tensor, photo_frags: Fragments,
@@ -833,7 +854,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # Per-pixel work is done on the drawn pixels only, as a [B, 1, N] image of them (the rest
     # of the window is the photo's), then put back in place for the masks and the compositing.
     # (a pixel where nothing is drawn, padding, has the skin's material: it is neither part below)
-    pixels, drawn_frags, material = _drawn_pixels(frags, parts.triangle_material)                # [B, N], [B, 1, N]
+    drawn = _drawn_pixels(frags, parts.triangle_material)
+    pixels, drawn_frags, material, interior, eyeball_px = (drawn.pixels, drawn.frags, drawn.material, drawn.interior,
+                                                           drawn.eyeball)
     # Every per-vertex quantity the pixels need, interpolated in one pass (one corner lookup):
     # the source position in the window, the source and target normals, the target in mm and
     # the rest position (mm, the model's mean shape: where the creases are drawn).
@@ -855,15 +878,13 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     colour = _reshaded(colour, ratio, crease_factor, seen, material)
     # Skin shows only what the photo shows; the mouth interior (and, with ``eyes``, the
     # eyeballs) are shaded where it does not.
-    interior = (material != _SKIN) & (material != _EYEBALL)
     mouth_appearance = None
-    if bool(interior.any()):
+    if drawn.any_interior:
         mouth_appearance = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
         seen = _interior_seen(interior, seen, pixels, where, src_frags, frags, parts.skin_triangle, material, colour,
                               mouth_appearance.lip, px_per_mm, size)
     # Eyeball pixels in the photo's lid band that the target lifts the lid off are painted too,
     # and the band goes with the lid (EYE_LID_BAND_MM).
-    eyeball_px = material == _EYEBALL
     lid_band = None  # [B, h, w] the photo's band where it went with a raised lid
     if eyes is not None:
         band_px = (EYE_LID_BAND_MM * px_per_mm).ceil().long().clamp(min=EYE_PHOTO_MIN_BAND_PX)   # [B]
@@ -883,7 +904,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         colour = _shaded_interior(interior, seen, pixels, values, material, colour, rim_z, mouth_appearance, size)
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
-    coverage = _in_place((seen | interior)[:, 0], pixels, size).to(photo.dtype)[:, None]
+    coverage = _in_place((seen | interior)[:, 0], pixels, size, photo.dtype)[:, None]
     speck = [max(SPECK_PX, round(SPECK_MM * scale)) for scale in px_per_mm.tolist()]   # px, per face
     # Undrawn pixels hold the photo's own: the feathered mask reaches about half a feather past
     # the coverage, so they show, faintly, and must not bring in another pixel's colour.
