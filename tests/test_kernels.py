@@ -517,21 +517,24 @@ def test_extents_kernel_matches_torch():
     assert fast == reference and fast[1][0] < 0 < fast[1][3]
 
 
-def test_push_back_kernel_matches_torch(monkeypatch):
-    """retarget._push_back (the eyeballs' and the mouth interior's depth bias): the kernel moves the
-    selected vertices of two faces at two scales back by the same bits as the torch path, and
-    leaves the others and their u, v as they were."""
-    from affectsynth.render.retarget import _push_back
+def test_moved_kernel_matches_torch(monkeypatch):
+    """retarget._moved (the points in the render's window, the eyeballs' and the mouth interior's
+    depth bias): the kernel shifts two faces' points and moves the selected vertices back at two
+    scales by the same bits as the torch path, leaving the others' depths as they were; with no
+    vertices it only shifts."""
+    from affectsynth.render.retarget import _moved
 
     g = torch.Generator().manual_seed(41)
     points = torch.rand(2, 300, 3, generator=g) * 200 - 100
     selected = torch.rand(300, generator=g) > 0.7
     scale = torch.tensor([1.37, 6.1])
-    fast = _push_back(points.clone(), scale, selected, 2.5)
+    fast = [_moved(points, scale, vertices, 2.5, (17, 4)) for vertices in (selected, None)]
     monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
-    reference = _push_back(points.clone(), scale, selected, 2.5)
-    assert torch.equal(fast, reference) and torch.equal(fast[..., :2], points[..., :2])
-    assert torch.equal(fast[:, ~selected], points[:, ~selected]) and (fast[:, selected, 2] < points[:, selected, 2]).all()
+    reference = [_moved(points, scale, vertices, 2.5, (17, 4)) for vertices in (selected, None)]
+    assert all(torch.equal(a, b) for a, b in zip(fast, reference))
+    assert torch.equal(fast[0][..., :2], points[..., :2] - torch.tensor([17.0, 4.0]))
+    assert torch.equal(fast[0][:, ~selected, 2], points[:, ~selected, 2])
+    assert (fast[0][:, selected, 2] < points[:, selected, 2]).all() and torch.equal(fast[1][..., 2], points[..., 2])
 
 
 def test_polygon_pixels_kernel_matches_torch(monkeypatch):

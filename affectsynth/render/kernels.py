@@ -50,7 +50,7 @@ import torch
 __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normals", "max_filter", "min_filter",
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "in_place", "lid_shadow", "lid_band",
            "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn",
-           "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "push_back",
+           "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "moved",
            "closed_eroded_blurred", "polygon_pixels", "sample_image", "eye_colours", "linear_quantile"]
 
 
@@ -556,12 +556,15 @@ def _extents(src, dst, out):  # pragma: no cover - jitted
 
 
 @numba.njit(cache=True)
-def _push_back(points, amount, vertices):  # pragma: no cover - jitted
-    """points[b, v, 2] -= amount[b] * (1 or 0: vertices[v]), in place."""
+def _moved(points, x0, y0, amount, vertices, out):  # pragma: no cover - jitted
+    """out = points less (x0, y0, 0), and out[b, v, 2] less amount[b] * (1 or 0: vertices[v])."""
     one, zero = points.dtype.type(1.0), points.dtype.type(0.0)
+    x0, y0 = points.dtype.type(x0), points.dtype.type(y0)
     for b in range(points.shape[0]):
         for v in range(points.shape[1]):
-            points[b, v, 2] = points[b, v, 2] - amount[b] * (one if vertices[v] else zero)
+            out[b, v, 0] = points[b, v, 0] - x0
+            out[b, v, 1] = points[b, v, 1] - y0
+            out[b, v, 2] = (points[b, v, 2] - zero) - amount[b] * (one if vertices[v] else zero)
 
 
 def _reshade(colour, ratio, factor, has_factor, seen, material, skin):  # pragma: no cover - jitted
@@ -1173,12 +1176,17 @@ def extents(src: torch.Tensor, dst: torch.Tensor) -> tuple[list[float], tuple[fl
     return sizes, (lo_x, lo_y, hi_x, hi_y)
 
 
-def push_back(points: torch.Tensor, amount: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
-    """points [B, V, 3] with the depth (column 2) of ``vertices`` ([V] bool) less ``amount`` [B] (of
-    points' dtype), in place: ``points[..., 2] -= amount[:, None] * vertices.to(points.dtype)``, the
-    same bits."""
-    _push_back(points.numpy(), amount.numpy(), vertices.numpy())
-    return points
+def moved(points: torch.Tensor, origin: tuple[int, int], amount: torch.Tensor,
+          vertices: torch.Tensor | None) -> torch.Tensor:
+    """points [B, V, 3] less (x, y, 0) of ``origin``, the depth (column 2) of ``vertices`` ([V] bool;
+    None: none) also less ``amount`` [B] (of points' dtype), as a new tensor: ``m = points -
+    points.new_tensor([*origin, 0.0]); m[..., 2] -= amount[:, None] * vertices.to(points.dtype)``,
+    the same bits (retarget._moved)."""
+    out = torch.empty(points.shape, dtype=points.dtype)
+    selected = np.zeros(points.shape[1], np.bool_) if vertices is None else vertices.contiguous().numpy()
+    _moved(points.contiguous().numpy(), float(origin[0]), float(origin[1]), amount.contiguous().numpy(), selected,
+           out.numpy())
+    return out
 
 
 def reshade(colour: torch.Tensor, ratio: torch.Tensor, factor: torch.Tensor | None, seen: torch.Tensor,

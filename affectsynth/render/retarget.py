@@ -200,15 +200,20 @@ def _extents(src: torch.Tensor, dst: torch.Tensor) -> tuple[list[float], tuple[f
     return face_size, (lo_x, lo_y, hi_x, hi_y)
 
 
-def _push_back(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: torch.Tensor, mm: float) -> torch.Tensor:
-    """``image_points`` [B, V, 3] with ``vertices`` ([V] bool) moved ``mm`` away from the camera (B
-    faces at ``px_per_mm`` [B]), in place: every depth less the push times 1 or 0, the same values
-    as pushing the selected ones alone, without searching the mask."""
+def _moved(image_points: torch.Tensor, px_per_mm: torch.Tensor, vertices: torch.Tensor | None, mm: float,
+           origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """A copy of ``image_points`` [B, V, 3] in the frame whose top-left corner is the pixel
+    ``origin`` (x, y) of theirs, with ``vertices`` ([V] bool; None: none) moved ``mm`` away from the
+    camera (B faces at ``px_per_mm`` [B]): every depth less the push times 1 or 0, the same values as
+    pushing the selected ones alone, without searching the mask. On the CPU without autograd in
+    one pass (:func:`.kernels.moved`, the same bits)."""
     amount = mm * px_per_mm
     if amount.dtype == image_points.dtype and kernels.use_kernels(image_points, amount):
-        return kernels.push_back(image_points, amount, vertices)
-    image_points[..., 2] -= amount[:, None] * vertices.to(image_points.dtype)
-    return image_points
+        return kernels.moved(image_points, origin, amount, vertices)
+    moved = image_points - image_points.new_tensor([*origin, 0.0])
+    if vertices is not None:
+        moved[..., 2] -= amount[:, None] * vertices.to(image_points.dtype)
+    return moved
 
 
 def rasterize_target(target_image: torch.Tensor, parts: ModelParts, px_per_mm: torch.Tensor,
@@ -227,7 +232,7 @@ def rasterize_target(target_image: torch.Tensor, parts: ModelParts, px_per_mm: t
     Returns:
         :class:`~affectsynth.render.raster.Fragments` [B, H, W].
     """
-    pushed = _push_back(target_image.clone(), px_per_mm, parts.interior_only, MOUTH_INTERIOR_DEPTH_BIAS_MM)
+    pushed = _moved(target_image, px_per_mm, parts.interior_only, MOUTH_INTERIOR_DEPTH_BIAS_MM)
     return rasterize(pushed, parts.triangles, size, backend)
 
 
@@ -838,11 +843,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     if x1 <= x0 or y1 <= y0:  # every face is off the image
         return RetargetRender(photo=photo, box=(0, 0, 0, 0), window=photo[..., :0, :0],
                               window_mask=photo.new_zeros(b, 1, 0, 0), backend=backend)
-    shift = src.new_tensor([x0, y0, 0.0])
-    src_w, dst_w = src - shift, dst - shift
-    if parts.eyeballs is not None:
-        _push_back(src_w, px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
-        _push_back(dst_w, px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM)
+    src_w, dst_w = (_moved(points, px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM, (x0, y0)) for points in (src, dst))
     window = photo[..., y0:y1, x0:x1]
     size = (y1 - y0, x1 - x0)
 
