@@ -25,9 +25,10 @@ always collate; :attr:`AffectAugment.stats` counts what happened (per process: e
 worker has its own copy).
 
 Fits come from a :class:`~affectsynth.cache.FitCache` (on disk when ``cache_dir`` is given,
-shared with ``affectsynth batch`` runs of the same model and detector) behind an in-memory LRU of
-``memory_fits`` entries, so a dataset's photos are detected and fitted once per process, and
-memory stays bounded however many calls are made.
+shared with ``affectsynth batch`` runs of the same model and detector, with each photo's measured
+eye and mouth appearance beside its fit) behind an in-memory LRU of ``memory_fits`` entries, so a
+dataset's photos are detected and fitted once per process, and memory stays bounded however many
+calls are made.
 
 Randomness and workers. With ``generator=None`` draws use torch's global RNG, which DataLoader
 seeds per worker (set ``torch.manual_seed`` for reproducible runs), as v2's transforms do. With a
@@ -327,8 +328,13 @@ class AffectAugment(nn.Module):
                 self.stats["fitted"] += 1
                 return face_fitter(image, **options)
             try:
-                fitted = fitter(pixels) if disk is None else disk.fit(pixels, fitter)
-                entry = fitted, local["synthesizer"].appearance(pixels, fitted)
+                if disk is None:
+                    fitted = fitter(pixels)
+                    entry = fitted, local["synthesizer"].appearance(pixels, fitted)
+                else:  # the eyes and mouth measured once too, beside the fit
+                    disk_key = disk.key(pixels)
+                    fitted = disk.fit(pixels, fitter, key=disk_key)
+                    entry = fitted, disk.appearance(disk_key, pixels, fitted, local["synthesizer"])
             except InputError as e:  # remembered as (type, message): re-raising one instance would grow its traceback
                 entry = (type(e), str(e))
             memory[key] = entry

@@ -381,7 +381,8 @@ class SourceRenderer:
         start = time.perf_counter()
         try:  # a failure never stops the run: it becomes the rows' reason
             image = load_image(job.source.path)
-            fitted = self.cache.fit(image, self.synthesizer.face_fitter, name=job.source.name)
+            key = self.cache.key(image)
+            fitted = self.cache.fit(image, self.synthesizer.face_fitter, name=job.source.name, key=key)
         except Exception as e:
             return failed_rows(job.items, self.settings, _reason(e))
         fit_columns = {"nme": f"{float(fitted.fit.nme.max()):.6f}", "reliable": str(bool(fitted.fit.reliable.all()))}
@@ -391,7 +392,10 @@ class SourceRenderer:
         rows = []
         try:
             targets = [parse_target(item.target.spec, torch.Generator().manual_seed(item.seed)) for item in job.items]
-            results = self.synthesizer.render_many(image, targets, name=job.source.name, fitted=fitted)
+            # the eyes and mouth measured once too, beside the fit (for reruns and the training hook)
+            appearance = self.cache.appearance(key, image, fitted, self.synthesizer)
+            results = self.synthesizer.render_many(image, targets, name=job.source.name, fitted=fitted,
+                                                   appearance=appearance)
             detect_fit_ms = f"{1000 * (time.perf_counter() - start):.1f}"
             for item in job.items:
                 result = next(results)

@@ -284,6 +284,14 @@ class Synthesizer:
         (the training hook) measures it once."""
         return self._appearance(_photo_tensor(image, self.model.device), fitted)
 
+    @staticmethod
+    def appearance_version() -> str:
+        """The version of the code behind :meth:`appearance`, for a stored appearance to be trusted
+        only where the same code measured it (:meth:`.FitCache.appearance`): a sha256 of the
+        package's source (any change misses: the eyes and mouth measurements draw on the fit, the
+        camera, the model, the polygons and the kernels)."""
+        return _source_digest()
+
     def _appearance(self, photo: torch.Tensor, fitted: FaceFit) -> dict:
         """What the photo shows of the eyes and the mouth, measured once per photo, for the
         parts of them it hides (keyword arguments of ``render_retargeted``)."""
@@ -338,6 +346,20 @@ class Synthesizer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@functools.cache
+def _source_digest() -> str:
+    """sha256 (hex) of the package's Python source files, by path (read once a process)."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root).as_posix()}:".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _photo_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:

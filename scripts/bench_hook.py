@@ -9,7 +9,7 @@ Hook: ``AffectAugment(RandomExpression(), p=1)`` (every call re-renders the face
 cache (one untimed pass fits every image first, as the first epoch of a training run does). Also,
 as a dataset larger than the hook's memory meets it (``memory_fits`` fits per process), the same
 hook with every fit read from its disk cache (``cache_dir``, ``memory_fits=1``: each call reads the
-entry and measures the photo's eyes and mouth again): ``hook_disk_img_s_224=`` and so on.
+entry and the eyes' and mouth's appearance stored beside it): ``hook_disk_img_s_224=`` and so on.
 Reference: ``kornia.augmentation.auto.RandAugment(n=2, m=10)`` on the same images as float
 [1, 3, S, S]. Both run per image, in this process, with ``--threads`` torch threads (1, as in a
 DataLoader worker, by default), in ``--rounds`` rounds in which each method takes its turn (the

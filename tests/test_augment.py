@@ -76,7 +76,7 @@ def test_each_photo_is_fitted_once_and_the_disk_cache_is_shared(face, tmp_path):
     for seed in range(4):
         hook(face, 0, generator=torch.Generator().manual_seed(seed))
     assert hook.stats["fitted"] == 1 and hook.stats["synthesized"] == 4
-    assert len(list((tmp_path / "fits").rglob("*.npz"))) == 1
+    assert len(list((tmp_path / "fits").rglob("*.fit"))) == 1
     other = AffectAugment(RandomExpression(), p=1.0, cache_dir=tmp_path / "fits")  # another process's view
     a = other(face, 0, generator=torch.Generator().manual_seed(9))
     b = hook(face, 0, generator=torch.Generator().manual_seed(9))

@@ -116,6 +116,11 @@ def test_fit_cache_round_trips_exactly_and_remembers_failures(synth, astronaut, 
     assert torch.equal(cache.fit(astronaut, synth.face_fitter).fit.exp_coeffs, fresh.fit.exp_coeffs)
     assert cache.get(key) is not None
 
+    # A file that is not an entry of this format (an older version's, another program's) is a miss.
+    entry.write_bytes(b"affectsynth fit cache 1\n{}\n")
+    assert cache.get(key) is None
+    cache.put(key, fresh)
+
     # "No face" is remembered: the second time the detector is not run.
     grey = np.full((128, 128, 3), 128, np.uint8)
     calls = []
@@ -131,6 +136,43 @@ def test_fit_cache_round_trips_exactly_and_remembers_failures(synth, astronaut, 
 
 
 # ------------------------------------------------------------------------ SPEC
+def test_fit_cache_keeps_the_measured_appearance_beside_the_fit(synth, astronaut, tmp_path, monkeypatch):
+    """The eyes' and mouth's appearance stored beside a fit comes back bit for bit (renders from it
+    are byte-identical), is measured once, and again when the code that measures it changed or the
+    file is damaged."""
+    cache = FitCache.for_fitter(tmp_path / "cache", synth.face_fitter)
+    key = cache.key(astronaut)
+    fitted = cache.fit(astronaut, synth.face_fitter, key=key)
+    measured = []
+    real = Synthesizer.appearance
+
+    def counting(self, image, fit):
+        measured.append(1)
+        return real(self, image, fit)
+    monkeypatch.setattr(Synthesizer, "appearance", counting)
+    first = cache.appearance(key, astronaut, fitted, synth)
+    again = cache.appearance(key, astronaut, fitted, synth)
+    assert len(measured) == 1 and set(again) == {"eyes", "mouth"} == set(first)
+    for name in first:
+        for field, value in vars(first[name]).items():
+            stored = getattr(again[name], field)
+            assert stored.dtype == value.dtype and torch.equal(stored, value), (name, field)
+    targets = [parse_target("happiness"), parse_target("surprise@0.6")]
+    renders = [[r.image for r in synth.render_many(astronaut, targets, fitted=fitted, appearance=a)]
+               for a in (first, again)]
+    assert all(np.array_equal(a, b) for a, b in zip(*renders))
+
+    monkeypatch.setattr(Synthesizer, "appearance_version", staticmethod(lambda: "other code"))
+    cache.appearance(key, astronaut, fitted, synth)
+    assert len(measured) == 2                                   # measured again, and stored under that version
+    cache.appearance(key, astronaut, fitted, synth)
+    assert len(measured) == 2
+    stored = cache.path(key, "appearance")
+    stored.write_bytes(stored.read_bytes()[:-40])               # truncated: measured again
+    cache.appearance(key, astronaut, fitted, synth)
+    assert len(measured) == 3
+
+
 def test_spec_expands_to_named_targets():
     spec = parse_spec("expressions=all; va-grid=5x5; va-random=3; expressions=happy,fear@0.5,happiness+surprise")
     names = [t.name for t in spec.fixed]
@@ -340,13 +382,13 @@ def test_ray_executor_gives_the_local_results(reference_run, tmp_path):
     """Ray actors, reading the fits the reference run cached (--fit-cache shared): the same rows and bytes."""
     pytest.importorskip("ray")
     shared_cache = reference_run[1] / ".fitcache"
-    entries = sorted(shared_cache.rglob("*.npz"))
+    entries = sorted(shared_cache.rglob("*.fit"))
     assert len(entries) == 3  # two faces and one "no face"
     summary = run_batch(BatchOptions(input=reference_run[0], output=tmp_path / "out", targets=COMPARED_TARGETS,
                                      seed=5, workers=2, executor="ray", fit_cache=shared_cache, progress=False))
     assert (summary.ok, summary.failed) == (4, 2)
     assert_same_results(reference_run, tmp_path / "out")
-    assert sorted(shared_cache.rglob("*.npz")) == entries and not (tmp_path / "out" / ".fitcache").exists()
+    assert sorted(shared_cache.rglob("*.fit")) == entries and not (tmp_path / "out" / ".fitcache").exists()
 
 
 def test_dev_photos_balanced_by_their_labels(tmp_path):
