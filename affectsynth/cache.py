@@ -128,6 +128,7 @@ class FitCache:
         self.root = Path(root)
         self.device = torch.device(device)
         self._key_prefix = f"affectsynth.fitcache:{CACHE_VERSION}:{fitter}:".encode()
+        self._told_unwritable = False
 
     @staticmethod
     def for_fitter(root: Path | str, face_fitter: FaceFitter, all_faces: bool = False,
@@ -198,7 +199,12 @@ class FitCache:
         fields = {"version": version, "parts": list(measured)}
         for name, part in measured.items():
             _encode(part, name, arrays, fields)
-        self._write(key, "appearance", fields, arrays)
+        try:
+            self._write(key, "appearance", fields, arrays)
+        except InputError as e:  # e.g. a read-only cache of fits made earlier: they still serve
+            if not self._told_unwritable:
+                log.warning("fit cache: cannot store appearances, measuring them each time (%s)", e)
+                self._told_unwritable = True
         return measured
 
     def _write(self, key: str, kind: str, fields: dict, arrays: dict[str, np.ndarray]) -> None:

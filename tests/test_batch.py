@@ -172,6 +172,12 @@ def test_fit_cache_keeps_the_measured_appearance_beside_the_fit(synth, astronaut
     cache.appearance(key, astronaut, fitted, synth)
     assert len(measured) == 3
 
+    def unwritable(*args):
+        raise InputError("cannot write in a read-only folder")
+    monkeypatch.setattr(FitCache, "_write", unwritable)           # a read-only cache still serves its fits
+    monkeypatch.setattr(Synthesizer, "appearance_version", staticmethod(lambda: "newer code"))
+    assert set(cache.appearance(key, astronaut, fitted, synth)) == {"eyes", "mouth"} and len(measured) == 4
+
 
 def test_spec_expands_to_named_targets():
     spec = parse_spec("expressions=all; va-grid=5x5; va-random=3; expressions=happy,fear@0.5,happiness+surprise")
