@@ -22,9 +22,10 @@ of one key write the same content, and the rename makes one of them win whole.
 Bump :data:`CACHE_VERSION` when fitting or the entry layout changes: old entries then miss.
 
 Beside an entry, ``<key>.appearance`` may hold what the renderer measured of the photo's eyes and
-mouth under that fit (:meth:`FitCache.get_appearance`), stamped with the version of the code that
+mouth under that fit (:meth:`FitCache.appearance`), stamped with the version of the code that
 measured it: a training hook whose fits come from disk then skips measuring it again (~2 ms at
-224^2), and a render from it stays byte-identical to one that measures afresh.
+224^2), and a render from it stays byte-identical to one that measures afresh. (Files of older
+versions, ``<key>.npz`` of version 1, are left where they are, unread.)
 
     cache = FitCache.for_fitter("fits/", synthesizer.face_fitter)      # the model is hashed here, once
     fitted = cache.fit(image, synthesizer.face_fitter, name="a.jpg")   # detects and fits only on a miss
