@@ -24,7 +24,7 @@ from PIL import Image
 from affectsynth import cli
 from affectsynth.batch import (MANIFEST_COLUMNS, TIMING_COLUMNS, BatchOptions, Manifest, Source, parse_spec,
                                plan_items, run_batch)
-from affectsynth.cache import FitCache, FitFailure
+from affectsynth.cache import CACHE_VERSION, FitCache, FitFailure
 from affectsynth.errors import InputError, NoFaceError
 from affectsynth.io import load_image
 from affectsynth.pipeline import Synthesizer, parse_target
@@ -119,6 +119,9 @@ def test_fit_cache_round_trips_exactly_and_remembers_failures(synth, astronaut, 
     # A file that is not an entry of this format (an older version's, another program's) is a miss.
     entry.write_bytes(b"affectsynth fit cache 1\n{}\n")
     assert cache.get(key) is None
+    for damaged in (b"[1, 2]", b'{"key": "%s", "arrays": [["fit/scale", "<f4", [1], -4]]}' % key.encode()):
+        entry.write_bytes(f"affectsynth fit cache {CACHE_VERSION}\n".encode() + damaged + b"\n")
+        assert cache.get(key) is None                           # not an object; an array outside the file
     cache.put(key, fresh)
 
     # "No face" is remembered: the second time the detector is not run.
