@@ -162,3 +162,45 @@ def test_uncovered_sclera_takes_the_photos_sclera_below_it():
     # raster order: (0, 0), (1, 0), (1, 3); 1 px/mm: within 2 px; averaged over 3 x 3 around the first row + 1
     torch.testing.assert_close(colour[1], torch.full((3,), 0.8))
     assert found.tolist() == [False, True, False]
+
+
+def test_a_batch_of_photos_renders_each_as_alone(default_model, astronaut, mp_detector, monkeypatch):
+    """photo [B, C, H, W] (face b in photo b): three photos of one size, each with its own fit,
+    target and measured eyes and mouth, render in one call to the values each face renders alone
+    (to float rounding; the CPU kernels), and the torch path (the differentiable and GPU one) agrees with them."""
+    import cv2
+    import numpy as np
+
+    from affectsynth.pipeline import FaceFit, Synthesizer
+    from affectsynth.render import kernels
+
+    crop = cv2.resize(astronaut[40:440, 60:460], astronaut.shape[1::-1], interpolation=cv2.INTER_AREA)
+    photos = [astronaut, np.ascontiguousarray(astronaut[:, ::-1]), crop]
+    targets = ["surprise", "happiness", "fear"]
+    with Synthesizer(default_model) as synthesizer:
+        fitted = [synthesizer.face_fitter(p) for p in photos]
+        measured = [synthesizer.appearance(p, f) for p, f in zip(photos, fitted)]
+    fits = [f.fit for f in fitted]
+    batch_fit = FitResult(**{f.name: torch.cat([getattr(fit, f.name) for fit in fits])
+                             if isinstance(getattr(fits[0], f.name), torch.Tensor) else getattr(fits[0], f.name)
+                             for f in dataclasses.fields(FitResult)})
+    coeffs = torch.stack([parse_expression(t).to_model_coeffs(default_model)[0] for t in targets]).to(fits[0].exp_coeffs)
+    appearance = {part: type(measured[0][part])(**{f.name: torch.cat([getattr(m[part], f.name) for m in measured])
+                                                  for f in dataclasses.fields(measured[0][part])})
+                  for part in measured[0]}
+    batch = torch.cat([_to_tensor(p) for p in photos])
+
+    deformation = retarget(default_model, batch_fit, coeffs)
+    out = render_retargeted(batch, deformation, default_model, **appearance)
+    # (each face's rows of the one deformation: the batch's blend is another matrix product, whose
+    # sums may round differently in the last bit)
+    rows = [dataclasses.replace(deformation, **{f.name: getattr(deformation, f.name)[i:i + 1]
+                                                for f in dataclasses.fields(deformation)}) for i in range(3)]
+    alone = [render_retargeted(_to_tensor(p), row, default_model, **m) for p, row, m in zip(photos, rows, measured)]
+    assert out.window.shape[0] == 3 and out.window_mask.shape[0] == 3
+    for i, single in enumerate(alone):   # to float rounding: a window of another origin rounds the lookups differently
+        assert float((out.image[i] - single.image[0]).abs().amax()) < 1e-5, targets[i]
+        assert float((out.image[i] - batch[i]).abs().amax()) > 0.2          # each photo re-expressed
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    reference = render_retargeted(batch, deformation, default_model, **appearance)
+    assert float((reference.image - out.image).abs().amax()) < 1e-5

@@ -158,7 +158,7 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
                 u2 = (e1x * py - e1y * px) / det
                 visible = z0 + u1 * e1z + u2 * e2z <= np.float64(values[b, p, 2]) + tolerance
             seen[b, p] = visible
-            _bilinear_into(image, values[b, p, 0], values[b, p, 1], colour[b], p)   # shade.sample_image
+            _bilinear_into(image[b], values[b, p, 0], values[b, p, 1], colour[b], p)   # shade.sample_image
             # materials.shading_ratio of the source normal (channels 3-5) and the target's (6-8)
             lit_source = -(values[b, p, 3] * light[0] + values[b, p, 4] * light[1] + values[b, p, 5] * light[2])
             lit_target = -(values[b, p, 6] * light[0] + values[b, p, 7] * light[1] + values[b, p, 8] * light[2])
@@ -295,7 +295,7 @@ def _take_band(eyeball, take, band_xy, window, pixels, colour, seen, grid):  # p
             if not eyeball[b, p]:
                 continue
             if take[m]:
-                _bilinear_into(window[0], band_xy[m, 0], band_xy[m, 1], colour[b], p)
+                _bilinear_into(window[b], band_xy[m, 0], band_xy[m, 1], colour[b], p)
                 seen[b, p] = True
                 grid[b, pixels[b, p]] = True
                 taken += 1
@@ -767,7 +767,7 @@ def _sclera_below(shown, pixels, face, rows, cols, image, reach, half, limit, sc
                 if grid[f, i, j]:
                     count += 1
                     for k in range(3):
-                        total[k] += image[0, k, i, j]
+                        total[k] += image[f, k, i, j]
         mean = max(real(count) / divisor, tiny)
         light, own = real(0.0), real(0.0)
         for k in range(3):
@@ -1079,7 +1079,7 @@ def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tenso
             pixels' triangles and weights (tri_id -1: nothing drawn).
         photo_tri_id: [B, H, W] int64, the photo's z-buffer of ``photo_verts`` [B, V', 3] (any
             float dtype, taken as float64) drawn with ``photo_faces`` [F', 3] int64.
-        image: [C', H, W] the photo (the B faces').
+        image: [B, C', H, W] each face's photo (a view that repeats one photo: its faces').
         tolerance: px of depth.
         light: [3] unit light direction; ambient, ratio_range, exponent: the shading ratio's
             (:func:`~affectsynth.render.materials.shading_ratio`).
@@ -1093,7 +1093,7 @@ def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tenso
     """
     values = torch.empty(*tri_id.shape, attr.shape[0] * attr.shape[3], dtype=attr.dtype)
     seen = torch.empty(tri_id.shape, dtype=torch.bool)
-    colour = torch.empty(*tri_id.shape, image.shape[0], dtype=image.dtype)
+    colour = torch.empty(*tri_id.shape, image.shape[1], dtype=image.dtype)
     ratio = torch.empty(tri_id.shape, dtype=attr.dtype)
     scalar = values.numpy().dtype.type  # the ratio's scalars in the normals' dtype
     _SURFACE_SAMPLES(attr.numpy(), faces.numpy(), tri_id.numpy(), bary.numpy(), photo_tri_id.numpy(),
@@ -1334,7 +1334,7 @@ def sclera_below(shown: torch.Tensor, pixels: torch.Tensor, face: torch.Tensor, 
                  cols: torch.Tensor, image: torch.Tensor, reach: int, half: int, limit: torch.Tensor,
                  sclera: torch.Tensor, min_luma: float,
                  luma_weights: tuple[float, float, float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """shown [B, N] bool over the drawn pixels ``pixels`` [B, N] of ``image`` [1, C, h, w]; M pixels
+    """shown [B, N] bool over the drawn pixels ``pixels`` [B, N] of ``image`` [B, C, h, w]; M pixels
     (face, rows, cols [M] int64) -> colour [M, 3], found [M] bool: retarget._photo_sclera_below (the
     mean of the shown pixels within ``half`` px of the first shown one below each pixel in its
     column, that one within ``limit`` [M] px, and at least ``min_luma`` as light as ``sclera``
@@ -1410,7 +1410,7 @@ def lid_lifted(eyeball: torch.Tensor, pixels: torch.Tensor, where: torch.Tensor,
 def take_band(eyeball: torch.Tensor, take: torch.Tensor, band_xy: torch.Tensor, window: torch.Tensor,
               pixels: torch.Tensor, size: tuple[int, int], colour: torch.Tensor,
               seen: torch.Tensor) -> torch.Tensor | None:
-    """eyeball [B, N] bool over the drawn pixels ``pixels`` [B, N] of ``window`` [1, C, h, w] (``size``);
+    """eyeball [B, N] bool over the drawn pixels ``pixels`` [B, N] of ``window`` [B, C, h, w] (``size``);
     take [M] bool, band_xy [M, 2] of its M pixels (:func:`lid_band`); colour [B, N, C], seen [B, N]
     -> at the taken pixels, colour set to the window at band_xy (bilinear) and seen set, in place;
     the taken pixels as a [B, h, w] bool grid, or None where none is."""
@@ -1428,7 +1428,7 @@ def paint_eyes(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, 
     """retarget._painted_eyes in place on colour [B, N, C] and seen [B, N] (eyeball [B, N] over the
     drawn pixels ``pixels`` [B, N]; values [B, N, 15] their interpolated attributes (target normal
     6-8, target mm 9-11); the target's fragments target_tri_id [B, h, w] with ``is_skin`` [F]; band
-    [B, h, w] bool or None; window [1, C, h, w]). ``eyes``: [B, 2, ...] centre, gaze, disc_radius
+    [B, h, w] bool or None; window [B, C, h, w], each face's). ``eyes``: [B, 2, ...] centre, gaze, disc_radius
     (radius x sin(iris angle)), iris, pupil, sclera; shadow: (reach px, LID_SHADOW, LID_SHADOW_MM);
     below: (reach px, half px, SCLERA_BELOW_MM, SCLERA_BELOW_MIN_LUMA); iris_shape: (COLLARETTE_GAIN,
     PUPIL_FRACTION, LIMBAL_DARKENING, LIMBAL_FROM, EDGE_SOFTNESS)."""

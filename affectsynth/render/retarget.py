@@ -100,10 +100,11 @@ class RetargetRender:
     own everywhere else.
 
     Attributes:
-        photo: [1, C, H, W] the photo rendered into.
+        photo: [P, C, H, W] the photo the B faces are rendered into (P = 1), or each face's own
+            (P = B).
         box: (y0, y1, x0, x1), the rows [y0, y1) and columns [x0, x1) that hold every face,
             before and after, with its feather (empty where every face is off the image).
-        window: [1, C, y1 - y0, x1 - x0] the composited pixels of the box.
+        window: [P, C, y1 - y0, x1 - x0] the composited pixels of the box.
         window_mask: [B, 1, y1 - y0, x1 - x0] each face's soft compositing mask in the box.
         backend: the rasteriser used.
     """
@@ -116,7 +117,7 @@ class RetargetRender:
 
     @property
     def image(self) -> torch.Tensor:
-        """[1, C, H, W] the photo with every face replaced by its re-expressed render (a new
+        """[P, C, H, W] the photo(s) with every face replaced by its re-expressed render (a new
         tensor; pixels farther than the feather margin from every face, before and after, are
         the photo's own values)."""
         y0, y1, x0, x1 = self.box
@@ -334,7 +335,7 @@ def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Te
         frags: [B, 1, N] fragments of the drawn pixels (:func:`_drawn_pixels`) with ``faces``.
         photo_frags: [B, h, w] the source skin's fragments in the window, of ``photo_verts``
             [B, V, 3] drawn with ``photo_faces`` [S, 3].
-        window: [1, C', h, w] the photo's window.
+        window: [1 or B, C', h, w] the faces' photo's window, or each face's.
     Returns:
         values [B, 1, N, A * C] (``attributes`` interpolated, each part's channels in turn), seen
         [B, 1, N] bool (drawn, and no skin the photo shows there within SEEN_DEPTH_TOLERANCE_PX in
@@ -342,12 +343,13 @@ def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Te
         (:func:`~.materials.shading_ratio`).
     """
     b = attributes.shape[1]
+    window = window.expand(b, -1, -1, -1)
     if kernels.use_kernels(attributes, window):   # the ops below in one pass
         shape = frags.tri_id.shape
         values, seen, colour, ratio = kernels.surface_samples(
             attributes.contiguous(), faces.contiguous(), frags.tri_id.reshape(b, -1).contiguous(),
             frags.bary.reshape(b, -1, 3).to(attributes.dtype).contiguous(), photo_frags.tri_id.contiguous(),
-            photo_verts.contiguous(), photo_faces.contiguous(), window[0], SEEN_DEPTH_TOLERANCE_PX,
+            photo_verts.contiguous(), photo_faces.contiguous(), window, SEEN_DEPTH_TOLERANCE_PX,
             key_light(attributes), AMBIENT, RATIO_RANGE, 1.0 / PHOTO_GAMMA)
         return values.view(*shape, -1), seen.view(shape), colour.view(*shape, -1), ratio.view(shape)
     values = interpolate(attributes.permute(1, 2, 0, 3).flatten(2), frags, faces)
@@ -355,7 +357,7 @@ def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Te
     shown_depth, skin_there = surface_depth_at(photo_frags, photo_verts, photo_faces, where[..., :2].reshape(b, -1, 2))
     seen = ~skin_there | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)
     return (values, seen.reshape(frags.tri_id.shape) & frags.mask,
-            sample_image(window.expand(b, -1, -1, -1), where[..., :2]),
+            sample_image(window, where[..., :2]),
             shading_ratio(values[..., 3:6], values[..., 6:9]))
 
 
@@ -561,9 +563,11 @@ def _painted_eyes(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tenso
     or None) and by their facing (:data:`EYEBALL_AMBIENT`), the sclera continuing the photo's below
     it (:data:`SCLERA_BELOW_MM`), and blended with the photo's by the share of photo pixels around
     each; all eyeball pixels then shown. ``values`` [B, 1, N, 15]: the pixels' interpolated
-    attributes (target normal 6-8, target point in mm 9-11). On the CPU without autograd in one
-    pass (:func:`.kernels.paint_eyes`, in place)."""
+    attributes (target normal 6-8, target point in mm 9-11); ``window`` [1 or B, C, h, w] the
+    faces' photo's pixels, or each face's. On the CPU without autograd in one pass
+    (:func:`.kernels.paint_eyes`, in place)."""
     b = seen.shape[0]
+    window = window.expand(b, -1, -1, -1)
     if kernels.use_kernels(colour, seen, values):
         kernels.paint_eyes(eyeball.view(b, -1), seen.view(b, -1), pixels, values.view(b, -1, values.shape[-1]),
                            frags.tri_id, skin_triangle, lid_band, window,
@@ -639,7 +643,9 @@ def _photo_sclera_below(selected: torch.Tensor, pixels: torch.Tensor, shown: tor
     :data:`SCLERA_BELOW_AVERAGE_MM` of the first one below each in its column, that first one within
     :data:`SCLERA_BELOW_MM` (at the faces' ``px_per_mm`` [B]), and whether there is one as light as
     sclera (luminance at least :data:`SCLERA_BELOW_MIN_LUMA` of ``sclera`` [M, 3], each pixel's
-    eye's) -> ([M, 3], [M] bool). ``window``: [1, C, h, w] the photo's pixels."""
+    eye's) -> ([M, 3], [M] bool). ``window``: [1 or B, C, h, w] the faces' photo's pixels, or each
+    face's."""
+    window = window.expand(selected.shape[0], -1, -1, -1)
     face, rows, cols = _selected_pixels(selected, pixels, size)
     reach, half = _sclera_below_reach(px_per_mm)
     limit = (SCLERA_BELOW_MM * px_per_mm[face]).ceil()
@@ -699,13 +705,25 @@ def _lid_lifted(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor,
     return seen, bool((eyeball & ~seen).any())
 
 
+def _measured_mouth(photo: torch.Tensor, source_image: torch.Tensor, model: FaceModel) -> MouthAppearance:
+    """:func:`~.materials.estimate_mouth_appearance` of B faces (``source_image`` [B, V, 3]) of one
+    photo [1, C, H, W], or of B photos one each [B, C, H, W]."""
+    if photo.shape[0] == 1:
+        return estimate_mouth_appearance(photo, source_image, model)
+    each = [estimate_mouth_appearance(photo[i:i + 1], source_image[i:i + 1], model) for i in range(photo.shape[0])]
+    return MouthAppearance(**{f.name: torch.cat([getattr(a, f.name) for a in each])
+                              for f in dataclasses.fields(MouthAppearance)})
+
+
 def _moved_band(eyeball: torch.Tensor, take: torch.Tensor, band_xy: torch.Tensor, window: torch.Tensor,
                 pixels: torch.Tensor, size: tuple[int, int], colour: torch.Tensor,
                 seen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(colour [B, 1, N, C], seen [B, 1, N], the band [B, h, w] bool or None) with the lid band
     :func:`_lid_band` takes (``take`` [M], ``band_xy`` [M, 2] of the M pixels of ``eyeball``): the
-    window's colour [1, C, h, w] at band_xy (bilinear), shown. On the CPU without autograd in one
-    pass (:func:`.kernels.take_band`, in place)."""
+    face's window's colour ([1 or B, C, h, w]: the faces' photo's, or each face's) at band_xy
+    (bilinear), shown. On the CPU without autograd in one pass (:func:`.kernels.take_band`, in
+    place)."""
+    window = window.expand(seen.shape[0], -1, -1, -1)
     if kernels.use_kernels(colour, seen, band_xy):
         b = seen.shape[0]
         band = kernels.take_band(eyeball.view(b, -1), take, band_xy, window, pixels, size,
@@ -714,7 +732,10 @@ def _moved_band(eyeball: torch.Tensor, take: torch.Tensor, band_xy: torch.Tensor
     if not bool(take.any()):
         return colour, seen, None
     band = eyeball.index_put((eyeball,), take)
-    colour = colour.index_put((band,), sample_image(window, band_xy[take][None])[0])
+    face = band.nonzero()[:, 0]                                    # [T] each taken pixel's face
+    taken = torch.arange(face.shape[0], device=face.device)
+    points = band_xy.new_zeros(window.shape[0], face.shape[0], 2).index_put((face, taken), band_xy[take])
+    colour = colour.index_put((band,), sample_image(window, points)[face, taken])
     return colour, seen | band, _in_place(band[:, 0], pixels, size)
 
 
@@ -803,7 +824,8 @@ def _neighbour_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch
 def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
                       backend: str = "auto", eyes: EyeAppearance | None = None,
                       mouth: MouthAppearance | None = None, parts: ModelParts | None = None) -> RetargetRender:
-    """Re-render B faces of one photo with their target geometry and composite them.
+    """Re-render B faces of one photo, or of B photos one each, with their target geometry and
+    composite them.
 
     Texture: each target pixel's surface point is looked up on the *source* mesh in the
     photo, and used when the photo shows that point: the surface the photo shows there
@@ -815,7 +837,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     ``eyes`` is given (:mod:`.eyes`; without it such points are left to the photo, like skin).
 
     Args:
-        photo: [1, C, H, W] float in [0, 1].
+        photo: [1, C, H, W] float in [0, 1], the photo of the B faces; or [B, C, H, W], face b's
+            photo at b (a batch of photos of one size: each is rendered and composited as if
+            alone, in the window that holds every face).
         deformation: B faces of this photo (:func:`affectsynth.deform.retarget`).
         model: the face model the deformation was made with (triangles, materials, regions).
         backend: rasteriser backend name or "auto".
@@ -828,6 +852,9 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         :class:`RetargetRender`.
     """
     height, width = photo.shape[-2:]
+    if photo.shape[0] not in (1, deformation.source_image.shape[0]):
+        raise ValueError(f"photo must be [1 or B, C, H, W] for B = {deformation.source_image.shape[0]} faces, "
+                         f"got {list(photo.shape)}")
     backend = resolve_backend(backend, photo.device)
     parts = parts if parts is not None else model_parts(model)
     faces = parts.triangles
@@ -844,7 +871,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         return RetargetRender(photo=photo, box=(0, 0, 0, 0), window=photo[..., :0, :0],
                               window_mask=photo.new_zeros(b, 1, 0, 0), backend=backend)
     src_w, dst_w = (_moved(points, px_per_mm, parts.eyeballs, EYEBALL_DEPTH_BIAS_MM, (x0, y0)) for points in (src, dst))
-    window = photo[..., y0:y1, x0:x1]
+    window = photo[..., y0:y1, x0:x1]   # [1 or B, C, h, w]: the steps below read face b's photo at b
     size = (y1 - y0, x1 - x0)
 
     # Only skin hides things in a photo: interior parts lie behind it, and where a fitted face
@@ -881,7 +908,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # eyeballs) are shaded where it does not.
     mouth_appearance = None
     if drawn.any_interior:
-        mouth_appearance = mouth if mouth is not None else estimate_mouth_appearance(photo, src, model)
+        mouth_appearance = mouth if mouth is not None else _measured_mouth(photo, src, model)
         seen = _interior_seen(interior, seen, pixels, where, src_frags, frags, parts.skin_triangle, material, colour,
                               mouth_appearance.lip, px_per_mm, size)
     # Eyeball pixels in the photo's lid band that the target lifts the lid off are painted too,
@@ -909,10 +936,14 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     speck = [max(SPECK_PX, round(SPECK_MM * scale)) for scale in px_per_mm.tolist()]   # px, per face
     # Undrawn pixels hold the photo's own: the feathered mask reaches about half a feather past
     # the coverage, so they show, faintly, and must not bring in another pixel's colour.
-    out = window
-    masks = []
-    for i in range(b):  # faces of one photo are composited in turn (B is the number of faces, small)
+    shared = photo.shape[0] == 1
+    out, outs, masks = window, [], []
+    for i in range(b):
         mask = feathered_mask(coverage[i:i + 1], feather[i], speck[i])
-        out = _composited(out, colour[i, 0], pixels[i], window, mask)
+        if shared:  # faces of one photo are composited onto it in turn (B is the number of faces, small)
+            out = _composited(out, colour[i, 0], pixels[i], window, mask)
+        else:       # each face onto its own photo
+            outs.append(_composited(window[i:i + 1], colour[i, 0], pixels[i], window[i:i + 1], mask))
         masks.append(mask)
-    return RetargetRender(photo=photo, box=(y0, y1, x0, x1), window=out, window_mask=torch.cat(masks), backend=backend)
+    return RetargetRender(photo=photo, box=(y0, y1, x0, x1), window=out if shared else torch.cat(outs),
+                          window_mask=torch.cat(masks), backend=backend)
