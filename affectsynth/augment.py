@@ -277,14 +277,20 @@ class AffectAugment(nn.Module):
 
     def forward(self, image, label, generator: torch.Generator | None = None):
         """(image, label) -> (image, label): module docstring. ``generator`` overrides the hook's for
-        this call (:class:`SynthesizedDataset` passes one per index)."""
+        this call (:class:`SynthesizedDataset` passes one per index). A batch's draws are made image
+        by image, as for single images, and its faces rendered together
+        (:meth:`~affectsynth.pipeline.Synthesizer.render_batch`: per image the single image's render,
+        to float rounding, in less time)."""
         if isinstance(image, torch.Tensor) and image.ndim == 4:
             labels = label if isinstance(label, torch.Tensor) else torch.as_tensor(label)
-            pairs = [self._one(image[i], labels[i], generator) for i in range(image.shape[0])]
+            pairs = self._synthesized([self._drawn(image[i], labels[i], generator) for i in range(image.shape[0])])
             return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-        return self._one(image, label, generator)
+        return self._synthesized([self._drawn(image, label, generator)])[0]
 
-    def _one(self, image, label, generator):
+    def _drawn(self, image, label, generator) -> tuple | _Job:
+        """What to do with one image: its (image, label) output when it passes through (the draw
+        against ``p``, the policy, or a face that cannot be synthesized said so; counted), or the
+        :class:`_Job` of rendering it."""
         local = self._local()
         generator = local["generator"] if generator is None else generator
         source_class, source_va = self._read_label(label)
@@ -305,9 +311,26 @@ class AffectAugment(nn.Module):
         if not bool(fitted.fit.reliable.all()):
             self.stats["failed:unreliable_fit"] += 1
             return image, self._label_out(None, source_class, source_va)
-        result = next(local["synthesizer"].render_many(pixels, [target], fitted=fitted, appearance=appearance))
-        self.stats["synthesized"] += 1
-        return _like(result.image, image), self._label_out(target, source_class, source_va)
+        return _Job(image, pixels, target, fitted, appearance, source_class, source_va)
+
+    def _synthesized(self, drawn: list) -> list[tuple]:
+        """The (image, label) outputs of :meth:`_drawn`'s results, the jobs among them rendered (one
+        alone, several as a batch)."""
+        jobs = [job for job in drawn if isinstance(job, _Job)]
+        if not jobs:
+            return drawn
+        synthesizer = self._local()["synthesizer"]
+        if len(jobs) == 1:
+            job = jobs[0]
+            results = [next(synthesizer.render_many(job.pixels, [job.target], fitted=job.fitted,
+                                                    appearance=job.appearance))]
+        else:
+            results = synthesizer.render_batch([j.pixels for j in jobs], [j.fitted for j in jobs],
+                                               [j.target for j in jobs], [j.appearance for j in jobs])
+        self.stats["synthesized"] += len(jobs)
+        outputs = iter((_like(result.image, job.image), self._label_out(job.target, job.source_class, job.source_va))
+                       for job, result in zip(jobs, results))
+        return [next(outputs) if isinstance(job, _Job) else job for job in drawn]
 
     def _fit(self, local: dict, pixels: np.ndarray):
         """(the fit of ``pixels``, what the synthesizer measured of their eyes and mouth), from memory,
@@ -386,6 +409,20 @@ class AffectAugment(nn.Module):
 
     def extra_repr(self) -> str:
         return f"policy={self.policy!r}, p={self.p}, classes={self.classes}"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """An image the hook re-renders: the input, its pixels [H, W, 3] uint8, the target, its fit and
+    measured appearance, and the source's label (class, VA)."""
+
+    image: object
+    pixels: np.ndarray
+    target: ExpressionCode
+    fitted: object
+    appearance: dict
+    source_class: str | None
+    source_va: tuple[float, float] | None
 
 
 def _pixel_key(pixels: np.ndarray) -> bytes:

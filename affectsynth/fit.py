@@ -21,6 +21,7 @@ one set of weights serves a 100-pixel face and a 4000-pixel one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -148,6 +149,22 @@ class FitResult:
     def image_points(self, points: torch.Tensor) -> torch.Tensor:
         """Model-space points [B, N, 3] to image space [B, N, 3] (u px, v px, depth px)."""
         return to_image_space(points, self.rotation, self.scale, self.translation)
+
+    @staticmethod
+    def cat(fits: Sequence[FitResult]) -> FitResult:
+        """The faces of several fits by one model and scheme as one batch, in order."""
+        first = fits[0]
+        if any((f.exp_names, f.scheme, f.model_name) != (first.exp_names, first.scheme, first.model_name)
+               for f in fits):
+            raise ValueError("FitResult.cat needs fits by one model and landmark scheme")
+        out = {}
+        for f in fields(FitResult):
+            values = [getattr(fit, f.name) for fit in fits]
+            if isinstance(values[0], torch.Tensor):
+                out[f.name] = torch.cat(values)
+            else:
+                out[f.name] = sum(values, ()) if f.name == "reasons" else values[0]
+        return FitResult(**out)
 
     def __getitem__(self, index: int) -> FitResult:
         """The fit of one face, as a batch of one."""

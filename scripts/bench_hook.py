@@ -10,6 +10,9 @@ cache (one untimed pass fits every image first, as the first epoch of a training
 as a dataset larger than the hook's memory meets it (``memory_fits`` fits per process), the same
 hook with every fit read from its disk cache (``cache_dir``, ``memory_fits=1``: each call reads the
 entry and the eyes' and mouth's appearance stored beside it): ``hook_disk_img_s_224=`` and so on.
+And the hook applied to a batch (every crop in one [B, 3, S, S] tensor, as to a training batch: its
+faces rendered together, :meth:`~affectsynth.pipeline.Synthesizer.render_batch`):
+``hook_batch_img_s_224=``, ``ratio_batch_224=``.
 Reference: ``kornia.augmentation.auto.RandAugment(n=2, m=10)`` on the same images as float
 [1, 3, S, S]. Both run per image, in this process, with ``--threads`` torch threads (1, as in a
 DataLoader worker, by default), in ``--rounds`` rounds in which each method takes its turn (the
@@ -63,24 +66,25 @@ def face_crops(faces_dir: Path) -> list[np.ndarray]:
     return crops
 
 
-def seconds(call, images: list, first: int, calls: int) -> float:
-    """Time of ``calls`` calls on the images from number ``first`` on (cycling through them)."""
+def seconds(call, items: list, first: int, calls: int) -> float:
+    """Time of ``calls`` calls on the items from number ``first`` on (cycling through them)."""
     start = time.perf_counter()
     for i in range(first, first + calls):
-        call(images[i % len(images)], i)
+        call(items[i % len(items)], i)
     return time.perf_counter() - start
 
 
 def alternating_rounds(methods: list[tuple], per_round: int, rounds: int) -> np.ndarray:
-    """Each method's seconds per round [M, rounds] (``methods``: M (call, images) pairs),
-    ``per_round`` calls a round, on the same images in the same order; the first of each round
-    turns round."""
+    """Each method's seconds per image in each round [M, rounds] (``methods``: M (call, items,
+    images per item) triples: a batch method's items are batches), about ``per_round`` images a
+    round, on the same images in the same order; the first of each round turns round."""
     times = np.zeros((len(methods), rounds))
     for r in range(rounds):
         for k in range(len(methods)):
             method = (r + k) % len(methods)
-            call, images = methods[method]
-            times[method, r] = seconds(call, images, r * per_round, per_round)
+            call, items, per_item = methods[method]
+            calls = max(1, per_round // per_item)
+            times[method, r] = seconds(call, items, r * calls, calls) / (calls * per_item)
     return times
 
 
@@ -99,6 +103,7 @@ def main() -> int:
     fits_dir = tempfile.TemporaryDirectory()
     disk_hook = AffectAugment(RandomExpression(), p=1.0, generator=torch.Generator().manual_seed(0),
                               cache_dir=fits_dir.name, memory_fits=1)
+    batch_hook = AffectAugment(RandomExpression(), p=1.0, generator=torch.Generator().manual_seed(0))
     rand_augment = RandAugment(n=2, m=10)
     figures: dict[str, float] = {}
     print(f"{len(crops)} face crops; {cpu_name()}; torch threads {torch.get_num_threads()}")
@@ -106,30 +111,36 @@ def main() -> int:
         images = [torch.from_numpy(np.ascontiguousarray(cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)))
                   .permute(2, 0, 1).contiguous() for c in crops]
         floats = [image[None].float() / 255 for image in images]
+        batch = [torch.stack(images)]   # every crop in one batch: the hook applied to a training batch
+        labels = torch.arange(len(images)) % 7
         for i, image in enumerate(images):  # warm: fit every image once (in memory and on disk), compile
             hook(image, 0)
             disk_hook(image, 0)
             rand_augment(floats[i])
+        batch_hook(batch[0], labels)
         before, disk_before = dict(hook.stats), dict(disk_hook.stats)
         per_round = max(1, args.calls // args.rounds)
-        hook_s, ra_s, disk_s = alternating_rounds([(lambda image, i: hook(image, i % 7), images),
-                                                   (lambda image, i: rand_augment(image), floats),
-                                                   (lambda image, i: disk_hook(image, i % 7), images)],
-                                                  per_round, args.rounds)
+        hook_s, ra_s, disk_s, batch_s = alternating_rounds(
+            [(lambda image, i: hook(image, i % 7), images, 1), (lambda image, i: rand_augment(image), floats, 1),
+             (lambda image, i: disk_hook(image, i % 7), images, 1), (lambda images, i: batch_hook(images, labels), batch,
+                                                                     len(images))],
+            per_round, args.rounds)
         calls = args.rounds * per_round
         synthesized = hook.stats["synthesized"] - before.get("synthesized", 0)
         fitted = sum(h.stats["fitted"] - b.get("fitted", 0) for h, b in ((hook, before), (disk_hook, disk_before)))
-        hook_ips, ra_ips, disk_ips = calls / hook_s.sum(), calls / ra_s.sum(), calls / disk_s.sum()
-        ratios, disk_ratios = ra_s / hook_s, ra_s / disk_s
+        hook_ips, ra_ips, disk_ips, batch_ips = (1 / t.mean() for t in (hook_s, ra_s, disk_s, batch_s))
+        ratios, disk_ratios, batch_ratios = ra_s / hook_s, ra_s / disk_s, ra_s / batch_s
         figures |= {f"hook_img_s_{size}": hook_ips, f"randaugment_img_s_{size}": ra_ips,
                     f"ratio_{size}": float(np.median(ratios)), f"ratio_{size}_min": float(ratios.min()),
                     f"ratio_{size}_max": float(ratios.max()), f"hook_disk_img_s_{size}": disk_ips,
-                    f"ratio_disk_{size}": float(np.median(disk_ratios))}
+                    f"ratio_disk_{size}": float(np.median(disk_ratios)), f"hook_batch_img_s_{size}": batch_ips,
+                    f"ratio_batch_{size}": float(np.median(batch_ratios))}
         print(f"{size}²: hook {hook_ips:.1f} img/s ({1000 / hook_ips:.1f} ms; {synthesized}/{calls} re-rendered, "
               f"fits made in the timed part: {fitted}), RandAugment {ra_ips:.1f} img/s ({1000 / ra_ips:.1f} ms): "
               f"ratio {np.median(ratios):.3f} (median of {args.rounds} rounds; {ratios.min():.3f}-{ratios.max():.3f}); "
               f"every fit from disk: {disk_ips:.1f} img/s ({1000 / disk_ips:.1f} ms), "
-              f"ratio {np.median(disk_ratios):.3f}")
+              f"ratio {np.median(disk_ratios):.3f}; batches of {len(images)}: {batch_ips:.1f} img/s "
+              f"({1000 / batch_ips:.1f} ms an image), ratio {np.median(batch_ratios):.3f}")
     fits_dir.cleanup()
     figures["threads"] = torch.get_num_threads()
     print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))

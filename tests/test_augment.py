@@ -102,9 +102,22 @@ def test_balance_draws_the_rare_classes():
 
 
 def test_batches_and_pil_and_numpy(hook, face):
-    batch = torch.stack([face, face.flip(-1)])
-    out, labels = hook(batch, torch.tensor([6, 6]), generator=torch.Generator().manual_seed(0))
-    assert out.shape == batch.shape and labels.shape == (2, 7)
+    """A batch is drawn image by image as single images are, and its faces rendered together: the
+    same labels, and images the single calls' to float rounding (a value at most 1 apart, rarely);
+    an image the draw leaves alone passes through within the batch. PIL images and arrays too."""
+    batch = torch.stack([face, face.flip(-1), face.roll(12, -1)])
+    out, labels = hook(batch, torch.tensor([6, 6, 3]), generator=torch.Generator().manual_seed(0))
+    assert out.shape == batch.shape and labels.shape == (3, 7)
+    generator = torch.Generator().manual_seed(0)
+    singles = [hook(batch[i], label, generator=generator) for i, label in enumerate((6, 6, 3))]
+    assert torch.equal(labels, torch.stack([label for _, label in singles]))
+    for got, (expected, _) in zip(out, singles):
+        diff = (got.int() - expected.int()).abs()
+        assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 1e-3 and _face_change(got, face) > 0.5
+    some = AffectAugment(RandomExpression(), p=0.5, classes=FER2013)
+    drawn = [some(batch, torch.tensor([6, 6, 3]), generator=torch.Generator().manual_seed(s))[0] for s in range(4)]
+    kept = [torch.equal(o[i], batch[i]) for o in drawn for i in range(3)]
+    assert any(kept) and not all(kept)                                  # some pass through, some are rendered
     from PIL import Image
 
     pil_out, _ = hook(Image.fromarray(face.permute(1, 2, 0).numpy()), 6)

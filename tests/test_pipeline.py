@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -37,6 +38,40 @@ def test_render_many_shares_the_fit_and_matches_single_renders(synth, astronaut)
         assert np.array_equal(single.image, result.image)  # bit for bit, however the call is batched
         assert result.labels[0]["category"] == target.category
     assert not np.array_equal(many[0].image, many[1].image)
+
+
+def test_render_batch_gives_each_image_its_own_render(synth, astronaut, monkeypatch):
+    """Three photos of one size, each its own face and target, rendered as one batch (and, as the
+    CPU's pixel budget splits them, one by one): per image the render of render_many (to float
+    rounding: an output value at most 1 apart, a few of them), its own labels, fit and mask;
+    images of two sizes or a fit of two faces are refused."""
+    import affectsynth.pipeline
+
+    photos = [astronaut, np.ascontiguousarray(astronaut[:, ::-1]), np.ascontiguousarray(np.roll(astronaut, 30, 1))]
+    targets = [parse_expression("surprise"), parse_expression("happiness"), parse_expression("fear", 0.8)]
+    fitted = [synth.face_fitter(p) for p in photos]
+    split = synth.render_batch(photos, fitted, targets)                 # 512^2 each: over the budget, one by one
+    monkeypatch.setattr(affectsynth.pipeline, "CPU_BATCH_PIXELS", 3 * astronaut[..., 0].size)
+    batch = synth.render_batch(photos, fitted, targets)
+    assert len(batch) == len(split) == 3
+    assert all(np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1 for a, b in zip(batch, split))
+    for photo, fit, target, result in zip(photos, fitted, targets, batch):
+        alone = next(synth.render_many(photo, [target], fitted=fit))
+        diff = np.abs(result.image.astype(int) - alone.image.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3 and (result.image != photo).any()
+        assert np.abs(result.mask - alone.mask).max() < 1e-5 and result.fit is fit.fit
+        assert result.labels[0]["category"] == target.category and result.labels[0]["intensity"] == target.intensity
+    assert synth.render_batch([], [], []) == []
+    with pytest.raises(ValueError, match="one size"):
+        synth.render_batch([astronaut, astronaut[:400]], fitted[:2], targets[:2])
+    with pytest.raises(ValueError, match="one fit and one target"):
+        synth.render_batch(photos, fitted[:2], targets)
+    two = type(fitted[0])(landmarks=fitted[0].landmarks, fit=type(fitted[0].fit).cat([f.fit for f in fitted[:2]]),
+                          faces_found=2)
+    with pytest.raises(ValueError, match="one face per image"):
+        synth.render_batch([astronaut], [two], targets[:1])
+    with pytest.raises(ValueError, match="one model and landmark scheme"):
+        type(two.fit).cat([fitted[0].fit, dataclasses.replace(fitted[1].fit, scheme="ibug68")])
 
 
 def test_seeded_va_variants_reproduce_and_differ(synth, astronaut):
