@@ -405,10 +405,11 @@ def _written(images: Sequence[np.ndarray], rendered) -> list[tuple[np.ndarray, n
     y0, y1, x0, x1 = rendered.box
     # numpy: torch.amax over dim 0 was ~100x slower (and one face needs none)
     masks = rendered.window_mask[:, 0].float().cpu().numpy()                                # [B, h, w]
+    windows = rendered.window.cpu()   # (from a GPU: one transfer for the batch)
     out = []
     for p, image in enumerate(images):
         written = image.copy()
-        window = rendered.window[p]
+        window = windows[p]
         if kernels.use_kernels(window):
             kernels.to_uint8_hwc(window, written[y0:y1, x0:x1])
         else:
