@@ -54,6 +54,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -65,6 +66,9 @@ from torch import nn
 from .affect.bank import VABank, default_bank, target_from_va
 from .affect.targets import ExpressionCode, canonical_emotion, emfacs_table, parse_expression
 from .errors import InputError, NoFaceError, SeveralFacesError
+
+if TYPE_CHECKING:  # annotations only (the hook imports the pipeline where it first runs, in _local)
+    from .pipeline import FaceFit
 
 __all__ = ["Policy", "RandomExpression", "VAJitter", "VAUniform", "BalanceClasses", "VaryIntensity",
            "AffectAugment", "SynthesizedDataset", "DEFAULT_CLASSES", "albumentations_transform"]
@@ -416,10 +420,10 @@ class _Job:
     """An image the hook re-renders: the input, its pixels [H, W, 3] uint8, the target, its fit and
     measured appearance, and the source's label (class, VA)."""
 
-    image: object
+    image: object   # as given: a tensor, an array or a PIL image
     pixels: np.ndarray
     target: ExpressionCode
-    fitted: object
+    fitted: FaceFit
     appearance: dict
     source_class: str | None
     source_va: tuple[float, float] | None
