@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -364,14 +364,14 @@ class Synthesizer:
                       targets: Sequence[ExpressionCode], appearances: Sequence[dict | None]) -> list[SynthesisResult]:
         """:meth:`render_batch` of one batch (checked there; an appearance None is measured here)."""
         from .deform import retarget
-        from .render.retarget import render_retargeted
+        from .render.retarget import render_retargeted, stacked_rows
 
         clock = _Clock()
         coeffs, reports = stack_model_coeffs(targets, self.model)                           # [B, E]
         photo = torch.cat([_photo_tensor(image, self.model.device) for image in images])   # [B, 3, H, W]
         appearances = [self._appearance(photo[i:i + 1], f) if a is None else a
                        for i, (a, f) in enumerate(zip(appearances, fitted))]
-        appearance = {name: _rows_of([a[name] for a in appearances]) for name in appearances[0]}
+        appearance = {name: stacked_rows([a[name] for a in appearances]) for name in appearances[0]}
         clock.lap("detect_fit")
         with torch.no_grad():
             deformation = retarget(self.model, FitResult.cat([f.fit for f in fitted]), coeffs)
@@ -419,12 +419,6 @@ def _written(images: Sequence[np.ndarray], rendered) -> list[tuple[np.ndarray, n
         mask[y0:y1, x0:x1] = own[0] if len(own) == 1 else own.max(0)
         out.append((written, mask))
     return out
-
-
-def _rows_of(parts: Sequence):
-    """Dataclasses of [1, ...] tensors (one face's appearance each) as one of [B, ...]."""
-    return type(parts[0])(**{f.name: torch.cat([getattr(part, f.name) for part in parts])
-                             for f in fields(parts[0])})
 
 
 @functools.cache

@@ -13,7 +13,7 @@ from affectsynth.pipeline import FaceFitter
 from affectsynth.camera import rotation_from_euler_deg, to_image_space
 from affectsynth.model.face_model import MATERIALS
 from affectsynth.render.raster import rasterize
-from affectsynth.render.retarget import model_parts, rasterize_target, render_retargeted
+from affectsynth.render.retarget import model_parts, rasterize_target, render_retargeted, stacked_rows
 
 
 def _to_tensor(image):
@@ -181,13 +181,9 @@ def test_a_batch_of_photos_renders_each_as_alone(default_model, astronaut, mp_de
         fitted = [synthesizer.face_fitter(p) for p in photos]
         measured = [synthesizer.appearance(p, f) for p, f in zip(photos, fitted)]
     fits = [f.fit for f in fitted]
-    batch_fit = FitResult(**{f.name: torch.cat([getattr(fit, f.name) for fit in fits])
-                             if isinstance(getattr(fits[0], f.name), torch.Tensor) else getattr(fits[0], f.name)
-                             for f in dataclasses.fields(FitResult)})
+    batch_fit = FitResult.cat(fits)
     coeffs = torch.stack([parse_expression(t).to_model_coeffs(default_model)[0] for t in targets]).to(fits[0].exp_coeffs)
-    appearance = {part: type(measured[0][part])(**{f.name: torch.cat([getattr(m[part], f.name) for m in measured])
-                                                  for f in dataclasses.fields(measured[0][part])})
-                  for part in measured[0]}
+    appearance = {part: stacked_rows([m[part] for m in measured]) for part in measured[0]}
     batch = torch.cat([_to_tensor(p) for p in photos])
 
     deformation = retarget(default_model, batch_fit, coeffs)

@@ -128,6 +128,7 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
             for a in range(attr.shape[0]):
                 for c in range(attr.shape[3]):
                     corner[v, a * attr.shape[3] + c] = attr[a, b, v, c]
+        photo = image[b]   # face b's photo ([C', H, W])
         for p in numba.prange(n_pixels):
             # shade.interpolate: summed from corner 0 (zero where nothing is drawn)
             tri = tri_id[b, p]
@@ -158,7 +159,7 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
                 u2 = (e1x * py - e1y * px) / det
                 visible = z0 + u1 * e1z + u2 * e2z <= np.float64(values[b, p, 2]) + tolerance
             seen[b, p] = visible
-            _bilinear_into(image[b], values[b, p, 0], values[b, p, 1], colour[b], p)   # shade.sample_image
+            _bilinear_into(photo, values[b, p, 0], values[b, p, 1], colour[b], p)   # shade.sample_image
             # materials.shading_ratio of the source normal (channels 3-5) and the target's (6-8)
             lit_source = -(values[b, p, 3] * light[0] + values[b, p, 4] * light[1] + values[b, p, 5] * light[2])
             lit_target = -(values[b, p, 6] * light[0] + values[b, p, 7] * light[1] + values[b, p, 8] * light[2])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ from .materials import (AMBIENT, GUMS_OF_LIP, MOUTH_BOUNCE, MOUTH_LAMBERT, MOUTH
 from .raster import Fragments, rasterize, resolve_backend
 from .shade import gather_rows, interpolate, sample_image, surface_depth_at
 
-__all__ = ["ModelParts", "model_parts", "rasterize_target", "RetargetRender", "render_retargeted"]
+__all__ = ["ModelParts", "model_parts", "rasterize_target", "RetargetRender", "render_retargeted", "stacked_rows"]
 
 #: Feather width as a fraction of the face's size (its outer-eye-corner distance is ~90 mm;
 #: this is ~1.5 % of the face box), so the seam scales with the face.
@@ -235,6 +236,13 @@ def rasterize_target(target_image: torch.Tensor, parts: ModelParts, px_per_mm: t
     """
     pushed = _moved(target_image, px_per_mm, parts.interior_only, MOUTH_INTERIOR_DEPTH_BIAS_MM)
     return rasterize(pushed, parts.triangles, size, backend)
+
+
+def stacked_rows(parts: Sequence[EyeAppearance | MouthAppearance]) -> EyeAppearance | MouthAppearance:
+    """Appearances of one class (dataclasses of [B_i, ...] tensors) as one of their faces in turn,
+    e.g. the faces of a batch of photos for :func:`render_retargeted`."""
+    return type(parts[0])(**{f.name: torch.cat([getattr(part, f.name) for part in parts])
+                             for f in dataclasses.fields(parts[0])})
 
 
 def _rows(appearance: EyeAppearance | MouthAppearance, face: torch.Tensor) -> EyeAppearance | MouthAppearance:
@@ -710,9 +718,8 @@ def _measured_mouth(photo: torch.Tensor, source_image: torch.Tensor, model: Face
     photo [1, C, H, W], or of B photos one each [B, C, H, W]."""
     if photo.shape[0] == 1:
         return estimate_mouth_appearance(photo, source_image, model)
-    each = [estimate_mouth_appearance(photo[i:i + 1], source_image[i:i + 1], model) for i in range(photo.shape[0])]
-    return MouthAppearance(**{f.name: torch.cat([getattr(a, f.name) for a in each])
-                              for f in dataclasses.fields(MouthAppearance)})
+    return stacked_rows([estimate_mouth_appearance(photo[i:i + 1], source_image[i:i + 1], model)
+                         for i in range(photo.shape[0])])
 
 
 def _moved_band(eyeball: torch.Tensor, take: torch.Tensor, band_xy: torch.Tensor, window: torch.Tensor,
