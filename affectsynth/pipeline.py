@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from .errors import InputError, NoFaceError, SeveralFacesError
 from .fit import FitConfig, FitResult, Fitter
 from .landmarks import Landmarks
 from .model import FaceModel
+
+if TYPE_CHECKING:  # (the render modules are imported where they are used, as below)
+    from .render.retarget import RetargetRender
 
 __all__ = ["FaceFit", "FaceFitter", "SynthesisResult", "Synthesizer", "synthesize", "parse_target",
            "va_path_points", "va_path_targets", "resolve_device", "select_faces", "target_labels"]
@@ -360,25 +364,46 @@ class Synthesizer:
         return [result for start in range(0, len(images), step)
                 for result in self._render_batch(*(x[start:start + step] for x in (images, fitted, targets, appearances)))]
 
+    def render_tensors(self, photo: torch.Tensor, fit: FitResult, coeffs: torch.Tensor, appearance: dict,
+                       clock: _Clock | None = None) -> RetargetRender:
+        """Re-express a batch of photos on the model's device, leaving the result there: what
+        :meth:`render_batch` does between its images' upload and their download, for a training loop
+        whose batch and cached fits are on a GPU already (no host round trip, no Python per image).
+
+        Args:
+            photo: [B, 3, H, W] float in [0, 1] on the model's device, one face per photo.
+            fit: the B faces' fit (:meth:`.FitResult.cat` of one-face fits), on that device.
+            coeffs: [B, E] the targets' model coefficients (:func:`~affectsynth.affect.targets.stack_model_coeffs`).
+            appearance: what :meth:`appearance` measured of each photo, stacked
+                (:func:`~affectsynth.render.retarget.stacked_rows` of each part: ``eyes``, ``mouth``).
+            clock: laps ``deform`` when given (:class:`SynthesisResult.timings_ms`).
+        Returns:
+            :class:`~affectsynth.render.retarget.RetargetRender`: ``.image`` [B, 3, H, W] and ``.mask``
+            [B, 1, H, W] (or ``.box``, ``.window`` and ``.window_mask``: the part that changed).
+        """
+        from .deform import retarget
+        from .render.retarget import render_retargeted
+
+        with torch.no_grad():
+            deformation = retarget(self.model, fit, coeffs)
+            if clock is not None:
+                clock.lap("deform")
+            return render_retargeted(photo, deformation, self.model, self.backend, parts=self.parts, **appearance)
+
     def _render_batch(self, images: Sequence[np.ndarray], fitted: Sequence[FaceFit],
                       targets: Sequence[ExpressionCode], appearances: Sequence[dict | None]) -> list[SynthesisResult]:
         """:meth:`render_batch` of one batch (checked there; an appearance None is measured here)."""
-        from .deform import retarget
-        from .render.retarget import render_retargeted, stacked_rows
+        from .render.retarget import stacked_rows
 
         clock = _Clock()
         coeffs, reports = stack_model_coeffs(targets, self.model)                           # [B, E]
-        photo = torch.cat([_photo_tensor(image, self.model.device) for image in images])   # [B, 3, H, W]
+        photo = _photo_tensor(np.stack(images), self.model.device)                          # [B, 3, H, W]
         appearances = [self._appearance(photo[i:i + 1], f) if a is None else a
                        for i, (a, f) in enumerate(zip(appearances, fitted))]
         appearance = {name: stacked_rows([a[name] for a in appearances]) for name in appearances[0]}
         clock.lap("detect_fit")
-        with torch.no_grad():
-            deformation = retarget(self.model, FitResult.cat([f.fit for f in fitted]), coeffs)
-            clock.lap("deform")
-            rendered = render_retargeted(photo, deformation, self.model, self.backend, parts=self.parts,
-                                         **appearance)
-            written = _written(images, rendered)
+        rendered = self.render_tensors(photo, FitResult.cat([f.fit for f in fitted]), coeffs, appearance, clock)
+        written = _written(images, rendered)
         clock.lap("render_composite")
         return [SynthesisResult(image=out, mask=mask, labels=[target_labels(target, self.model, coeffs[i], reports[i])],
                                 fit=f.fit, landmarks=f.landmarks, rasterizer=rendered.backend,
@@ -405,15 +430,16 @@ def _written(images: Sequence[np.ndarray], rendered) -> list[tuple[np.ndarray, n
     y0, y1, x0, x1 = rendered.box
     # numpy: torch.amax over dim 0 was ~100x slower (and one face needs none)
     masks = rendered.window_mask[:, 0].float().cpu().numpy()                                # [B, h, w]
-    windows = rendered.window.cpu()   # (from a GPU: one transfer for the batch)
+    windows = rendered.window
+    if not kernels.use_kernels(windows):  # (e.g. from a GPU: made bytes there, in one transfer for the batch)
+        windows = (windows.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().cpu().numpy()   # [P, h, w, 3]
     out = []
     for p, image in enumerate(images):
         written = image.copy()
-        window = windows[p]
-        if kernels.use_kernels(window):
-            kernels.to_uint8_hwc(window, written[y0:y1, x0:x1])
+        if isinstance(windows, np.ndarray):
+            written[y0:y1, x0:x1] = windows[p]
         else:
-            written[y0:y1, x0:x1] = (window.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+            kernels.to_uint8_hwc(windows[p], written[y0:y1, x0:x1])
         own = masks if len(images) == 1 else masks[p:p + 1]
         mask = np.zeros(image.shape[:2], np.float32)
         mask[y0:y1, x0:x1] = own[0] if len(own) == 1 else own.max(0)
@@ -436,8 +462,10 @@ def _source_digest() -> str:
 
 
 def _photo_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """[1, 3, H, W] float32 in [0, 1] of an [H, W, 3] uint8 image."""
-    return torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div_(255)
+    """[B, 3, H, W] float32 in [0, 1] of B [B, H, W, 3] uint8 images (in one transfer), or [1, 3, H, W]
+    of one [H, W, 3]."""
+    return torch.from_numpy(image).to(device).movedim(-1, -3).reshape(-1, *image.shape[-1:], *image.shape[-3:-1]) \
+        .float().div_(255)
 
 
 def synthesize(image: np.ndarray | str | os.PathLike, target: ExpressionCode | str | Sequence[ExpressionCode | str],

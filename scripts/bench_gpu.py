@@ -17,10 +17,14 @@ What is timed, per size:
   cycling through the six basic expressions. Its time is split into stages: deform, rasterise
   (both rasterisations of each render, synchronised), the rest of render and composite, and the
   rest of the call.
-* ``batch``: B images per call, as the hook renders a [B, 3, S, S] batch:
-  ``Synthesizer.render_batch`` (B copies of the crop, each its own target), for each B in
-  ``--batches`` (on the CPU it renders them in batches of at most ``CPU_BATCH_PIXELS``).
-  ``img_s_224=`` is the best of these at 224².
+* ``batch``: B images per call, for each B in ``--batches`` (B copies of the crop, each its own
+  target), two ways:
+  ``Synthesizer.render_tensors``: the batch [B, 3, S, S], its fits and the targets' coefficients on
+  the device, the composited batch left there (a training loop whose batch is on the GPU);
+  ``img_s_<S>_b<B>``, and ``img_s_224=`` the best of them at 224².
+  ``Synthesizer.render_batch``: uint8 images in and out through the host, with each image's labels
+  (the hook's own call); ``numpy_img_s_<S>_b<B>``, ``numpy_img_s_224=`` the best (on the CPU in
+  batches of at most ``CPU_BATCH_PIXELS``).
 * ``raster``: the rasteriser alone (``rasterize``) on B copies of the fitted face at S x S, for
   each B in ``--batches``.
 
@@ -49,10 +53,13 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without `pip install -e .`
 from benchlib import cpu_name, median_ms  # noqa: E402
 
 import affectsynth.render.retarget as retarget_module  # noqa: E402
+from affectsynth.affect.targets import stack_model_coeffs  # noqa: E402
 from affectsynth.cache import FitCache, fitter_id, model_fingerprint  # noqa: E402
+from affectsynth.fit import FitResult  # noqa: E402
 from affectsynth.model import load_default_model  # noqa: E402
 from affectsynth.pipeline import FaceFit, Synthesizer, parse_target  # noqa: E402
 from affectsynth.render import rasterize  # noqa: E402
+from affectsynth.render.retarget import stacked_rows  # noqa: E402
 
 SIZES = (112, 224, 512)
 BATCHES = (1, 4, 16, 64, 256)
@@ -208,18 +215,27 @@ def bench_size(synthesizer: Synthesizer, fits: Path, size: int, batches: tuple[i
     figures[f"bytes_per_img_{size}"] = sum(moved.values())
     print(f"{size}²: bytes per image (estimate) {sum(moved.values()) / 1e6:.2f} MB: "
           + ", ".join(f"{k} {v / 1e6:.2f}" for k, v in moved.items()))
+    photo = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255               # [1, 3, S, S]
+    coeffs, _ = stack_model_coeffs(targets, synthesizer.model)                                       # [6, E]
     for batch in batches:
         chosen = [targets[i % len(targets)] for i in range(batch)]
-        try:
-            ms = median_ms(lambda: (synthesizer.render_batch([image] * batch, [fitted] * batch, chosen,
-                                                              [appearance] * batch), synchronize(device)),
-                           repeats=3, warmup=1)
-        except (RuntimeError, MemoryError) as e:  # e.g. out of memory at the largest batches
-            print(f"{size}²: hook batch {batch}: failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
-            continue
-        figures[f"img_s_{size}_b{batch}"] = 1000 * batch / ms
-        print(f"{size}²: hook, batch {batch}: {1000 * batch / ms:.1f} img/s ({ms:.2f} ms per batch)")
-    figures[f"img_s_{size}"] = max([v for k, v in figures.items() if k.startswith(f"img_s_{size}_b")], default=float("nan"))
+        photos, fit = photo.expand(batch, -1, -1, -1).contiguous(), FitResult.cat([fitted.fit] * batch)
+        stacked = {part: stacked_rows([appearance[part]] * batch) for part in appearance}
+        chosen_coeffs = coeffs[torch.arange(batch) % len(targets)].to(device)
+        calls = {"img_s": lambda: synthesizer.render_tensors(photos, fit, chosen_coeffs, stacked).image,
+                 "numpy_img_s": lambda: synthesizer.render_batch([image] * batch, [fitted] * batch, chosen,
+                                                                  [appearance] * batch)}
+        for name, call in calls.items():
+            try:
+                ms = median_ms(lambda: (call(), synchronize(device)), repeats=3, warmup=1)
+            except (RuntimeError, MemoryError) as e:  # e.g. out of memory at the largest batches
+                print(f"{size}²: {name} batch {batch}: failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+                continue
+            figures[f"{name}_{size}_b{batch}"] = 1000 * batch / ms
+            print(f"{size}²: {name}, batch {batch}: {1000 * batch / ms:.1f} img/s ({ms:.2f} ms per batch)")
+    for name in ("img_s", "numpy_img_s"):
+        figures[f"{name}_{size}"] = max([v for k, v in figures.items() if k.startswith(f"{name}_{size}_b")],
+                                        default=float("nan"))
     for batch in batches:
         stacked = verts.expand(batch, -1, -1).contiguous()
         try:
@@ -255,7 +271,7 @@ def main() -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"{name}; rasteriser {synthesizer.backend}; torch {torch.__version__}, threads {torch.get_num_threads()}; "
           f"copy bandwidth {bandwidth / 1e9:.0f} GB/s (read + write)")
-    figures: dict[str, float] = {"img_s_224": float("nan")}
+    figures: dict[str, float] = {"img_s_224": float("nan"), "numpy_img_s_224": float("nan")}
     for size in sizes:
         figures |= bench_size(synthesizer, args.fits, size, tuple(int(b) for b in args.batches.split(",")),
                               args.calls, device)

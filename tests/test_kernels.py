@@ -109,22 +109,29 @@ def test_the_renderers_distance_takes_the_same_radii_either_way(monkeypatch):
 
 def test_crease_kernel_agrees_with_torch():
     """Every crease of the default model at full activation (both sides), on a face at 8 and at
-    0.8 px per mm (its profiles widened): the kernel's shading agrees with the torch ops' to the
-    last bit or so (torch's and libm's exp), through the whole of crease_shading."""
+    0.8 px per mm (its profiles widened), and a batch of four faces of other scales and
+    activations (one with no crease): the kernel's shading, face by face, agrees with the torch
+    ops' on the whole batch (every face's grid padded to the largest) to the last bit or so
+    (torch's and libm's exp), through the whole of crease_shading."""
     from affectsynth.affect.targets import AU_KEYS
     from affectsynth.render.creases import crease_lines, crease_shading
 
     model = load_default_model()
     lines = crease_lines(model)
     rest = model.mean[None, :, :2].float()
-    activation = torch.ones(1, len(AU_KEYS))
-    for px_per_mm in (8.0, 0.8):
-        scale = torch.tensor([px_per_mm])
-        fast = crease_shading(rest, activation, lines, scale)
-        reference = crease_shading(rest, activation.requires_grad_(), lines, scale).detach()  # the torch ops
-        activation = activation.detach()
-        assert (fast < 0.95).sum() > 100                                       # many vertices lie in a crease
+    g = torch.Generator().manual_seed(3)
+    partial = torch.rand(4, len(AU_KEYS), generator=g)
+    partial = torch.where(partial > 0.4, partial, 0.0)                       # some units, each partly
+    partial[2] = 0.0
+    for scale, activation in ((torch.tensor([8.0]), torch.ones(1, len(AU_KEYS))),
+                              (torch.tensor([0.8]), torch.ones(1, len(AU_KEYS))),
+                              (torch.tensor([8.0, 0.8, 2.0, 1.3]), partial)):
+        points = rest.expand(len(scale), -1, -1)
+        fast = crease_shading(points, activation, lines, scale)
+        reference = crease_shading(points, activation.clone().requires_grad_(), lines, scale).detach()  # the torch ops
+        assert ((fast < 0.98).sum(1) > 20).tolist() == (activation.amax(1) > 0).tolist()     # many in a crease
         assert torch.allclose(fast, reference, rtol=0, atol=1e-6), (fast - reference).abs().max()
+    assert (fast[2] == 1).all()                                                # no crease: 1
 
 
 @pytest.mark.parametrize("sigma", [0.7, 1.25, 8.0])
@@ -355,26 +362,33 @@ def test_uint8_kernel_matches_torch():
 
 
 def test_blend_drawn_kernel_matches_layer_and_blend(monkeypatch):
-    """retarget._composited (a face's layer, the window with its drawn colours, blended into what
-    is composited so far): the kernel's one pass gives the bits of building the layer and blending,
-    for drawn pixels at the window's corners and padding, the window a strided view."""
+    """retarget._composited (each face's layer, its window with its drawn colours, blended into what
+    is composited so far): the kernel's one pass per face gives the bits of building the layers and
+    blending in batched torch ops, for two faces with drawn pixels at the window's corners and
+    padding (more for one), the windows a strided view."""
     from affectsynth.render.retarget import _composited
 
     g = torch.Generator().manual_seed(19)
     size = (37, 41)
-    window = torch.rand(1, 3, 50, 60, generator=g)[..., 5:42, 9:50]
-    base = torch.rand(1, 3, *size, generator=g)
-    pixels = torch.randperm(size[0] * size[1], generator=g)[:900].sort().values
-    pixels = torch.cat((torch.tensor([0]), pixels[(pixels > 0) & (pixels < size[0] * size[1] - 1)],
-                        torch.tensor([size[0] * size[1] - 1]), torch.full((20,), size[0] * size[1])))
-    colour = torch.rand(pixels.shape[0], 3, generator=g)
-    mask = (torch.rand(1, 1, *size, generator=g) * 1.4 - 0.2).clamp(0, 1)
+    window = torch.rand(2, 3, 50, 60, generator=g)[..., 5:42, 9:50]
+    base = torch.rand(2, 3, *size, generator=g)
+    rows = []
+    for padding in (20, 150):
+        pixels = torch.randperm(size[0] * size[1], generator=g)[:900].sort().values
+        pixels = pixels[(pixels > 0) & (pixels < size[0] * size[1] - 1)][:800 - padding]
+        rows.append(torch.cat((torch.tensor([0]), pixels, torch.tensor([size[0] * size[1] - 1]),
+                               torch.full((padding,), size[0] * size[1]))))
+    pixels = torch.stack(rows)                                                   # [2, 802]
+    colour = torch.rand(2, pixels.shape[1], 3, generator=g)
+    mask = (torch.rand(2, 1, *size, generator=g) * 1.4 - 0.2).clamp(0, 1)
     mask[..., 0, 0] = 1.0
     fast = _composited(base, colour, pixels, window, mask)
     monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
     reference = _composited(base, colour, pixels, window, mask)
     assert (mask == 0).any() and (mask == 1).any() and torch.equal(fast, reference)
-    assert torch.equal(fast[..., 0, 0], colour[0][None])                     # fully in: the drawn colour
+    assert torch.equal(fast[..., 0, 0], colour[:, 0])                       # fully in: the drawn colour
+    alone = _composited(base[1:], colour[1:], pixels[1:], window[1:], mask[1:])
+    assert torch.equal(alone, reference[1:])                                # each face's own
 
 
 def _with_a_smaller_copy(fit):

@@ -200,3 +200,41 @@ def test_a_batch_of_photos_renders_each_as_alone(default_model, astronaut, mp_de
     monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
     reference = render_retargeted(batch, deformation, default_model, **appearance)
     assert float((reference.image - out.image).abs().amax()) < 1e-5
+
+
+def test_the_torch_path_has_no_python_loop_over_faces(default_model, astronaut, monkeypatch):
+    """The batched path a GPU takes (torch ops; the CPU kernels off) makes as many torch calls for a
+    batch of six photos as for one of two: no step loops over the faces in Python (on a GPU each
+    such step would launch its kernels once per face, which would bound a batch's images/s)."""
+    from torch.overrides import TorchFunctionMode
+
+    from affectsynth.pipeline import Synthesizer
+    from affectsynth.render import kernels
+
+    class Calls(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with Synthesizer(default_model) as synthesizer:
+        fitted = synthesizer.face_fitter(astronaut)
+        appearance = synthesizer.appearance(astronaut, fitted)
+    coeffs = torch.stack([parse_expression(t).to_model_coeffs(default_model)[0]
+                          for t in ("surprise", "happiness")]).to(fitted.fit.exp_coeffs)
+    photo, parts = _to_tensor(astronaut), model_parts(default_model)
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    calls, images = {}, {}
+    for b in (2, 2, 6):   # (surprise, happiness) repeated: the same steps apply; the first call makes caches
+        deformation = retarget(default_model, FitResult.cat([fitted.fit] * b), coeffs.repeat(b // 2, 1))
+        stacked = {part: stacked_rows([appearance[part]] * b) for part in appearance}
+        with Calls() as counted:
+            images[b] = render_retargeted(photo.expand(b, -1, -1, -1), deformation, default_model, parts=parts,
+                                          **stacked).image
+        calls[b] = counted.count
+    assert calls[2] > 300 and calls[6] == calls[2], calls
+    assert float((images[6][4:] - images[2]).abs().amax()) < 1e-6       # and the batch renders each as before
+    assert float((images[2][0] - images[2][1]).abs().amax()) > 0.2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,18 +13,27 @@ from . import kernels
 __all__ = ["dilate", "erode", "feathered_mask", "fill_specks", "composite"]
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [B, 1, H, W] with replicate padding.
+def _gaussian_blur(x: torch.Tensor, sigma: float | Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian blur of [B, 1, H, W] with replicate padding, by ``sigma`` px, or each
+    image b by its own ``sigma[b]`` (0: left as it is).
 
     Each pass sums shifted copies of the padded image tap by tap, a fused multiply-add per tap
     (``addcmul_``): the sums and the order of a 1-channel ``conv2d`` (oneDNN's on the CPU gives
-    the same bits), at a third of its time (CPU ``conv2d``: ~0.3 ms per pass at 224^2). On the CPU
-    without autograd, OpenCV's separable filter with the same taps (:func:`.kernels.separable_filter`).
+    the same bits), at a third of its time (CPU ``conv2d``: ~0.3 ms per pass at 224^2). Images
+    of other sigmas take the taps of the widest, their own padded with zeros (which add nothing:
+    each image's sum is its own). On the CPU without autograd, OpenCV's separable filter with
+    the same taps (:func:`.kernels.separable_filter`).
     """
-    k = _gaussian_taps(sigma, x)
-    radius = len(k) // 2
-    if kernels.use_kernels(x):
-        return kernels.separable_filter(x, k)
+    sigmas = [float(sigma)] * x.shape[0] if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
+    if len(set(sigmas)) == 1:
+        if sigmas[0] <= 0:
+            return x
+        k = _gaussian_taps(sigmas[0], x)
+        if kernels.use_kernels(x):
+            return kernels.separable_filter(x, k)                                  # k: [2r + 1]
+    else:
+        k = _padded_taps(sigmas, x)                                                # [2r + 1, B, 1, 1, 1]
+    radius = k.shape[0] // 2
     for dim, pad in ((3, (radius, radius, 0, 0)), (2, (0, 0, radius, radius))):
         n = x.shape[dim]
         padded = F.pad(x, pad, mode="replicate")
@@ -33,14 +43,28 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return x
 
 
+def _padded_taps(sigmas: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    """[2R + 1, B, 1, 1, 1]: each of B images' :func:`_gaussian_taps` (a 1 for sigma 0) in the
+    middle of the widest's, zeros around them."""
+    taps = [_tap_values(s) if s > 0 else [1.0] for s in sigmas]
+    radius = max(len(t) for t in taps) // 2
+    rows = [[0.0] * (radius - len(t) // 2) + t + [0.0] * (radius - len(t) // 2) for t in taps]
+    return torch.tensor(rows, dtype=like.dtype).T.reshape(2 * radius + 1, len(taps), 1, 1, 1).to(like.device)
+
+
 def _gaussian_taps(sigma: float, like: torch.Tensor) -> torch.Tensor:
-    """[2r + 1] normalised Gaussian taps of ``sigma`` px, r = round(3 sigma) (at least 1), in
-    ``like``'s dtype and device."""
+    """[2r + 1] :func:`_tap_values` of ``sigma`` px in ``like``'s dtype and device."""
+    return torch.tensor(_tap_values(sigma), dtype=like.dtype, device=like.device)
+
+
+def _tap_values(sigma: float) -> list[float]:
+    """2r + 1 normalised Gaussian taps of ``sigma`` px, r = round(3 sigma) (at least 1)."""
     radius = max(1, int(3 * sigma + 0.5))
-    # In Python floats (float64), rounded once: as tensor ops this was ~50 us a call.
+    # In Python floats (float64), rounded once where they become a tensor: as tensor ops this
+    # was ~50 us a call.
     k = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-radius, radius + 1)]
     total = math.fsum(k)
-    return torch.tensor([v / total for v in k], dtype=like.dtype, device=like.device)
+    return [v / total for v in k]
 
 
 def _running_max(x: torch.Tensor, dim: int, r: int) -> torch.Tensor:
@@ -89,7 +113,8 @@ def fill_specks(coverage: torch.Tensor, radius_px: int) -> torch.Tensor:
     return erode(dilate(coverage, radius_px), radius_px)
 
 
-def feathered_mask(coverage: torch.Tensor, feather_px: float, speck_px: int = 0) -> torch.Tensor:
+def feathered_mask(coverage: torch.Tensor, feather_px: float | Sequence[float],
+                   speck_px: int | Sequence[int] = 0) -> torch.Tensor:
     """A soft compositing mask from a hard coverage [B, 1, H, W] in {0, 1}.
 
     Gaps narrower than about ``2 * speck_px + 1`` px are closed first (:func:`fill_specks`). The
@@ -98,14 +123,34 @@ def feathered_mask(coverage: torch.Tensor, feather_px: float, speck_px: int = 0)
     texture comes from the face's silhouette and may mix in background, never show fully.
     The closing's erosion and the feather's are one erosion by both radii: eroding by a square
     and then by another is eroding by the square as wide as both (pixels off the image left out).
+    ``feather_px`` and ``speck_px`` are one value for the B images or one each (faces of other
+    sizes): the torch path filters them together, a filter per distinct radius and one blur.
     """
-    radius = max(speck_px, 0) + (max(1, int(round(feather_px))) if feather_px > 0 else 0)
-    if kernels.use_kernels(coverage):   # the same three filters, in one round trip
-        return kernels.closed_eroded_blurred(coverage, max(speck_px, 0), radius,
-                                             _gaussian_taps(feather_px / 2, coverage) if feather_px > 0 else None)
-    grown = dilate(coverage, speck_px) if speck_px > 0 else coverage
-    eroded = erode(grown, radius) if radius > 0 else grown
-    return _gaussian_blur(eroded, feather_px / 2) if feather_px > 0 else eroded
+    b = coverage.shape[0]
+    feathers = [float(feather_px)] * b if isinstance(feather_px, (int, float)) else [float(f) for f in feather_px]
+    grow = [max(speck_px, 0)] * b if isinstance(speck_px, int) else [max(int(s), 0) for s in speck_px]
+    shrink = [g + (max(1, int(round(f))) if f > 0 else 0) for g, f in zip(grow, feathers)]
+    if kernels.use_kernels(coverage):   # the same three filters, in one round trip (per image, where they differ)
+        def filtered(x: torch.Tensor, i: int) -> torch.Tensor:
+            taps = _gaussian_taps(feathers[i] / 2, coverage) if feathers[i] > 0 else None
+            return kernels.closed_eroded_blurred(x, grow[i], shrink[i], taps)
+        if len(set(zip(feathers, grow))) == 1:
+            return filtered(coverage, 0)
+        return torch.cat([filtered(coverage[i:i + 1], i) for i in range(b)])
+    grown = _by_radius(dilate, coverage, grow)
+    return _gaussian_blur(_by_radius(erode, grown, shrink), [f / 2 for f in feathers])
+
+
+def _by_radius(fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, radii: Sequence[int]) -> torch.Tensor:
+    """``fn(x, r)`` of [B, 1, H, W] ``x``, image b by radius ``radii[b]`` (0: as it is): one call
+    per distinct radius (faces of a batch are of a few sizes in px), on the images of that radius."""
+    if len(set(radii)) == 1:
+        return fn(x, radii[0]) if radii[0] > 0 else x
+    out = x.clone()
+    for r in sorted(set(radii) - {0}):
+        index = torch.tensor([i for i, own in enumerate(radii) if own == r], device=x.device)
+        out[index] = fn(x[index], r)
+    return out
 
 
 def composite(photo: torch.Tensor, layer: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -245,7 +245,9 @@ def crease_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: Creas
     Per face, the factor is evaluated on a grid over its active creases in rest space (cells of
     :data:`GRID_MM`, or its pixel size where that is larger), each crease only on the window of
     the grid it reaches, and read bilinearly at the pixels: the cost follows the creases'
-    extent, not the number of pixels, and a face renders the same in any batch.
+    extent, not the number of pixels, and a face renders the same in any batch. On the CPU
+    without autograd face by face (:func:`.kernels.face_creases`); else every face's creases at
+    once (:func:`_batch_shading`, the same steps, to the last bit or so).
 
     Args:
         rest_xy: [B, N, 2] each pixel's surface point in the model's rest space (x, y), mm.
@@ -256,58 +258,77 @@ def crease_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: Creas
     Returns:
         [B, N] factors in :data:`FACTOR_RANGE` (1 away from every active crease).
     """
-    return torch.stack([_face_shading(rest_xy[i], activation[i], lines, float(px_per_mm[i]))
-                        for i in range(rest_xy.shape[0])])
-
-
-def _face_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: CreaseLines,
-                  px_per_mm: float) -> torch.Tensor:
-    """[N] :func:`crease_shading` of one face: rest points [N, 2], activations [A] (on the CPU
-    without autograd, :func:`.kernels.face_creases`: these steps in one call)."""
     device, dtype = rest_xy.device, rest_xy.dtype
-    strength = activation.to(device, dtype)[lines.au_column.to(device)]                      # [C]
+    strength = activation.to(device, dtype)[:, lines.au_column.to(device)]                   # [B, C]
     if kernels.use_kernels(rest_xy, strength, lines.segments):
-        return kernels.face_creases(rest_xy, strength, *(t.to(dtype) for t in (lines.segments, lines.arc, lines.fade,
-                                                                                  lines.midline_side)),
-                                    lines.sigma_mm.double(), lines.depth.to(dtype), px_per_mm, GRID_MM, MIN_SIGMA_PX,
-                                    SHOULDER, FACTOR_RANGE)
-    used = (strength > 0).nonzero()[:, 0]                                                   # [U]
-    if used.numel() == 0:
-        return rest_xy.new_ones(rest_xy.shape[0])
-    sigma_floor = MIN_SIGMA_PX / px_per_mm                                                   # mm
+        shape = [t.to(dtype) for t in (lines.segments, lines.arc, lines.fade, lines.midline_side)]
+        return torch.stack([kernels.face_creases(rest_xy[i], strength[i], *shape, lines.sigma_mm.double(),
+                                                 lines.depth.to(dtype), scale, GRID_MM, MIN_SIGMA_PX, SHOULDER,
+                                                 FACTOR_RANGE)
+                            for i, scale in enumerate(px_per_mm.tolist())])
+    return _batch_shading(rest_xy, strength, lines, px_per_mm)
+
+
+def _batch_shading(rest_xy: torch.Tensor, strength: torch.Tensor, lines: CreaseLines,
+                   px_per_mm: torch.Tensor) -> torch.Tensor:
+    """[B, N] :func:`crease_shading` of B faces (rest points [B, N, 2], crease strengths [B, C]) in
+    batched tensor ops: each face's grid and creases as the kernel's, the U (face, crease) pairs
+    in use evaluated together, every face's grid padded to the largest."""
+    device, dtype = rest_xy.device, rest_xy.dtype
+    b = rest_xy.shape[0]
+    face, crease = (strength > 0).nonzero(as_tuple=True)                                     # [U] each, by face
+    if face.numel() == 0:
+        return rest_xy.new_ones(rest_xy.shape[:2])
+    scale = px_per_mm.to(device, torch.float64)                                              # [B]
     # Per-crease sizes in float64, each rounded once to the grid's dtype where it meets it.
-    sigma_mm = lines.sigma_mm.to(device, torch.float64)[used]
-    sigma = sigma_mm.clamp(min=sigma_floor)                                                  # widened, mm
+    sigma_mm = lines.sigma_mm.to(device, torch.float64)[crease]
+    sigma = torch.maximum(sigma_mm, MIN_SIGMA_PX / scale[face])                               # widened, mm
     reach = 4.0 * sigma                                                                      # [U] mm
-    corners = lines.segments.to(device, dtype)[used]                                        # [U, K, 2, 2]
+    corners = lines.segments.to(device, dtype)[crease]                                       # [U, K, 2, 2]
     ends = corners.flatten(1, 2)                                                             # [U, 2K, 2]
     bounds = torch.stack((ends.amin(1), ends.amax(1)), 1)                                    # [U, 2, 2] low, high
-    low, high = bounds[:, 0].amin(0) - float(reach.max()), bounds[:, 1].amax(0) + float(reach.max())
-    cell = max(GRID_MM, 1.0 / px_per_mm)
-    nx, ny = (int(n) + 2 for n in ((high - low) / cell).ceil().tolist())
-    # Each crease is evaluated on the window of the grid it reaches: its cells' index ranges.
-    reach = reach.to(dtype)[:, None]
-    lower = ((bounds[:, 0] - reach - low) / cell).floor().clamp(min=0)
-    upper = ((bounds[:, 1] + reach - low) / cell).ceil() + 1
-    box = torch.cat((lower, torch.minimum(upper, upper.new_tensor([nx, ny]))), 1).long()     # [U, 4] i0 j0 i1 j1
-    boxes = box.tolist()
-    # All creases at once, each on its window's cells in row-major order (padded to the largest).
-    width = box[:, 2] - box[:, 0]
-    cells = torch.arange(max((i1 - i0) * (j1 - j0) for i0, j0, i1, j1 in boxes), device=device)
+    # Each face's grid: over its creases' bounds, grown by its widest reach (faces with none: empty).
+    pairs = face[:, None].expand(-1, 2)
+    inf = torch.tensor(float("inf"), dtype=dtype, device=device)
+    grown = rest_xy.new_zeros(b).scatter_reduce(0, face, reach.to(dtype), "amax")[:, None]  # [B, 1]
+    low = inf.expand(b, 2).scatter_reduce(0, pairs, bounds[:, 0], "amin") - grown
+    high = (-inf).expand(b, 2).scatter_reduce(0, pairs, bounds[:, 1], "amax") + grown
+    shown = torch.zeros(b, dtype=torch.bool, device=device).index_fill_(0, face, True)
+    low, high = torch.where(shown[:, None], low, 0.0), torch.where(shown[:, None], high, 0.0)
+    cell = (1.0 / scale).clamp(min=GRID_MM).to(dtype)                                      # [B]
+    cells_xy = ((high - low) / cell[:, None]).ceil().long() + 2                             # [B, 2] nx ny
+    # Each crease is evaluated on the window of its face's grid it reaches: its cells' index ranges.
+    at_reach = reach.to(dtype)[:, None]
+    lower = ((bounds[:, 0] - at_reach - low[face]) / cell[face, None]).floor().clamp(min=0)
+    upper = ((bounds[:, 1] + at_reach - low[face]) / cell[face, None]).ceil() + 1
+    box = torch.cat((lower, torch.minimum(upper, cells_xy[face].to(dtype))), 1).long()     # [U, 4] i0 j0 i1 j1
+    width, count = box[:, 2] - box[:, 0], (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    rank = torch.arange(face.shape[0], device=device) - torch.searchsorted(face, face)      # [U] its face's k-th
+    nx, ny, most, ranks = torch.cat((cells_xy.amax(0), count.max()[None], rank.max()[None] + 1)).tolist()
+    cells = torch.arange(most, device=device)
     i = box[:, :1] + cells % width[:, None]                                                  # [U, P]
     j = box[:, 1:2] + cells.div(width[:, None], rounding_mode="floor")
     s2 = (2.0 * sigma * sigma).to(dtype)
     # as much ink when widened: the depth scaled by sigma_mm / sigma
-    weight = lines.depth.to(device, dtype)[used] * strength[used] * sigma_mm.to(dtype) / sigma.to(dtype)
-    windows = _crease_factor(low[0] + cell * i.to(dtype), low[1] + cell * j.to(dtype),
-                             corners, lines.arc.to(device, dtype)[used], lines.fade.to(device, dtype)[used],
-                             lines.midline_side.to(device, dtype)[used], s2, weight)
-    factor = rest_xy.new_ones(ny, nx)
-    for window, (i0, j0, i1, j1) in zip(windows, boxes):
-        factor[j0:j1, i0:i1] *= window[:(i1 - i0) * (j1 - j0)].view(j1 - j0, i1 - i0)
-    factor = factor.clamp(*FACTOR_RANGE)[None, None]
+    weight = lines.depth.to(device, dtype)[crease] * strength[face, crease] * sigma_mm.to(dtype) / sigma.to(dtype)
+    windows = _crease_factor(low[face, :1] + cell[face, None] * i.to(dtype), low[face, 1:] + cell[face, None] * j.to(dtype),
+                             corners, lines.arc.to(device, dtype)[crease], lines.fade.to(device, dtype)[crease],
+                             lines.midline_side.to(device, dtype)[crease], s2, weight)
+    # Each face's creases multiplied into its grid in their order, one rank at a time (a face
+    # has at most one crease of each rank): the products of the kernel, in the same order.
+    spare = ny * nx                                                   # a last column takes the cells past a window
+    flat = torch.where(cells < count[:, None], j * nx + i, spare)                           # [U, P]
+    slot = torch.full((ranks, b), -1, dtype=torch.long, device=device)
+    slot[rank, face] = torch.arange(face.shape[0], device=device)
+    factor = rest_xy.new_ones(b, spare + 1)
+    for k in range(ranks):
+        pair = slot[k]                                                                      # [B], -1: none
+        index = torch.where((pair >= 0)[:, None], flat[pair.clamp(min=0)], spare)
+        factor.scatter_(1, index, factor.gather(1, index) * windows[pair.clamp(min=0)])
+    factor = factor[:, :spare].view(b, 1, ny, nx).clamp(*FACTOR_RANGE)
     # grid_sample's coordinates: -1 and 1 at the centres of the first and last cells
-    extent = rest_xy.new_tensor([nx - 1, ny - 1]) * cell
-    where = (2.0 * (rest_xy - low) / extent - 1.0)[None, :, None]                            # [1, N, 1, 2]
-    return torch.nn.functional.grid_sample(factor - 1.0, where, mode="bilinear", padding_mode="zeros",
-                                           align_corners=True)[0, 0, :, 0] + 1.0
+    extent = cell[:, None] * rest_xy.new_tensor([nx - 1, ny - 1])                         # [B, 2]
+    where = (2.0 * (rest_xy - low[:, None]) / extent[:, None] - 1.0)[:, :, None]           # [B, N, 1, 2]
+    sampled = torch.nn.functional.grid_sample(factor - 1.0, where, mode="bilinear", padding_mode="zeros",
+                                              align_corners=True)[:, 0, :, 0] + 1.0
+    return torch.where(shown[:, None], sampled, 1.0)

@@ -384,23 +384,26 @@ def _reshaded(colour: torch.Tensor, ratio: torch.Tensor, crease_factor: torch.Te
 
 
 def _layer(colour: torch.Tensor, pixels: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """[1, C, h, w] the window with one face's drawn colours [N, C] at its flat pixel indices [N]
-    (index h * w: padding, dropped), written into a copy of the window in its own layout (a
-    channels-last grid cost a transposing copy of the window)."""
-    channels, (height, width) = window.shape[1], window.shape[2:]
-    grid = window.new_empty(channels, height * width + 1)           # the last column takes the padding
-    grid[:, :-1].view(channels, height, width).copy_(window[0])     # (one copy of the strided window)
-    grid.index_copy_(1, pixels, colour.T)
-    return grid[:, :-1].view(1, channels, height, width)
+    """[B, C, h, w] each face's window [B, C, h, w] with its drawn colours [B, N, C] at its flat pixel
+    indices [B, N] (index h * w: padding, dropped), written into a copy of the window in its own
+    layout (a channels-last grid cost a transposing copy of the window)."""
+    (b, channels), (height, width) = window.shape[:2], window.shape[2:]
+    grid = window.new_empty(b, channels, height * width + 1)        # the last column takes the padding
+    grid[..., :-1].view(b, channels, height, width).copy_(window)   # (one copy of the strided window)
+    grid.scatter_(2, pixels[:, None].expand(-1, channels, -1), colour.transpose(1, 2).to(window.dtype))
+    return grid[..., :-1].view(b, channels, height, width)
 
 
 def _composited(base: torch.Tensor, colour: torch.Tensor, pixels: torch.Tensor, window: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-    """[1, C, h, w] ``base`` with one face blended in by ``mask`` [1, 1, h, w]: its layer, the window
-    [1, C, h, w] with its drawn colours [N, C] at its flat pixel indices [N] (:func:`_layer`). On the
-    CPU without autograd in one pass (:func:`.kernels.blend_drawn`, the same bits)."""
+    """[B, C, h, w] ``base`` with face b blended into image b by ``mask`` [B, 1, h, w]: its layer, the
+    window [B, C, h, w] with its drawn colours [B, N, C] at its flat pixel indices [B, N]
+    (:func:`_layer`). On the CPU without autograd in one pass per face (:func:`.kernels.blend_drawn`,
+    the same bits)."""
     if kernels.use_kernels(base, colour, mask) and base.dtype == window.dtype == mask.dtype:
-        return kernels.blend_drawn(base, window, colour, pixels, mask)
+        blended = [kernels.blend_drawn(base[i:i + 1], window[i:i + 1], colour[i], pixels[i], mask[i:i + 1])
+                   for i in range(base.shape[0])]
+        return blended[0] if len(blended) == 1 else torch.cat(blended)
     return composite(base, _layer(colour, pixels, window), mask)
 
 
@@ -548,13 +551,13 @@ def _shaded_interior(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.T
     photo_share = _photo_share(interior, seen, pixels, size, colour.dtype)                # [M, 1]
     behind_mm = rim_z[face] - target_mm[at][:, 2]                                      # [M]
     # The teeth's tone is the photo's own teeth, lit and occluded as they are where the photo
-    # shows them: teeth are darkened only by how much deeper they lie than those (per face;
-    # B is the number of faces in the photo, small).
+    # shows them: teeth are darkened only by how much deeper they lie than those (per face: the
+    # median of its shown teeth's depths, NaN where it shows none).
     teeth = material[at] == _TEETH
-    for i in range(b):
-        shown = teeth & (face == i) & (photo_share[:, 0] > 0.5)
-        if bool(shown.any()):
-            behind_mm = torch.where(teeth & (face == i), behind_mm - behind_mm[shown].median(), behind_mm)
+    shown = torch.full((b, seen.shape[2]), float("nan"), dtype=behind_mm.dtype, device=behind_mm.device)   # [B, N]
+    shown[at[0], at[2]] = torch.where(teeth & (photo_share[:, 0] > 0.5), behind_mm, float("nan"))
+    median = shown.nanmedian(dim=1).values[face]                                               # [M]
+    behind_mm = torch.where(teeth & ~median.isnan(), behind_mm - median, behind_mm)
     shaded = shade_mouth(material[at][:, None, None], behind_mm[:, None, None],
                          target_normal_px[at][:, 2].abs()[:, None, None], _rows(mouth, face))
     colour = colour.index_put(at, photo_share * colour[at] + (1 - photo_share) * shaded[:, 0, 0].to(colour.dtype))
@@ -943,14 +946,11 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     speck = [max(SPECK_PX, round(SPECK_MM * scale)) for scale in px_per_mm.tolist()]   # px, per face
     # Undrawn pixels hold the photo's own: the feathered mask reaches about half a feather past
     # the coverage, so they show, faintly, and must not bring in another pixel's colour.
-    shared = photo.shape[0] == 1
-    out, outs, masks = window, [], []
-    for i in range(b):
-        mask = feathered_mask(coverage[i:i + 1], feather[i], speck[i])
-        if shared:  # faces of one photo are composited onto it in turn (B is the number of faces, small)
-            out = _composited(out, colour[i, 0], pixels[i], window, mask)
-        else:       # each face onto its own photo
-            outs.append(_composited(window[i:i + 1], colour[i, 0], pixels[i], window[i:i + 1], mask))
-        masks.append(mask)
-    return RetargetRender(photo=photo, box=(y0, y1, x0, x1), window=out if shared else torch.cat(outs),
-                          window_mask=torch.cat(masks), backend=backend)
+    masks = feathered_mask(coverage, feather, speck)                                    # [B, 1, h, w]
+    if photo.shape[0] == 1:  # faces of one photo are composited onto it in turn (B is the number of faces, small)
+        out = window
+        for i in range(b):
+            out = _composited(out, colour[i:i + 1, 0], pixels[i:i + 1], window, masks[i:i + 1])
+    else:                    # each face onto its own photo, together
+        out = _composited(window, colour[:, 0], pixels, window, masks)
+    return RetargetRender(photo=photo, box=(y0, y1, x0, x1), window=out, window_mask=masks, backend=backend)
