@@ -51,22 +51,23 @@ def test_feathered_mask_closes_specks_in_the_same_erosion():
 
 def test_feathered_mask_of_faces_of_several_sizes_is_each_alone():
     """Per-image feather and speck radii (faces of other sizes in one batch): each image's mask is
-    the one it gets alone, to the bit on the torch path (one blur with zero-padded taps, a filter
-    per distinct radius) and on the CPU kernels, including a feather of 0 (no blur)."""
+    the one it gets alone, to the bit on the CPU kernels and to float rounding on the torch path
+    (one grouped blur whose taps are zero-padded to the widest, a filter per distinct radius),
+    including a feather of 0 (no blur)."""
     c = coverage_with_holes()
     batch = torch.cat((c, c.flip(-1), c.transpose(-1, -2), c))
     feathers, specks = (3.0, 0.8, 5.5, 0.0), (2, 1, 2, 3)
-    for soft in (batch, batch.clone().requires_grad_()):        # the kernels, then the torch ops
+    for soft, tolerance in ((batch, 0.0), (batch.clone().requires_grad_(), 1e-6)):   # the kernels, the torch ops
         together = feathered_mask(soft, feathers, specks).detach()
         for i, (feather, speck) in enumerate(zip(feathers, specks)):
             alone = feathered_mask(soft[i:i + 1], feather, speck).detach()
-            assert torch.equal(together[i:i + 1], alone), (i, feather, speck)
+            assert float((together[i:i + 1] - alone).abs().max()) <= tolerance, (i, feather, speck)
     assert not torch.equal(together[0], together[3])                           # the radii matter
 
 
 def test_dilate_is_the_square_max_filter():
-    """The running maximum gives max_pool2d's (2r + 1)^2 filter, off-image pixels left out, for
-    any radius (odd and even window-doubling steps) and for soft values and erosion too."""
+    """dilate (OpenCV's on the CPU) gives max_pool2d's (2r + 1)^2 filter, off-image pixels left
+    out, for any radius and for soft values and erosion too."""
     generator = torch.Generator().manual_seed(0)
     for r in (1, 2, 3, 5, 8):
         for shape in ((2, 1, 23, 17), (1, 1, 4, 60)):

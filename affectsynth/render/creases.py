@@ -317,14 +317,13 @@ def _batch_shading(rest_xy: torch.Tensor, strength: torch.Tensor, lines: CreaseL
     # Each face's creases multiplied into its grid in their order, one rank at a time (a face
     # has at most one crease of each rank): the products of the kernel, in the same order.
     spare = ny * nx                                                   # a last column takes the cells past a window
-    flat = torch.where(cells < count[:, None], j * nx + i, spare)                           # [U, P]
-    slot = torch.full((ranks, b), -1, dtype=torch.long, device=device)
-    slot[rank, face] = torch.arange(face.shape[0], device=device)
+    index = torch.full((ranks, b, most), spare, dtype=torch.long, device=device)          # [R, B, P]
+    index[rank, face] = torch.where(cells < count[:, None], j * nx + i, spare)
+    by_rank = windows.new_ones(ranks, b, most)
+    by_rank[rank, face] = windows
     factor = rest_xy.new_ones(b, spare + 1)
-    for k in range(ranks):
-        pair = slot[k]                                                                      # [B], -1: none
-        index = torch.where((pair >= 0)[:, None], flat[pair.clamp(min=0)], spare)
-        factor.scatter_(1, index, factor.gather(1, index) * windows[pair.clamp(min=0)])
+    for at, window in zip(index, by_rank):
+        factor.scatter_(1, at, factor.gather(1, at) * window)
     factor = factor[:, :spare].view(b, 1, ny, nx).clamp(*FACTOR_RANGE)
     # grid_sample's coordinates: -1 and 1 at the centres of the first and last cells
     extent = cell[:, None] * rest_xy.new_tensor([nx - 1, ny - 1])                         # [B, 2]
