@@ -28,6 +28,11 @@ What is timed, per size:
 * ``raster``: the rasteriser alone (``rasterize``) on B copies of the fitted face at S x S, for
   each B in ``--batches``.
 
+Launches: ``torch_calls_<S>`` and ``host_reads_<S>``, the torch calls one ``render_tensors`` call makes
+(the same for any batch: no step loops over the faces) and those that read a value back to the
+host; with the best batch's time they give the time a call takes, which on a GPU is mostly the
+Python and launch cost of each op (on the CPU the kernels take the place of most of them).
+
 Bandwidth bound: an estimate of the bytes one hook call moves (the photo in, the fragments of
 both rasterisations, the interpolated attributes and texture taps of the drawn pixels, the
 outputs; see :func:`bytes_per_image`) against a measured copy bandwidth of the device (a
@@ -46,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without `pip install -e .`
@@ -119,6 +125,23 @@ def cached_fit(fits: Path, image: np.ndarray, device: torch.device | str) -> Fac
     if not isinstance(entry, FaceFit):
         raise KeyError(f"no fit of this image in {fits} (run scripts/bench_gpu.py --prepare-fits {fits})")
     return entry
+
+
+class TorchCalls(TorchFunctionMode):
+    """Counts the torch calls made within it, and those that read a tensor back to the host
+    (``tolist``, ``item``, ``nonzero``, a tensor's truth or number, ``cpu``): on a GPU each call is
+    a launch's worth of Python and each read a wait for the device."""
+
+    READS = {"tolist", "item", "nonzero", "__bool__", "__int__", "__float__", "__index__", "cpu"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = self.host_reads = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        self.host_reads += getattr(func, "__name__", "") in self.READS
+        return func(*args, **(kwargs or {}))
 
 
 def synchronize(device: torch.device) -> None:
@@ -233,9 +256,17 @@ def bench_size(synthesizer: Synthesizer, fits: Path, size: int, batches: tuple[i
                 continue
             figures[f"{name}_{size}_b{batch}"] = 1000 * batch / ms
             print(f"{size}²: {name}, batch {batch}: {1000 * batch / ms:.1f} img/s ({ms:.2f} ms per batch)")
+        if f"torch_calls_{size}" not in figures:   # once: the same for any batch
+            with TorchCalls() as counted:
+                calls["img_s"]()
+            figures[f"torch_calls_{size}"], figures[f"host_reads_{size}"] = counted.calls, counted.host_reads
     for name in ("img_s", "numpy_img_s"):
         figures[f"{name}_{size}"] = max([v for k, v in figures.items() if k.startswith(f"{name}_{size}_b")],
                                         default=float("nan"))
+    best = max(batches, key=lambda b: figures.get(f"img_s_{size}_b{b}", 0.0))
+    print(f"{size}²: render_tensors makes {figures[f'torch_calls_{size}']:.0f} torch calls a batch, whatever its size "
+          f"({figures[f'host_reads_{size}']:.0f} read back to the host); at its best batch ({best}): "
+          f"{1e6 * best / figures[f'img_s_{size}'] / figures[f'torch_calls_{size}']:.1f} us a call")
     for batch in batches:
         stacked = verts.expand(batch, -1, -1).contiguous()
         try:

@@ -32,7 +32,8 @@ def _gaussian_blur(x: torch.Tensor, sigma: float | Sequence[float]) -> torch.Ten
     else:
         taps = _padded_taps(sigmas, x)                                              # [B, 2r + 1]
     groups, radius = taps.shape[0], taps.shape[1] // 2
-    for pad, weight in (((radius, radius, 0, 0), taps[:, None, None, :]), ((0, 0, radius, radius), taps[:, None, :, None])):
+    rows, columns = taps[:, None, None, :], taps[:, None, :, None]                 # [G, 1, 1 | K, K | 1]
+    for pad, weight in (((radius, radius, 0, 0), rows), ((0, 0, radius, radius), columns)):
         padded = F.pad(x, pad, mode="replicate")
         x = F.conv2d(padded.view(-1, groups, *padded.shape[2:]), weight, groups=groups).view(x.shape)
     return x

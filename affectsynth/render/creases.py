@@ -293,8 +293,8 @@ def _batch_shading(rest_xy: torch.Tensor, strength: torch.Tensor, lines: CreaseL
     grown = rest_xy.new_zeros(b).scatter_reduce(0, face, reach.to(dtype), "amax")[:, None]  # [B, 1]
     low = inf.expand(b, 2).scatter_reduce(0, pairs, bounds[:, 0], "amin") - grown
     high = (-inf).expand(b, 2).scatter_reduce(0, pairs, bounds[:, 1], "amax") + grown
-    shown = torch.zeros(b, dtype=torch.bool, device=device).index_fill_(0, face, True)
-    low, high = torch.where(shown[:, None], low, 0.0), torch.where(shown[:, None], high, 0.0)
+    creased = torch.zeros(b, dtype=torch.bool, device=device).index_fill_(0, face, True)
+    low, high = torch.where(creased[:, None], low, 0.0), torch.where(creased[:, None], high, 0.0)
     cell = (1.0 / scale).clamp(min=GRID_MM).to(dtype)                                      # [B]
     cells_xy = ((high - low) / cell[:, None]).ceil().long() + 2                             # [B, 2] nx ny
     # Each crease is evaluated on the window of its face's grid it reaches: its cells' index ranges.
@@ -311,8 +311,9 @@ def _batch_shading(rest_xy: torch.Tensor, strength: torch.Tensor, lines: CreaseL
     s2 = (2.0 * sigma * sigma).to(dtype)
     # as much ink when widened: the depth scaled by sigma_mm / sigma
     weight = lines.depth.to(device, dtype)[crease] * strength[face, crease] * sigma_mm.to(dtype) / sigma.to(dtype)
-    windows = _crease_factor(low[face, :1] + cell[face, None] * i.to(dtype), low[face, 1:] + cell[face, None] * j.to(dtype),
-                             corners, lines.arc.to(device, dtype)[crease], lines.fade.to(device, dtype)[crease],
+    windows = _crease_factor(low[face, :1] + cell[face, None] * i.to(dtype),
+                             low[face, 1:] + cell[face, None] * j.to(dtype), corners,
+                             lines.arc.to(device, dtype)[crease], lines.fade.to(device, dtype)[crease],
                              lines.midline_side.to(device, dtype)[crease], s2, weight)
     # Each face's creases multiplied into its grid in their order, one rank at a time (a face
     # has at most one crease of each rank): the products of the kernel, in the same order.
@@ -330,4 +331,4 @@ def _batch_shading(rest_xy: torch.Tensor, strength: torch.Tensor, lines: CreaseL
     where = (2.0 * (rest_xy - low[:, None]) / extent[:, None] - 1.0)[:, :, None]           # [B, N, 1, 2]
     sampled = torch.nn.functional.grid_sample(factor - 1.0, where, mode="bilinear", padding_mode="zeros",
                                               align_corners=True)[:, 0, :, 0] + 1.0
-    return torch.where(shown[:, None], sampled, 1.0)
+    return torch.where(creased[:, None], sampled, 1.0)

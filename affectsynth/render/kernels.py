@@ -840,7 +840,7 @@ def _lid_band(eyeball, pixels, where, photo_tri_id, target_tri_id, is_skin, band
 def _face_creases(rest_xy, strength, segments, arc, fade, midline_side, sigma_mm, depth, px_per_mm, grid_mm,
                   min_sigma_px, shoulder, lowest, highest, out):  # pragma: no cover - jitted
     """out [N]: :func:`~affectsynth.render.creases.crease_shading` of one face, step by step as
-    its ``_face_shading`` (the grid and the points in their float dtype, the creases' sizes in
+    its ``_batch_shading`` for one face (the grid and the points in their float dtype, the creases' sizes in
     float64, each rounded once where it meets the grid; ``grid_sample``'s bilinear lookup in its
     own order, so to the last bit or so)."""
     real = rest_xy.dtype.type
