@@ -186,6 +186,37 @@ def test_synthesizer_renders_alike_on_cpu_and_cuda(default_model, astronaut, ben
     cpu, cuda = results["cpu"], results["cuda"]
     assert cpu.rasterizer == "numba" and cuda.rasterizer == "nvdiffrast"
     face = (cpu.mask > 0) | (cuda.mask > 0)
-    assert face.sum() > 10_000
+    assert face.sum() > 5_000                 # (the astronaut's face: ~8,000 px)
     difference = np.abs(cpu.image.astype(np.float64) - cuda.image.astype(np.float64)) / 255
     assert difference[face].mean() < 1 / 255, difference[face].mean()
+
+
+@need_cuda
+def test_a_batch_renders_on_cuda_as_each_image_on_the_cpu(default_model, astronaut, bench_gpu, fits):
+    """Synthesizer.render_tensors on CUDA (the batched path: a batch of four of the README's example,
+    each its own target) against render_many on the CPU, image by image: mean difference under
+    1/255 on the faces."""
+    from affectsynth.affect.targets import stack_model_coeffs
+    from affectsynth.fit import FitResult
+    from affectsynth.pipeline import Synthesizer, parse_target
+    from affectsynth.render.retarget import stacked_rows
+
+    targets = [parse_target(t) for t in ("happiness", "surprise", "fear", "au:12:0.8,6:0.6")]
+    with Synthesizer(default_model, detector=bench_gpu.NoDetector()) as synthesizer:
+        fitted = bench_gpu.cached_fit(fits, astronaut, "cpu")
+        alone = [next(synthesizer.render_many(astronaut, [t], fitted=fitted)) for t in targets]
+    with Synthesizer(default_model.to("cuda"), detector=bench_gpu.NoDetector()) as synthesizer:
+        fitted = bench_gpu.cached_fit(fits, astronaut, "cuda")
+        appearance = synthesizer.appearance(astronaut, fitted)
+        photo = torch.from_numpy(astronaut).cuda().permute(2, 0, 1)[None].float().div(255).expand(4, -1, -1, -1)
+        coeffs, _ = stack_model_coeffs(targets, synthesizer.model)
+        rendered = synthesizer.render_tensors(photo.contiguous(), FitResult.cat([fitted.fit] * 4), coeffs.cuda(),
+                                              {part: stacked_rows([appearance[part]] * 4) for part in appearance})
+    assert rendered.backend == "nvdiffrast" and rendered.image.is_cuda and rendered.image.shape == (4, 3, 512, 512)
+    images = (rendered.image.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().cpu().numpy()
+    masks = rendered.mask[:, 0].cpu().numpy()
+    for target, cpu, image, mask in zip(targets, alone, images, masks):
+        face = (cpu.mask > 0) | (mask > 0)
+        assert face.sum() > 5_000                 # (the astronaut's face: ~8,000 px)
+        difference = np.abs(cpu.image.astype(np.float64) - image.astype(np.float64)) / 255
+        assert difference[face].mean() < 1 / 255, (target, difference[face].mean())
