@@ -200,7 +200,7 @@ def bytes_per_image(photo_px: int, window_px: int, drawn_px: int) -> dict[str, i
 
 
 def bench_size(synthesizer: Synthesizer, fits: Path, size: int, batches: tuple[int, ...], calls: int,
-               device: torch.device) -> dict[str, float]:
+               device: torch.device, profile: bool = False) -> dict[str, float]:
     """The figures of one size (module docstring); prints a line per measurement."""
     image = face_image(fits, size)
     fitted = cached_fit(fits, image, device)
@@ -240,12 +240,17 @@ def bench_size(synthesizer: Synthesizer, fits: Path, size: int, batches: tuple[i
           + ", ".join(f"{k} {v / 1e6:.2f}" for k, v in moved.items()))
     photo = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255               # [1, 3, S, S]
     coeffs, _ = stack_model_coeffs(targets, synthesizer.model)                                       # [6, E]
-    for batch in batches:
-        chosen = [targets[i % len(targets)] for i in range(batch)]
+
+    def tensors_call(batch: int):
+        """render_tensors of a batch of ``batch`` copies of the crop, each its own target (inputs made here)."""
         photos, fit = photo.expand(batch, -1, -1, -1).contiguous(), FitResult.cat([fitted.fit] * batch)
         stacked = {part: stacked_rows([appearance[part]] * batch) for part in appearance}
         chosen_coeffs = coeffs[torch.arange(batch) % len(targets)].to(device)
-        calls = {"img_s": lambda: synthesizer.render_tensors(photos, fit, chosen_coeffs, stacked).image,
+        return lambda: synthesizer.render_tensors(photos, fit, chosen_coeffs, stacked).image
+
+    for batch in batches:
+        chosen = [targets[i % len(targets)] for i in range(batch)]
+        calls = {"img_s": tensors_call(batch),
                  "numpy_img_s": lambda: synthesizer.render_batch([image] * batch, [fitted] * batch, chosen,
                                                                   [appearance] * batch)}
         for name, call in calls.items():
@@ -277,7 +282,25 @@ def bench_size(synthesizer: Synthesizer, fits: Path, size: int, batches: tuple[i
             continue
         figures[f"raster_img_s_{size}_b{batch}"] = 1000 * batch / ms
         print(f"{size}²: raster alone, batch {batch}: {1000 * batch / ms:.1f} img/s ({ms:.2f} ms per batch)")
+    if profile:
+        profiled(tensors_call(best), device, f"{size}², render_tensors batch {best}")
     return figures
+
+
+def profiled(call, device: torch.device, title: str, rows: int = 20) -> None:
+    """Prints torch.profiler's table of one ``call`` (after a warm one): the ops by their own device time
+    (CPU time off a GPU), which says where a batch's time goes on a device no session can watch."""
+    from torch.profiler import ProfilerActivity, profile
+
+    call()
+    synchronize(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as recorded:
+        call()
+        synchronize(device)
+    order = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"--- profile: {title}, by {order}")
+    print(recorded.key_averages().table(sort_by=order, row_limit=rows))
 
 
 def main() -> int:
@@ -288,6 +311,7 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=50, help="timed hook calls per size")
     ap.add_argument("--fits", type=Path, default=DEFAULT_FITS, help="the prepared fit cache (default .whl/fits)")
     ap.add_argument("--prepare-fits", type=Path, metavar="DIR", help="only prepare the fits in DIR (needs MediaPipe)")
+    ap.add_argument("--profile", action="store_true", help="print torch.profiler's table of one best batch per size")
     args = ap.parse_args()
     sizes = tuple(int(s) for s in args.sizes.split(","))
     if args.prepare_fits is not None:
@@ -305,7 +329,7 @@ def main() -> int:
     figures: dict[str, float] = {"img_s_224": float("nan"), "numpy_img_s_224": float("nan")}
     for size in sizes:
         figures |= bench_size(synthesizer, args.fits, size, tuple(int(b) for b in args.batches.split(",")),
-                              args.calls, device)
+                              args.calls, device, args.profile)
         figures[f"bound_img_s_{size}"] = bandwidth / figures[f"bytes_per_img_{size}"]
         print(f"{size}²: bandwidth bound {figures[f'bound_img_s_{size}']:.0f} img/s; measured (best batch) "
               f"{figures[f'img_s_{size}']:.1f} img/s = {100 * figures[f'img_s_{size}'] / figures[f'bound_img_s_{size}']:.2f} % of it")

@@ -8,9 +8,10 @@
 #   versions.log    the GPU, the toolchain and the Python packages the render path imports
 #   compile.log     nvdiffrast's CUDA plugin, compiled (JIT) for sm_90 only, timed
 #   pytest.log      tests/test_gpu_parity.py (nvdiffrast on CUDA against numba on the CPU) and tests/test_raster.py
-#   bench_cuda.log  scripts/bench_gpu.py --device cuda (112, 224, 512 px; raster batches 1 to 256)
+#   bench_cuda.log  scripts/bench_gpu.py --device cuda (112, 224, 512 px; batches 1 to 256; a profiler table
+#                   of each size's best batch)
 #   bench_cpu.log   the CPU baseline on the same machine (224 px), for a like-for-like ratio
-# Worst case about 7 minutes; typically much less once the plugin has compiled.
+# Worst case about 11 minutes (the steps' limits); typically a few once the plugin has compiled.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -56,6 +57,6 @@ dr.RasterizeCudaContext()  # the current CUDA device
 print(f'nvdiffrast CUDA plugin ready in {time.perf_counter() - start:.1f} s')
 " || exit 1
 step pytest 150 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu_parity.py tests/test_raster.py
-step bench_cuda 120 "$PYTHON" scripts/bench_gpu.py --device cuda --calls 30
+step bench_cuda 150 "$PYTHON" scripts/bench_gpu.py --device cuda --calls 30 --profile
 step bench_cpu 60 "$PYTHON" scripts/bench_gpu.py --device cpu --sizes 224 --batches 1,16 --calls 10
 echo "device_check: logs in $OUT: $(ls "$OUT" | tr '\n' ' ')"
