@@ -384,6 +384,16 @@ class Synthesizer:
         from .deform import retarget
         from .render.retarget import render_retargeted
 
+        device, faces = self.model.device, fit.batch_size
+        if photo.ndim != 4 or photo.shape[0] != faces or photo.shape[1] != 3:
+            raise ValueError(f"render_tensors: photo must be [B, 3, H, W] with B = {faces} (the fit's faces), "
+                             f"got {list(photo.shape)}")
+        if coeffs.shape != (faces, self.model.num_expressions):
+            raise ValueError(f"render_tensors: coeffs must be [{faces}, {self.model.num_expressions}], "
+                             f"got {list(coeffs.shape)}")
+        if photo.device != device or fit.scale.device != device:
+            raise ValueError(f"render_tensors: photo and fit must be on the model's device {device}, got "
+                             f"{photo.device} and {fit.scale.device}")
         with torch.no_grad():
             deformation = retarget(self.model, fit, coeffs)
             if clock is not None:

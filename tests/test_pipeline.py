@@ -74,6 +74,36 @@ def test_render_batch_gives_each_image_its_own_render(synth, astronaut, monkeypa
         type(two.fit).cat([fitted[0].fit, dataclasses.replace(fitted[1].fit, scheme="ibug68")])
 
 
+def test_render_tensors_keeps_the_batch_as_tensors(synth, astronaut):
+    """Synthesizer.render_tensors (the batch, its fits and coefficients as tensors, the result left as
+    one): the images render_batch writes, before their bytes; a photo, coefficients or fit of the
+    wrong shape is refused with a one-line ValueError."""
+    from affectsynth.affect.targets import stack_model_coeffs
+    from affectsynth.fit import FitResult
+    from affectsynth.render.retarget import stacked_rows
+
+    photos = [astronaut, np.ascontiguousarray(astronaut[:, ::-1])]
+    targets = [parse_expression("surprise"), parse_expression("happiness")]
+    fitted = [synth.face_fitter(p) for p in photos]
+    measured = [synth.appearance(p, f) for p, f in zip(photos, fitted)]
+    appearance = {part: stacked_rows([m[part] for m in measured]) for part in measured[0]}
+    photo = torch.from_numpy(np.stack(photos)).permute(0, 3, 1, 2).float() / 255
+    fit = FitResult.cat([f.fit for f in fitted])
+    coeffs, _ = stack_model_coeffs(targets, synth.model)
+    rendered = synth.render_tensors(photo, fit, coeffs, appearance)
+    assert rendered.image.shape == (2, 3, 512, 512) and rendered.mask.shape == (2, 1, 512, 512)
+    as_bytes = (rendered.image.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().numpy()
+    for image, mask, result in zip(as_bytes, rendered.mask[:, 0].numpy(), synth.render_batch(photos, fitted, targets,
+                                                                                             measured)):
+        assert np.abs(image.astype(int) - result.image.astype(int)).max() <= 1 and (image != astronaut).any()
+        assert np.abs(mask - result.mask).max() < 1e-6
+    for bad, match in (((photo[:1], fit, coeffs), r"photo must be \[B, 3, H, W\] with B = 2"),
+                       ((photo, fit, coeffs[:, :3]), "coeffs must be"),
+                       ((photo[:, :1], fit, coeffs), "photo must be")):
+        with pytest.raises(ValueError, match=match):
+            synth.render_tensors(*bad, appearance)
+
+
 def test_seeded_va_variants_reproduce_and_differ(synth, astronaut):
     angle = math.radians(CIRCUMPLEX_DEG["anger"])  # anger's variants differ in the lip action (AU23 vs AU24)
     spec = f"va:{0.95 * math.cos(angle):.4f},{0.95 * math.sin(angle):.4f}"
