@@ -229,6 +229,34 @@ def test_drawn_pixels_kernel_matches_torch(posed, monkeypatch):
         assert torch.equal(getattr(fast.frags, field), getattr(reference.frags, field)), field
 
 
+def test_mouth_edge_smoothing_kernel_agrees_with_torch(monkeypatch):
+    """retarget._smoothed_mouth_edges on two faces' drawn pixels (random materials in blobs, some of the
+    interior shaded, undrawn holes, padding, drawn pixels on the window's edges, one photo window for
+    both): the kernel's colours agree with the torch ops' (a conv2d over the layer) to float rounding,
+    and only pixels on an edge near a shaded one change."""
+    from affectsynth.render.retarget import _smoothed_mouth_edges
+
+    g = torch.Generator().manual_seed(23)
+    size = (30, 40)
+    blobs = torch.nn.functional.interpolate(torch.randint(0, 5, (2, 1, 6, 8), generator=g).float(), size=size)
+    material = blobs[:, 0].long().view(2, -1)                                    # skin, socket, teeth, gums, tongue
+    drawn = torch.rand(2, size[0] * size[1], generator=g) > 0.02
+    pixels = torch.stack([torch.cat((row.nonzero()[:, 0], torch.full((int((~row).sum()),), size[0] * size[1])))
+                          for row in drawn])                                      # padded where not drawn
+    material = torch.stack([torch.cat((m[row], torch.zeros(int((~row).sum()), dtype=torch.long)))
+                            for m, row in zip(material, drawn)])[:, None]
+    shaded = (material > 0) & (pixels[:, None] % 40 < 25)                       # the photo shows the rest
+    colour = torch.rand(2, 1, pixels.shape[1], 3, generator=g)
+    window = torch.rand(1, 3, 40, 50, generator=g)[..., 5:35, 3:43]
+    fast = _smoothed_mouth_edges(colour.clone(), material, shaded, pixels, window, size)     # (in place)
+    monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
+    reference = _smoothed_mouth_edges(colour, material, shaded, pixels, window, size)
+    assert torch.allclose(fast, reference, rtol=0, atol=1e-6), (fast - reference).abs().max()
+    changed = (fast != colour).any(-1)[:, 0]
+    assert 0 < int(changed.sum()) < 0.8 * int((pixels < size[0] * size[1]).sum())     # the edges only
+    assert not changed[pixels == size[0] * size[1]].any() and not changed[pixels % 40 >= 27].any()
+
+
 def test_in_place_kernel_matches_torch(monkeypatch):
     """retarget._in_place (drawn pixels' masks back onto the window): the kernel's grid, as bool
     and as float, is the torch path's for two faces, one padded with the spare index."""

@@ -238,3 +238,27 @@ def test_the_torch_path_has_no_python_loop_over_faces(default_model, astronaut, 
     assert calls[2] > 300 and calls[6] == calls[2], calls
     assert float((images[6][4:] - images[2]).abs().amax()) < 1e-6       # and the batch renders each as before
     assert float((images[2][0] - images[2][1]).abs().amax()) > 0.2
+
+
+def test_the_mouths_edges_are_smoothed_and_nothing_else():
+    """A window whose drawn pixels are shaded teeth (white) above shaded socket (black) on the left,
+    skin on the right, and, below, teeth and socket the photo shows: across the shaded teeth-socket
+    edge the rows either side become a ramp ([1 2 1]^2 / 16: 3/4 and 1/4 white), as do the pixels where
+    the shaded interior meets the skin; the photo's own edge, skin farther than a pixel from the shaded
+    interior, and the interior away from an edge keep their colours."""
+    from affectsynth.render.retarget import _smoothed_mouth_edges
+
+    size = (12, 10)
+    rows, cols = torch.meshgrid(torch.arange(12), torch.arange(10), indexing="ij")
+    skin, socket, teeth = (MATERIALS.index(m) for m in ("skin", "mouth_socket", "teeth"))
+    material = torch.where(cols >= 5, skin, torch.where((rows < 4) | ((rows >= 8) & (rows < 10)), teeth, socket))
+    material = material.reshape(1, 1, -1)
+    shaded = ((material != skin) & (rows < 6).reshape(1, 1, -1))
+    colour = torch.where(material == teeth, 1.0, torch.where(material == skin, 0.6, 0.0))[..., None].repeat(1, 1, 1, 3)
+    out = _smoothed_mouth_edges(colour, material, shaded, torch.arange(120)[None], torch.zeros(1, 3, 12, 10),
+                                size)[0, 0, :, 0].view(12, 10)
+    torch.testing.assert_close(out[3, 1:4], torch.full((3,), 0.75))            # shaded teeth above the edge
+    torch.testing.assert_close(out[4, 1:4], torch.full((3,), 0.25))            # shaded socket below it
+    assert (out[:2, :4] == 1).all() and (out[5, :4] == 0).all()                # away from it: unchanged
+    assert (out[7:11, :4] == colour[0, 0, :, 0].view(12, 10)[7:11, :4]).all()  # the photo's own edge stays
+    assert (out[:, 7:] == 0.6).all() and (out[:6, 4:6] != torch.tensor([0.0, 0.6])).any()   # the skin beside

@@ -617,6 +617,64 @@ def _neighbour_share(chosen, part, pixels, height, width, out):  # pragma: no co
             m += 1
 
 
+@numba.njit(cache=True)
+def _smooth_mouth_edges(colour, material, shaded, pixels, window, taps):  # pragma: no cover - jitted
+    """retarget._smoothed_mouth_edges's torch steps, in place on colour [B, N, C]. Only the box around the
+    face's shaded pixels grown by 2 px is looked at (an edge pixel lies within 1 px of one, its
+    neighbours within 2), and of the drawn pixels (in raster order) those of its rows."""
+    n_batch, n_pixels = material.shape
+    channels, height, width = window.shape[1], window.shape[2], window.shape[3]
+    real = colour.dtype.type
+    for b in range(n_batch):
+        first, last, c0, c1 = height * width, -1, width, -1
+        for p in range(n_pixels):
+            if pixels[b, p] < height * width and shaded[b, p]:
+                first, last = min(first, pixels[b, p]), max(last, pixels[b, p])
+                c0, c1 = min(c0, pixels[b, p] % width), max(c1, pixels[b, p] % width)
+        if last < 0:
+            continue
+        r0, r1 = max(first // width - 2, 0), min(last // width + 3, height)
+        c0, c1 = max(c0 - 2, 0), min(c1 + 3, width)
+        lo, hi = np.searchsorted(pixels[b], r0 * width), np.searchsorted(pixels[b], r1 * width)   # the box's rows
+        slot = np.full((r1 - r0, c1 - c0), -1, np.int64)                # each pixel's drawn pixel, -1: none
+        near = np.zeros((r1 - r0, c1 - c0), np.bool_)                   # within 1 px of a shaded pixel
+        for p in range(lo, hi):
+            r, c = pixels[b, p] // width - r0, pixels[b, p] % width - c0
+            if 0 <= c < c1 - c0:
+                slot[r, c] = p
+                if shaded[b, p]:
+                    near[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] = True
+        smoothed = np.empty((hi - lo, channels), colour.dtype)
+        which = np.empty(hi - lo, np.int64)
+        count = 0
+        for p in range(lo, hi):
+            r, c = pixels[b, p] // width, pixels[b, p] % width
+            if not (c0 <= c < c1) or not near[r - r0, c - c0]:
+                continue
+            mixed = False
+            for i in range(max(r - 1, 0), min(r + 2, height)):
+                for j in range(max(c - 1, 0), min(c + 2, width)):
+                    q = slot[i - r0, j - c0]
+                    mixed = mixed or q < 0 or material[b, q] != material[b, p]
+            if not mixed:
+                continue
+            for ch in range(channels):
+                total = real(0.0)
+                for di in range(3):
+                    i = min(max(r + di - 1, 0), height - 1)             # beyond the window: its edge repeated
+                    for dj in range(3):
+                        j = min(max(c + dj - 1, 0), width - 1)
+                        q = slot[i - r0, j - c0]
+                        value = colour[b, q, ch] if q >= 0 else window[b, ch, i, j]
+                        total += real(taps[di]) * real(taps[dj]) * value
+                smoothed[count, ch] = total
+            which[count] = p
+            count += 1
+        for k in range(count):   # written after: each mean reads the unsmoothed colours
+            for ch in range(channels):
+                colour[b, which[k], ch] = smoothed[k, ch]
+
+
 @numba.njit(cache=True, inline="always")
 def _mouth_colour(kind, behind, facing, lip, teeth, b, teeth_id, gums_id, tongue_id, socket_id, of_lip, floor,
                   depth_mm, lambert, bounce, luma_weights, out, row):  # pragma: no cover - jitted
@@ -1273,6 +1331,15 @@ def neighbour_share(chosen: torch.Tensor, part: torch.Tensor, pixels: torch.Tens
     _neighbour_share(chosen.contiguous().numpy(), part.contiguous().numpy(), pixels.contiguous().numpy(),
                      int(size[0]), int(size[1]), out.numpy())
     return out
+
+
+def smooth_mouth_edges(colour: torch.Tensor, material: torch.Tensor, shaded: torch.Tensor, pixels: torch.Tensor,
+                       window: torch.Tensor, taps: tuple[float, float, float]) -> None:
+    """colour [B, N, C] (float), material [B, N] int64 and shaded [B, N] bool of the drawn pixels ``pixels``
+    [B, N] (raster order) of a window [B, C, h, w] (any strides): the shaded pixels' edges smoothed with
+    ``taps`` in place (:func:`~affectsynth.render.retarget._smoothed_mouth_edges`, to float rounding)."""
+    _smooth_mouth_edges(colour.numpy(), material.contiguous().numpy(), shaded.contiguous().numpy(),
+                        pixels.contiguous().numpy(), window.numpy(), tuple(float(t) for t in taps))
 
 
 def shade_mouth(material: torch.Tensor, behind: torch.Tensor, facing: torch.Tensor, lip: torch.Tensor,

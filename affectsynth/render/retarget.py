@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..affect.targets import model_coeffs_to_au
 from ..deform import Deformation
@@ -90,6 +91,12 @@ EYEBALL_DEPTH_BIAS_MM = 1.0
 #: opening nothing lies behind the interior, so only such poke-through changes; a bias much
 #: larger would tilt the socket's triangles at the lips' rim (not pushed) in front of the teeth.
 MOUTH_INTERIOR_DEPTH_BIAS_MM = 8.0
+#: Where the shaded mouth interior meets the lips or another of its materials, each drawn pixel on
+#: that edge takes the mean of its 3 x 3 neighbourhood weighted [1 2 1] x [1 2 1] / 16
+#: (:func:`_smoothed_mouth_edges`): the shaded edges were a pixel's hard steps (the crowns' scalloped
+#: edges and the lips' rim drew stair-steps across a face crop's teeth), where a photo's are softened
+#: by its lens and sensor.
+MOUTH_EDGE_TAPS = (0.25, 0.5, 0.25)
 _SKIN = MATERIALS.index("skin")
 _EYEBALL = MATERIALS.index("eyeball")
 _TEETH = MATERIALS.index("teeth")
@@ -564,6 +571,40 @@ def _shaded_interior(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.T
     return colour
 
 
+def _smoothed_mouth_edges(colour: torch.Tensor, material: torch.Tensor, shaded: torch.Tensor, pixels: torch.Tensor,
+                          window: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """colour [B, 1, N, C] of the drawn pixels ``pixels`` [B, N] of a window of ``size`` (``material``
+    [B, 1, N]) with the shaded mouth's edges smoothed (:data:`MOUTH_EDGE_TAPS`): a drawn pixel within
+    1 px of a ``shaded`` one ([B, 1, N] bool: the interior the photo does not show) whose 3 x 3
+    neighbourhood holds another material (or an undrawn pixel) takes the neighbourhood's weighted
+    mean, of the drawn colours and, where nothing is drawn, the window's [1 or B, C, h, w] pixels
+    (beyond the window its edge repeated). Edges between the photo's own pixels are the photo's and
+    stay. On the CPU without autograd in one pass, in place (:func:`.kernels.smooth_mouth_edges`, to
+    float rounding)."""
+    b, n = pixels.shape
+    window = window.expand(b, -1, -1, -1)
+    if kernels.use_kernels(colour, window):
+        kernels.smooth_mouth_edges(colour.view(b, n, -1), material.view(b, n), shaded.view(b, n), pixels, window,
+                                   MOUTH_EDGE_TAPS)
+        return colour
+    height, width = size
+    grid = material.new_full((b, height * width + 1), -1)                                # -1: nothing drawn
+    grid.scatter_(1, pixels, material.view(b, n))
+    grid = grid[:, :-1].view(b, 1, height, width).to(colour.dtype)
+    near = F.max_pool2d(_in_place(shaded[:, 0], pixels, size, colour.dtype)[:, None], 3, 1, 1) > 0
+    mixed = (F.max_pool2d(grid, 3, 1, 1) != grid) | (-F.max_pool2d(-grid, 3, 1, 1) != grid)
+    edge = (mixed & near).view(b, -1)                                                     # [B, h w]
+    layer = _layer(colour[:, 0], pixels, window)                                          # [B, C, h, w]
+    channels = layer.shape[1]
+    taps = colour.new_tensor(MOUTH_EDGE_TAPS)
+    kernel = (taps[:, None] * taps[None, :]).expand(channels, 1, 3, 3)
+    smooth = F.conv2d(F.pad(layer, (1, 1, 1, 1), mode="replicate"), kernel, groups=channels)  # [B, C, h, w]
+    at = pixels.clamp(max=height * width - 1)
+    smooth_at = smooth.view(b, channels, -1).gather(2, at[:, None].expand(-1, channels, -1)).transpose(1, 2)
+    take = edge.gather(1, at) & (pixels < height * width)                                  # [B, N]
+    return torch.where(take[:, None, :, None], smooth_at[:, None].to(colour.dtype), colour)
+
+
 def _painted_eyes(eyeball: torch.Tensor, seen: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
                   frags: Fragments, skin_triangle: torch.Tensor, lid_band: torch.Tensor | None,
                   window: torch.Tensor, colour: torch.Tensor, eyes: EyeAppearance, px_per_mm: torch.Tensor,
@@ -940,6 +981,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     if mouth_appearance is not None:
         rim_z = deformation.target[:, parts.lip_rim, 2].mean(1)                                      # [B] mm
         colour = _shaded_interior(interior, seen, pixels, values, material, colour, rim_z, mouth_appearance, size)
+        colour = _smoothed_mouth_edges(colour, material, interior & ~seen, pixels, window, size)
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
     coverage = _in_place((seen | interior)[:, 0], pixels, size, photo.dtype)[:, None]
