@@ -21,7 +21,8 @@ What is timed, per size:
   target), two ways:
   ``Synthesizer.render_tensors``: the batch [B, 3, S, S], its fits and the targets' coefficients on
   the device, the composited batch left there (a training loop whose batch is on the GPU);
-  ``img_s_<S>_b<B>``, and ``img_s_224=`` the best of them at 224².
+  ``img_s_<S>_b<B>``, and ``img_s_224=`` the best of them at 224²; at the best batch, the shares of
+  the deformation, the rasterisations and the rest (``batch_share_<stage>_<S>``).
   ``Synthesizer.render_batch``: uint8 images in and out through the host, with each image's labels
   (the hook's own call); ``numpy_img_s_<S>_b<B>``, ``numpy_img_s_224=`` the best (on the CPU in
   batches of at most ``CPU_BATCH_PIXELS``).
@@ -61,6 +62,7 @@ from benchlib import cpu_name, median_ms  # noqa: E402
 import affectsynth.render.retarget as retarget_module  # noqa: E402
 from affectsynth.affect.targets import stack_model_coeffs  # noqa: E402
 from affectsynth.cache import FitCache, fitter_id, model_fingerprint  # noqa: E402
+from affectsynth.deform import retarget  # noqa: E402
 from affectsynth.fit import FitResult  # noqa: E402
 from affectsynth.model import load_default_model  # noqa: E402
 from affectsynth.pipeline import FaceFit, Synthesizer, parse_target  # noqa: E402
@@ -241,12 +243,15 @@ def bench_size(synthesizer: Synthesizer, fits: Path, size: int, batches: tuple[i
     photo = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255               # [1, 3, S, S]
     coeffs, _ = stack_model_coeffs(targets, synthesizer.model)                                       # [6, E]
 
+    def batch_inputs(batch: int) -> tuple:
+        """render_tensors' arguments for ``batch`` copies of the crop, each its own target."""
+        return (photo.expand(batch, -1, -1, -1).contiguous(), FitResult.cat([fitted.fit] * batch),
+                coeffs[torch.arange(batch) % len(targets)].to(device),
+                {part: stacked_rows([appearance[part]] * batch) for part in appearance})
+
     def tensors_call(batch: int):
-        """render_tensors of a batch of ``batch`` copies of the crop, each its own target (inputs made here)."""
-        photos, fit = photo.expand(batch, -1, -1, -1).contiguous(), FitResult.cat([fitted.fit] * batch)
-        stacked = {part: stacked_rows([appearance[part]] * batch) for part in appearance}
-        chosen_coeffs = coeffs[torch.arange(batch) % len(targets)].to(device)
-        return lambda: synthesizer.render_tensors(photos, fit, chosen_coeffs, stacked).image
+        inputs = batch_inputs(batch)
+        return lambda: synthesizer.render_tensors(*inputs).image
 
     for batch in batches:
         chosen = [targets[i % len(targets)] for i in range(batch)]
@@ -282,9 +287,36 @@ def bench_size(synthesizer: Synthesizer, fits: Path, size: int, batches: tuple[i
             continue
         figures[f"raster_img_s_{size}_b{batch}"] = 1000 * batch / ms
         print(f"{size}²: raster alone, batch {batch}: {1000 * batch / ms:.1f} img/s ({ms:.2f} ms per batch)")
+    figures |= batch_stage_shares(synthesizer, batch_inputs(best), device, size, best)
     if profile:
         profiled(tensors_call(best), device, f"{size}², render_tensors batch {best}")
     return figures
+
+
+def batch_stage_shares(synthesizer: Synthesizer, inputs: tuple, device: torch.device, size: int,
+                       batch: int) -> dict[str, float]:
+    """The shares of one render_tensors call of a batch taken by the deformation (timed alone), the
+    rasterisations (each synchronised: :func:`timed_rasterize`) and the rest (lookup, shading, masks,
+    compositing), medians of 3 calls: ``batch_share_<stage>_<S>``."""
+    runs = []
+    for _ in range(4):   # (the first warms)
+        spent: list[float] = []
+        synchronize(device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            retarget(synthesizer.model, inputs[1], inputs[2])
+        synchronize(device)
+        deform = time.perf_counter() - start
+        with timed_rasterize(device, spent):
+            start = time.perf_counter()
+            synthesizer.render_tensors(*inputs).image
+            synchronize(device)
+            total = time.perf_counter() - start
+        runs.append((deform / total, sum(spent) / total))
+    deform, raster = (float(np.median([r[k] for r in runs[1:]])) for k in (0, 1))
+    shares = {"deform": deform, "rasterize": raster, "rest": 1.0 - deform - raster}
+    print(f"{size}²: render_tensors batch {batch}, shares: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items()))
+    return {f"batch_share_{k}_{size}": v for k, v in shares.items()}
 
 
 def profiled(call, device: torch.device, title: str, rows: int = 20) -> None:
