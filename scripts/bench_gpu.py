@@ -315,7 +315,8 @@ def batch_stage_shares(synthesizer: Synthesizer, inputs: tuple, device: torch.de
         runs.append((deform / total, sum(spent) / total))
     deform, raster = (float(np.median([r[k] for r in runs[1:]])) for k in (0, 1))
     shares = {"deform": deform, "rasterize": raster, "rest": 1.0 - deform - raster}
-    print(f"{size}²: render_tensors batch {batch}, shares: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items()))
+    print(f"{size}²: render_tensors batch {batch}, shares: "
+          + ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items()))
     return {f"batch_share_{k}_{size}": v for k, v in shares.items()}
 
 
