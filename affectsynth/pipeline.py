@@ -474,8 +474,8 @@ def _source_digest() -> str:
 def _photo_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """[B, 3, H, W] float32 in [0, 1] of B [B, H, W, 3] uint8 images (in one transfer), or [1, 3, H, W]
     of one [H, W, 3]."""
-    return torch.from_numpy(image).to(device).movedim(-1, -3).reshape(-1, *image.shape[-1:], *image.shape[-3:-1]) \
-        .float().div_(255)
+    pixels = torch.from_numpy(image).to(device)
+    return (pixels if pixels.ndim == 4 else pixels[None]).permute(0, 3, 1, 2).float().div_(255)
 
 
 def synthesize(image: np.ndarray | str | os.PathLike, target: ExpressionCode | str | Sequence[ExpressionCode | str],

@@ -261,8 +261,8 @@ def crease_shading(rest_xy: torch.Tensor, activation: torch.Tensor, lines: Creas
     device, dtype = rest_xy.device, rest_xy.dtype
     strength = activation.to(device, dtype)[:, lines.au_column.to(device)]                   # [B, C]
     if kernels.use_kernels(rest_xy, strength, lines.segments):
-        shape = [t.to(dtype) for t in (lines.segments, lines.arc, lines.fade, lines.midline_side)]
-        return torch.stack([kernels.face_creases(rest_xy[i], strength[i], *shape, lines.sigma_mm.double(),
+        geometry = [t.to(dtype) for t in (lines.segments, lines.arc, lines.fade, lines.midline_side)]
+        return torch.stack([kernels.face_creases(rest_xy[i], strength[i], *geometry, lines.sigma_mm.double(),
                                                  lines.depth.to(dtype), scale, GRID_MM, MIN_SIGMA_PX, SHOULDER,
                                                  FACTOR_RANGE)
                             for i, scale in enumerate(px_per_mm.tolist())])
