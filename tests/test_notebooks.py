@@ -1,61 +1,111 @@
-"""The notebooks in notebooks/ run top to bottom in a fresh kernel (nbclient, CPU, small inputs),
-and their widget handlers do what the sliders would: each test appends cells that call the
-handler functions and check the rendered image and its labels, then executes the whole notebook.
-A cell that raises fails the test with the cell's traceback."""
+"""The notebooks in notebooks/ run top to bottom in a fresh kernel (CPU, small inputs), and their
+widget handlers do what the sliders would: each test appends cells that call the handler functions
+and check the rendered image and its labels, then executes the whole notebook. A cell that raises
+fails the test with the cell's traceback.
+
+The cells are run by :func:`execute`, a synchronous client of jupyter_client, not by nbclient.
+nbclient's asyncio client sometimes misses the wake-up for a reply that has arrived (pyzmq's
+edge-triggered socket events): it then sleeps until the cell's timeout and only a last poll finds the
+reply. CI failed on it (a notebook took 306 s: 300 s of timeout plus its 6 s). Notebooks of 150 and
+400 widget-heavy cells (an image widget's value and a figure in an Output widget, as in
+01_explore) run by nbclient with a 5 s timeout had 5 and 2 cells that ended 4.9 s after the kernel
+went idle; run by :func:`execute`, none ended more than 3 ms after it. :func:`execute` polls the
+sockets with zmq_poll, which reports a waiting message however it came.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import re
 import tempfile
+import time
 from pathlib import Path
+from queue import Empty
 
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
-pytest.importorskip("nbclient")   # run by RUNNER, in a process of its own
+pytest.importorskip("jupyter_client")
+from jupyter_client.manager import start_new_kernel  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-#: Seconds a notebook may take (the issue's budget is 2 minutes on this 2-core CPU; the timeout is looser
+#: Seconds a notebook may take (the issue's budget is 2 minutes on this 2-core CPU; the limit is looser
 #: so that a loaded CI machine fails on a real hang, not on contention).
-CELL_TIMEOUT_S = 300
+NOTEBOOK_TIMEOUT_S = 300
+#: The kernel writes every thread's stack each STACK_DUMP_S (faulthandler) to a file that a failure
+#: message shows: where a hung kernel waits.
+STACK_DUMPS = """import faulthandler
+_stack_dumps = open({path!r}, "w")
+faulthandler.dump_traceback_later({seconds}, repeat=True, file=_stack_dumps)"""
+STACK_DUMP_S = 60
 
 
-#: Runs a notebook with nbclient and writes the executed notebook: a process of its own for each
-#: notebook. Inside the test process (after some 450 tests), 1 run in 2 to 7 lost a message between
-#: nbclient and the kernel: both sat idle until the 300 s limit (py-spy), with ipykernel 7.4 and
-#: 6.31 alike; a client in a fresh process did not (0 of 23 runs with 6.31).
-RUNNER = """
-import sys, time, nbclient, nbformat
-notebook = nbformat.read(sys.argv[1], as_version=4)
-client = nbclient.NotebookClient(notebook, timeout=int(sys.argv[3]), kernel_name="python3",
-                                 resources={"metadata": {"path": sys.argv[4]}})
-start = time.perf_counter()
-client.execute()
-notebook.metadata["test_seconds"] = time.perf_counter() - start
-nbformat.write(notebook, sys.argv[2])
-"""
+def execute(notebook, cwd: Path, env: dict[str, str], timeout_s: float) -> None:
+    """Run ``notebook``'s code cells in turn in a new python3 kernel, filling each cell's outputs.
+
+    Raises AssertionError with the cell's traceback when a cell raises, TimeoutError when the whole
+    notebook takes more than ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+
+    def next_message(channel) -> dict:
+        try:
+            return channel.get_msg(timeout=max(0.0, deadline - time.monotonic()))
+        except Empty:
+            raise TimeoutError(f"the notebook took more than {timeout_s} s") from None
+
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env, startup_timeout=60)
+    try:
+        for index, cell in enumerate(notebook.cells):
+            if cell.cell_type != "code":
+                continue
+            request = client.execute(cell.source, allow_stdin=False)
+            cell.outputs, clear_pending = [], False
+            while True:   # the cell's outputs, up to the kernel going idle
+                message = next_message(client.iopub_channel)
+                if message["parent_header"].get("msg_id") != request:
+                    continue
+                kind, content = message["msg_type"], message["content"]
+                if kind == "status" and content["execution_state"] == "idle":
+                    break
+                if kind == "clear_output" and content["wait"]:
+                    clear_pending = True   # cleared when the next output comes
+                elif kind == "clear_output":
+                    cell.outputs = []
+                elif kind in ("stream", "display_data", "execute_result", "error"):
+                    if clear_pending:
+                        cell.outputs, clear_pending = [], False
+                    cell.outputs.append(nbformat.v4.output_from_msg(message))
+            reply = next_message(client.shell_channel)
+            while reply["parent_header"].get("msg_id") != request:
+                reply = next_message(client.shell_channel)
+            if reply["content"]["status"] != "ok":
+                traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply["content"].get("traceback", [])))
+                raise AssertionError(f"cell {index} raised:\n{cell.source}\n{traceback}")
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
 
 
-def run_notebook(name: str, extra_cells: list[str]) -> tuple[object, float]:
-    """Execute notebooks/<name> with ``extra_cells`` appended; -> (the executed notebook, seconds)."""
+def run_notebook(name: str, extra_cells: list[str]) -> object:
+    """Execute notebooks/<name> with ``extra_cells`` appended; -> the executed notebook. Fails with the
+    kernel's stacks if a cell raises or the notebook takes NOTEBOOK_TIMEOUT_S or more."""
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
         f"{name} is stored with outputs; clear them before committing"
-    notebook.cells += [nbformat.v4.new_code_cell(source) for source in extra_cells]
     with tempfile.TemporaryDirectory() as work:
-        source, executed = Path(work) / name, Path(work) / ("executed_" + name)
-        nbformat.write(notebook, source)
+        stacks = Path(work) / "kernel_stacks.txt"
+        notebook.cells = ([nbformat.v4.new_code_cell(STACK_DUMPS.format(path=str(stacks), seconds=STACK_DUMP_S))]
+                          + notebook.cells + [nbformat.v4.new_code_cell(source) for source in extra_cells])
         # run from notebooks/, as Jupyter does (the notebooks find scripts/ beside it); the temp dirs they
         # write go under this one (TMPDIR), so a test run leaves none behind
-        run = subprocess.run([sys.executable, "-c", RUNNER, str(source), str(executed), str(CELL_TIMEOUT_S),
-                              str(NOTEBOOKS)], env={**os.environ, "AFFECTSYNTH_NB_SMALL": "1", "TMPDIR": work},
-                             capture_output=True, text=True)
-        if run.returncode != 0:
-            pytest.fail(f"{name} failed:\n{run.stderr[-6000:]}", pytrace=False)
-        notebook = nbformat.read(executed, as_version=4)
-    return notebook, notebook.metadata["test_seconds"]
+        try:
+            execute(notebook, NOTEBOOKS, {**os.environ, "AFFECTSYNTH_NB_SMALL": "1", "TMPDIR": work},
+                    NOTEBOOK_TIMEOUT_S)
+        except (AssertionError, TimeoutError) as error:
+            dumps = stacks.read_text().split("Timeout (") if stacks.exists() else [""]
+            last = f"\n--- the kernel's stacks, dumped every {STACK_DUMP_S} s; the last:\nTimeout ({dumps[-1]}"
+            pytest.fail(f"{name}: {error}" + (last if len(dumps) > 1 else ""), pytrace=False)
+    return notebook
 
 
 def test_01_explore_sliders_rerender():
@@ -90,8 +140,7 @@ on_au_change()
 assert current["labels"]["category"] == "neutral"
 """,
     ]
-    notebook, seconds = run_notebook("01_explore.ipynb", checks)
-    assert seconds < CELL_TIMEOUT_S
+    notebook = run_notebook("01_explore.ipynb", checks)
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert any("image/png" in o.get("data", {}) for o in outputs), "the fit overlay figure was not drawn"
 
@@ -103,7 +152,7 @@ assert affect.bank is not None and affect.coverage.sum() == report.frames
 assert set(affect.classes) == {"happiness", "sadness", "surprise", "fear", "anger", "disgust"}
 """,
     ]
-    notebook, seconds = run_notebook("02_affect_model.ipynb", checks)
+    notebook = run_notebook("02_affect_model.ipynb", checks)
     figures = sum("image/png" in o.get("data", {}) for cell in notebook.cells for o in cell.get("outputs", []))
     assert figures >= 5, f"{figures} figures drawn"
 
@@ -117,6 +166,6 @@ assert not manifest.output.duplicated().any() and (manifest.status == "ok").all(
 assert all(Image.open(work / "batch" / p).size == (SIZE, SIZE) for p in manifest.output)
 """,
     ]
-    notebook, seconds = run_notebook("03_augment.ipynb", checks)
+    notebook = run_notebook("03_augment.ipynb", checks)
     figures = sum("image/png" in o.get("data", {}) for cell in notebook.cells for o in cell.get("outputs", []))
     assert figures == 2, f"{figures} figures drawn"
