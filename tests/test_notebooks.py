@@ -169,3 +169,24 @@ assert all(Image.open(work / "batch" / p).size == (SIZE, SIZE) for p in manifest
     notebook = run_notebook("03_augment.ipynb", checks)
     figures = sum("image/png" in o.get("data", {}) for cell in notebook.cells for o in cell.get("outputs", []))
     assert figures == 2, f"{figures} figures drawn"
+
+
+def test_the_executor_keeps_outputs_and_fails_on_errors_and_time(tmp_path):
+    """execute() itself, on small notebooks: outputs as a front end shows them, a raising cell's
+    traceback, and the time limit."""
+    cells = ["print('first')", "from IPython.display import clear_output\nprint('gone'); clear_output(wait=True); print('kept')",
+             "1 + 1"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    execute(notebook, tmp_path, dict(os.environ), 60)
+    assert [o.get("text") for o in notebook.cells[0].outputs] == ["first\n"]
+    assert [o.get("text") for o in notebook.cells[1].outputs] == ["kept\n"]
+    assert notebook.cells[2].outputs[0]["data"]["text/plain"] == "2"
+    raising = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                              nbformat.v4.new_code_cell("raise ValueError('no such face')")])
+    with pytest.raises(AssertionError, match=r"(?s)cell 1 raised:.*ValueError: no such face"):
+        execute(raising, tmp_path, dict(os.environ), 60)
+    slow = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time; time.sleep(30)")])
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="more than 3 s"):
+        execute(slow, tmp_path, dict(os.environ), 3)
+    assert time.monotonic() - started < 20
