@@ -43,17 +43,21 @@ STACK_DUMP_S = 60
 def execute(notebook, cwd: Path, env: dict[str, str], timeout_s: float) -> None:
     """Run ``notebook``'s code cells in turn in a new python3 kernel, filling each cell's outputs.
 
-    Raises AssertionError with the cell's traceback when a cell raises, TimeoutError when the whole
-    notebook takes more than ``timeout_s``."""
+    Raises AssertionError with the cell's traceback when a cell raises or the kernel dies,
+    TimeoutError when the whole notebook takes more than ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-
-    def next_message(channel) -> dict:
-        try:
-            return channel.get_msg(timeout=max(0.0, deadline - time.monotonic()))
-        except Empty:
-            raise TimeoutError(f"the notebook took more than {timeout_s} s") from None
-
     manager, client = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env, startup_timeout=60)
+
+    def next_message(channel, index: int) -> dict:
+        """The channel's next message, while cell ``index`` runs."""
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                return channel.get_msg(timeout=min(left, 1.0))
+            except Empty:
+                if not manager.is_alive():
+                    raise AssertionError(f"the kernel died running cell {index}") from None
+        raise TimeoutError(f"the notebook took more than {timeout_s} s")
+
     try:
         for index, cell in enumerate(notebook.cells):
             if cell.cell_type != "code":
@@ -61,7 +65,7 @@ def execute(notebook, cwd: Path, env: dict[str, str], timeout_s: float) -> None:
             request = client.execute(cell.source, allow_stdin=False)
             cell.outputs, clear_pending = [], False
             while True:   # the cell's outputs, up to the kernel going idle
-                message = next_message(client.iopub_channel)
+                message = next_message(client.iopub_channel, index)
                 if message["parent_header"].get("msg_id") != request:
                     continue
                 kind, content = message["msg_type"], message["content"]
@@ -75,9 +79,9 @@ def execute(notebook, cwd: Path, env: dict[str, str], timeout_s: float) -> None:
                     if clear_pending:
                         cell.outputs, clear_pending = [], False
                     cell.outputs.append(nbformat.v4.output_from_msg(message))
-            reply = next_message(client.shell_channel)
+            reply = next_message(client.shell_channel, index)
             while reply["parent_header"].get("msg_id") != request:
-                reply = next_message(client.shell_channel)
+                reply = next_message(client.shell_channel, index)
             if reply["content"]["status"] != "ok":
                 traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply["content"].get("traceback", [])))
                 raise AssertionError(f"cell {index} raised:\n{cell.source}\n{traceback}")
@@ -174,7 +178,7 @@ assert all(Image.open(work / "batch" / p).size == (SIZE, SIZE) for p in manifest
 
 def test_the_executor_keeps_outputs_and_fails_on_errors_and_time(tmp_path):
     """execute() itself, on small notebooks: outputs as a front end shows them, a raising cell's
-    traceback, and the time limit."""
+    traceback, the time limit, and a kernel that dies."""
     cells = ["print('first')", "from IPython.display import clear_output\nprint('gone'); clear_output(wait=True); print('kept')",
              "1 + 1"]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
@@ -190,4 +194,9 @@ def test_the_executor_keeps_outputs_and_fails_on_errors_and_time(tmp_path):
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="more than 3 s"):
         execute(slow, tmp_path, dict(os.environ), 3)
+    assert time.monotonic() - started < 20
+    dying = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os; os._exit(3)")])
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match="the kernel died running cell 0"):
+        execute(dying, tmp_path, dict(os.environ), 60)
     assert time.monotonic() - started < 20
