@@ -25,9 +25,15 @@ Parts (``--only`` picks some):
                constant proxy, counts as 0).
   neutral      ``--expression neutral`` -> ``<out>/neutral/<subject>/neutral.png``; PSNR (RGB, 8 bit) between
                input and output over the face box (the box of the fit's 478 landmarks).
+  posed        no rendering: the subjects' own posed photos (``<subject>/<label>.*``, any of the six labels) scored
+               like the renders, identity against their neutral photo (``<out>/posed/summary.json``, ``score.txt``):
+               what real faces of the same people get from this judge, the reference for the renders' figures.
+               Printed beside the renders' hit rate on the same subjects; figures ``posed_macro`` (over the labels
+               with a posed photo), ``posed_<label>``, ``posed_id_mean``.
 
 Contact sheets for looking: ``<out>/sheets/<subject>.png`` (reference | six expressions, each tile labelled
-with the judge's top-1 class and probability, and the identity distance) and ``<out>/sheets/va_sweeps.png``.
+with the judge's top-1 class and probability, and the identity distance; with the posed part, the posed photos
+below the renders) and ``<out>/sheets/va_sweeps.png``.
 ``<out>/renders.json`` records every render (timings, face box, PSNR) so that ``--skip-render`` re-scores
 existing renders; ``<out>/eval.json`` holds the figures. The last line printed is ``key=value`` figures.
 """
@@ -57,7 +63,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without `pip install -e .`
 EXPRESSIONS = ("happiness", "sadness", "surprise", "fear", "anger", "disgust")
 #: Short names of the per-label figures on the last line.
 SHORT = {"happiness": "hap", "surprise": "sur", "sadness": "sad", "anger": "ang", "fear": "fea", "disgust": "dis"}
-PARTS = ("expressions", "va", "neutral")
+PARTS = ("expressions", "va", "neutral", "posed")
 SWEEP_STEPS = 9
 VALENCE_SWEEP_AROUSAL = 0.3
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -108,6 +114,19 @@ def plan_renders(subjects: dict[str, Path], parts: list[str], out: Path) -> list
             tasks.append({"part": "neutral", "name": "neutral", "spec": ("expression", "neutral")} | _where(
                 subject, photo, out / "neutral" / subject / "neutral.png"))
     return tasks
+
+
+def posed_rows(subjects: dict[str, Path]) -> list[dict]:
+    """Judge input rows for each subject's posed photos (``<label>.*`` beside its neutral photo)."""
+    rows = []
+    for subject, neutral in subjects.items():
+        for label in EXPRESSIONS:
+            photo = next((p for p in sorted(neutral.parent.iterdir())
+                          if p.stem == label and p.suffix.lower() in PHOTO_SUFFIXES), None)
+            if photo is not None:
+                rows.append({"path": str(photo), "label": label, "subject": subject, "reference_path": str(neutral),
+                             "part": "posed", "name": label, "role": "posed", "pixels": photo_pixels(str(photo))})
+    return rows
 
 
 def _where(subject: str, photo: Path, output: Path) -> dict:
@@ -304,12 +323,13 @@ def _finish(job: tuple) -> list[dict]:
     return read_csv(dest)
 
 
-def score_expressions(rows: list[dict], out: Path, judge: list[str]) -> dict:
-    """``judge.py score`` on the classified expression renders -> its summary JSON (report in score.txt)."""
-    results, summary = out / "expr" / "results.csv", out / "expr" / "summary.json"
+def score_expressions(rows: list[dict], folder: Path, judge: list[str]) -> dict:
+    """``judge.py score`` on classified expression rows -> its summary JSON (``folder``: results.csv, summary.json,
+    the report in score.txt)."""
+    results, summary = folder / "results.csv", folder / "summary.json"
     write_csv(results, rows)
     report = subprocess.run([*judge, "score", str(results), "--json", str(summary)], capture_output=True, text=True)
-    (out / "expr" / "score.txt").write_text(report.stdout + report.stderr)
+    (folder / "score.txt").write_text(report.stdout + report.stderr)
     if report.returncode != 0:
         raise SystemExit(f"judge score failed (exit {report.returncode}):\n{report.stderr[-2000:]}")
     return json.loads(summary.read_text())
@@ -324,6 +344,16 @@ def expression_figures(summary: dict) -> dict:
     return {"macro": statistics.fmean(rates.values()), **{SHORT[k]: v for k, v in rates.items()},
             "id_mean": float(identity.get("mean", math.nan)), "id_lt06": float(identity.get("frac_same", math.nan)),
             "id_max": float(identity.get("max", math.nan))}
+
+
+def posed_figures(summary: dict) -> dict:
+    """``posed_<label>`` hit rates of the posed photos (NaN for a label none has), their macro mean over the
+    labels that have one, and the mean identity distance to the neutral photo."""
+    figures = expression_figures(summary)
+    rates = [figures[SHORT[label]] for label in EXPRESSIONS if math.isfinite(figures[SHORT[label]])]
+    return {"posed_macro": statistics.fmean(rates) if rates else math.nan,
+            **{f"posed_{SHORT[label]}": figures[SHORT[label]] for label in EXPRESSIONS},
+            "posed_id_mean": figures["id_mean"]}
 
 
 def va_figures(rows: list[dict]) -> tuple[dict, dict]:
@@ -382,7 +412,8 @@ GREEN, RED, BLACK = (0, 140, 0), (0, 0, 200), (0, 0, 0)
 
 
 def expression_sheets(records: list[dict], results: list[dict], out: Path) -> list[Path]:
-    """One sheet per subject: reference | six expressions, labelled with the judge's verdict."""
+    """One sheet per subject: reference | six expressions, labelled with the judge's verdict; below, where the
+    posed part ran, the subject's posed photos under the renders of their labels (grey where there is none)."""
     by_key = {(r["subject"], r["part"], r["name"], r["role"]): r for r in results}
     written = []
     for subject in sorted({r["subject"] for r in records if r["part"] == "expressions" and "box" in r}):
@@ -398,9 +429,26 @@ def expression_sheets(records: list[dict], results: list[dict], out: Path) -> li
             tiles.append(tile(str(out / "expr" / subject / f"{label}.png"), crop, TILE,
                               [(label, BLACK), (_verdict(judged), GREEN if hit else RED),
                                (f"id {identity:.2f}", BLACK if identity < 0.6 else RED)]))
+        rows = [np.hstack(tiles)]
+        posed = {r["name"]: r for r in results if r["part"] == "posed" and r["subject"] == subject}
+        if posed:
+            blank = np.full_like(tiles[0], 255)
+            cv2.putText(blank, "posed photos", (4, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.5, BLACK, 1, cv2.LINE_AA)
+            row = [blank]
+            for label in EXPRESSIONS:
+                judged = posed.get(label)
+                if judged is None:
+                    row.append(tile("", crop, TILE, [("no posed photo", BLACK), ("", BLACK), ("", BLACK)]))
+                    continue
+                identity = _float(judged.get("id_distance"))
+                row.append(tile(judged["path"], face_crop(first["box"], (int(judged["height"]), int(judged["width"]))),
+                                TILE, [(f"posed {label}", BLACK),
+                                       (_verdict(judged), GREEN if judged.get("expr_hit") == "1" else RED),
+                                       (f"id {identity:.2f}", BLACK if identity < 0.6 else RED)]))
+            rows.append(np.hstack(row))
         path = out / "sheets" / f"{subject}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), np.hstack(tiles))
+        cv2.imwrite(str(path), np.vstack(rows))
         written.append(path)
     return written
 
@@ -464,6 +512,20 @@ def print_report(figures: dict, records: list[dict], results: list[dict], per_su
               f"surprise {figures['sur']:.3f} (>= 0.6)")
         print(f"identity: mean {figures['id_mean']:.3f} (<= 0.35), under 0.6 {100 * figures['id_lt06']:.1f}% "
               f"(100%), max {figures['id_max']:.3f}")
+    posed = [r for r in results if r["part"] == "posed"]
+    if posed:
+        print("\n== posed photos of the same subjects (real faces): judge hit rate, against the renders ==")
+        rendered = {(r["subject"], r["name"]): r for r in results if r["part"] == "expressions"}
+        print(f"{'label':<12}{'n':>4}{'posed':>8}{'render, same subjects':>24}{'render, all':>13}   posed predicted")
+        for label in EXPRESSIONS:
+            group = [r for r in posed if r["name"] == label]
+            same = [rendered[(r["subject"], label)] for r in group if (r["subject"], label) in rendered]
+            every = [r for (_, name), r in rendered.items() if name == label]
+            rate = lambda rows: _mean(float(r["expr_hit"] == "1") for r in rows) if rows else math.nan  # noqa: E731
+            predicted = ", ".join(f"{r['subject']} {r['expr_top1'][:4]}" for r in group)
+            print(f"{label:<12}{len(group):>4}{rate(group):>8.3f}{rate(same):>24.3f}{rate(every):>13.3f}   {predicted}")
+        print(f"posed macro {figures['posed_macro']:.3f} (over the labels with a posed photo), identity to the "
+              f"neutral photo: mean {figures['posed_id_mean']:.3f}")
     if per_subject_va:
         print("\n== VA sweeps: Spearman rho of the judge's proxy vs the target (9 points) ==")
         va_rows = [r for r in results if r["part"] == "va"]
@@ -600,14 +662,22 @@ def main(argv: list[str] | None = None) -> None:
     report_failures(failed)
 
     began = time.perf_counter()
-    results = run_judge(judge_rows(records, out), out / "judge", args.jobs, judge)
+    posed = posed_rows(subjects) if "posed" in args.only else []
+    if "posed" in args.only and not posed:
+        log(f"[posed] no posed photos (<subject>/<label>.*) in {args.faces}")
+    results = run_judge(judge_rows(records, out) + posed, out / "judge", args.jobs, judge)
     summary = None
     figures = {k: math.nan for k in ("macro", *SHORT.values(), "id_mean", "id_lt06", "id_max", "va_v_rho",
                                      "va_a_rho", "psnr_neutral_min", "psnr_neutral_mean")}
+    if "posed" in args.only:
+        figures.update({k: math.nan for k in ("posed_macro", *(f"posed_{v}" for v in SHORT.values()), "posed_id_mean")})
     expression_rows = [r for r in results if r["part"] == "expressions"]
     if expression_rows:
-        summary = score_expressions(expression_rows, out, judge)
+        summary = score_expressions(expression_rows, out / "expr", judge)
         figures.update(expression_figures(summary))
+    if posed:
+        figures.update(posed_figures(score_expressions([r for r in results if r["part"] == "posed"], out / "posed",
+                                                       judge)))
     per_subject_va = {}
     if any(r["part"] == "va" for r in results):
         va_means, per_subject_va = va_figures([r for r in results if r["part"] == "va"])
