@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from affectsynth.io import load_image
 from affectsynth.model.face_model import MATERIALS
@@ -15,6 +17,7 @@ from affectsynth.render import rasterize
 from affectsynth.render.materials import (OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR, PHOTO_GAMMA, RATIO_RANGE, TEETH_ALBEDO,
                                           MouthAppearance, estimate_mouth_appearance, looks_like_teeth, shade_mouth,
                                           shading_ratio, vertex_normals)
+from affectsynth.render.eyes import luma
 from affectsynth.render.shade import surface_depth_at
 
 from .conftest import DEV_FACES, need_shared
@@ -94,6 +97,24 @@ def test_a_closed_mouth_gives_the_teeth_prior(default_model, mp_detector):
     appearance = estimate_mouth_appearance(photo, fit.image_points(default_model(fit.id_coeffs, fit.exp_coeffs).vertices),
                                            default_model)
     torch.testing.assert_close(appearance.teeth[0], torch.tensor(TEETH_ALBEDO) * appearance.light[0])
+
+
+def test_a_greyscale_photo_gives_grey_teeth(default_model, mp_detector):
+    image = load_image(next(need_shared(DEV_FACES / "tw_07").glob("neutral.*")))  # a closed mouth: the prior
+    grey = np.repeat(np.asarray(Image.fromarray(image).convert("L"))[..., None], 3, axis=2)
+    fit = FaceFitter(default_model, mp_detector)(grey).fit
+    photo = torch.from_numpy(grey).permute(2, 0, 1)[None].float() / 255
+    appearance = estimate_mouth_appearance(photo, fit.image_points(default_model(fit.id_coeffs, fit.exp_coeffs).vertices),
+                                           default_model)
+    teeth = appearance.teeth[0]
+    assert float(teeth.max() - teeth.min()) < 1e-6                                 # grey
+    assert float(luma(teeth)) == pytest.approx(float(luma(torch.tensor(TEETH_ALBEDO))) * float(appearance.light[0]))
+
+
+def test_teeth_in_a_greyscale_photo_are_told_by_brightness():
+    lip = torch.tensor([[0.45, 0.45, 0.45]])
+    colours = torch.tensor([[[0.90, 0.90, 0.90], [0.47, 0.47, 0.47], [0.10, 0.10, 0.10]]])  # enamel, lip, cavity
+    assert looks_like_teeth(colours, lip).tolist() == [[True, False, False]]
 
 
 def test_shading_ratio_follows_the_turn_of_the_normal():

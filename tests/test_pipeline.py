@@ -126,6 +126,16 @@ def test_pixels_beyond_the_face_region_are_unchanged(synth, astronaut):
     assert result.mask.shape == astronaut.shape[:2] and result.mask.max() == pytest.approx(1.0, abs=1e-3)
 
 
+def test_a_greyscale_photo_stays_greyscale(synth, astronaut):
+    # Greyscale datasets (CK+, FER2013) must not get coloured teeth or eyes: a cue of the rendered classes alone.
+    grey = np.repeat(np.asarray(Image.fromarray(astronaut).convert("L"))[..., None], 3, axis=2)
+    for name in ("happiness", "surprise"):  # her teeth re-rendered, and a mouth opened wider than the photo's
+        result = synth(grey, parse_expression(name))
+        assert (result.image != grey).any(-1).sum() > 1000
+        assert np.array_equal(result.image[..., 0], result.image[..., 1])
+        assert np.array_equal(result.image[..., 0], result.image[..., 2])
+
+
 def test_synthesize_from_path_or_array(tmp_path, astronaut):
     path = tmp_path / "face.png"
     Image.fromarray(astronaut).save(path)

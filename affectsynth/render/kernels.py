@@ -251,7 +251,7 @@ def _interior_seen(interior, pixels, where, photo_tri_id, target_tri_id, is_skin
             luma = zero + colour[b, p, 0] * luma_weights[0] + colour[b, p, 1] * luma_weights[1] \
                 + colour[b, p, 2] * luma_weights[2]
             saturation = (top - min(colour[b, p, 0], colour[b, p, 1], colour[b, p, 2])) / max(top, tiny)
-            if material[b, p] == teeth and luma > tooth_luma * lip_luma and saturation < tooth_saturation * lip_saturation:
+            if material[b, p] == teeth and luma > tooth_luma * lip_luma and saturation <= tooth_saturation * lip_saturation:
                 continue                            # a tooth in the photo keeps the photo's pixel
             source_r, source_c = _source_pixel(x, y, height, width)
             slit_in_photo = _nearest_drawn(photo_tri_id, is_skin, True, b, source_r, source_c, reach) <= reach

@@ -37,6 +37,12 @@ __all__ = ["MouthAppearance", "estimate_mouth_appearance", "shade_mouth", "looks
 #: red-tinted mouth (OCCLUSION_FLOOR) lowered the judge harness's valence rho on the dev faces (no
 #: seed 0.907 -> 0.864); at the same luminance its scores stay (its expression classifier sees grey).
 TEETH_ALBEDO = (0.966, 0.879, 0.763)
+#: How colourful the faces were where :data:`TEETH_ALBEDO`'s hue was measured: the median HSV saturation of
+#: the skin in those 5 photos (0.40-0.48; their teeth's saturation is 0.59-0.73 of their skin's). In a
+#: less colourful photo the enamel's chroma shrinks in proportion, to none in a greyscale one (CK+,
+#: FER2013 and JAFFE are greyscale): there yellow teeth were the only colour in the image, a cue of the
+#: rendered classes that a classifier trained on them could pick up. A more colourful photo keeps it.
+TEETH_ALBEDO_SKIN_SATURATION = 0.44
 #: A photo pixel looks like teeth when it is this much brighter than the face's lips and
 #: this much less saturated: enamel is near-white, lips red, the cavity dark, and skin
 #: (which can be as bright) never lies inside the fitted mouth opening where this is asked.
@@ -88,7 +94,8 @@ class MouthAppearance:
         light: [B] brightness of the light on the face (1 = a well-lit photo).
         teeth: [B, 3] the enamel's tone: the median of the photo's own teeth where it shows them
             (at least :data:`MIN_TEETH_PIXELS` pixels inside the fitted mouth opening that
-            :func:`looks_like_teeth`), else :data:`TEETH_ALBEDO` under ``light``.
+            :func:`looks_like_teeth`), else :data:`TEETH_ALBEDO` under ``light``, its chroma scaled
+            by the skin's saturation over :data:`TEETH_ALBEDO_SKIN_SATURATION` (at most 1).
     """
 
     lip: torch.Tensor
@@ -119,7 +126,10 @@ def estimate_mouth_appearance(photo: torch.Tensor, source_image: torch.Tensor, m
     brightness = luma(skin)                                                              # [B, N]
     lit = kernels.linear_quantile(brightness, 0.9) if kernels.use_kernels(brightness) else brightness.quantile(0.9, 1)
     light = (lit / LIT_SKIN_LUMINANCE).clamp(*LIGHT_RANGE)
-    teeth = lip.new_tensor(TEETH_ALBEDO) * light[:, None]
+    colourfulness = (_saturation(skin).median(1).values / TEETH_ALBEDO_SKIN_SATURATION).clamp(max=1.0)  # [B]
+    albedo = lip.new_tensor(TEETH_ALBEDO)
+    grey = luma(albedo)
+    teeth = (grey + colourfulness[:, None] * (albedo - grey)) * light[:, None]
     if "lip_inner_upper" in model.regions and "lip_inner_lower" in model.regions:
         # The photo's pixels inside the fitted opening (a pixel in from its edge): teeth where
         # an open mouth shows them; a closed mouth's opening holds almost none.
@@ -145,11 +155,11 @@ def looks_like_teeth(colour: torch.Tensor, lip: torch.Tensor) -> torch.Tensor:
         colour: [B, ..., 3] photo colours in [0, 1].
         lip: [B, 3] each face's lip colour (:attr:`MouthAppearance.lip`).
     Returns:
-        [B, ...] bool.
+        [B, ...] bool. In a greyscale photo (no saturation anywhere) brightness alone decides.
     """
     lip = lip.reshape(lip.shape[0], *([1] * (colour.ndim - 2)), 3).to(colour.dtype)
     brighter = luma(colour[..., :3]) > TOOTH_LUMA_OF_LIP * luma(lip)
-    return brighter & (_saturation(colour[..., :3]) < TOOTH_SATURATION_OF_LIP * _saturation(lip))
+    return brighter & (_saturation(colour[..., :3]) <= TOOTH_SATURATION_OF_LIP * _saturation(lip))
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
