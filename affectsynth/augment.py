@@ -8,8 +8,10 @@ installed, and works alone where it is not (PyPI's torchvision wheels do not imp
 CPU-only torch). :class:`SynthesizedDataset` wraps a dataset instead, reproducibly per index.
 
 Convention. Images are what v2 takes: a tensor [C, H, W] or a batch [B, C, H, W] (uint8 in
-[0, 255], or float in [0, 1]; C = 3, RGB), an [H, W, 3] uint8 numpy array, or a PIL image; the
-output has the input's type, dtype and size. Labels in: a class index (int or integer tensor, [B]
+[0, 255], or float in [0, 1]; C = 3, RGB, or C = 1, greyscale), an [H, W, 3], [H, W, 1] or [H, W]
+uint8 numpy array, or a PIL image; the output has the input's type, dtype, size and channels (a PIL
+image in mode "L" stays "L", other modes come back "RGB"). Greyscale datasets (FER2013, CK+) go in as
+they are: a grey face is rendered grey, as the luminance of the render of its RGB copy. Labels in: a class index (int or integer tensor, [B]
 for a batch; numbered as in ``classes``) or a class-probability vector [num_classes] ([B,
 num_classes]); the VA policies also take a (valence, arousal) tensor [2] ([B, 2]). Labels out
 depend on the policy's :attr:`Policy.label_kind`:
@@ -439,17 +441,21 @@ def _pixel_key(pixels: np.ndarray) -> bytes:
 
 
 def _to_uint8_hwc(image) -> np.ndarray:
-    """[H, W, 3] uint8 RGB of any accepted image form."""
+    """[H, W, 3] uint8 RGB of any accepted image form (a greyscale one as three equal channels)."""
     if isinstance(image, torch.Tensor):
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"image tensor must be [3, H, W] (or a batch [B, 3, H, W]), got {list(image.shape)}")
+        if image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise ValueError(f"image tensor must be [3, H, W] or [1, H, W] (or a batch [B, C, H, W]), "
+                             f"got {list(image.shape)}")
         if image.dtype != torch.uint8:
             image = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
         # OpenCV interleaves the planes: numpy's copy of the transposed view took 20x as long (0.2 ms at 224^2)
-        return cv2.merge(list(image.cpu().numpy()))
+        planes = list(image.cpu().numpy())
+        return cv2.merge(planes * 3 if len(planes) == 1 else planes)
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"image array must be [H, W, 3] uint8, got {image.shape} {image.dtype}")
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+            raise ValueError(f"image array must be [H, W, 3], [H, W, 1] or [H, W] uint8, got {image.shape} {image.dtype}")
+        if image.ndim == 2 or image.shape[2] == 1:
+            return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB)
         return np.ascontiguousarray(image)
     if isinstance(image, Image.Image):
         return np.array(image.convert("RGB"))  # a writable copy (torch.from_numpy warns on a read-only one)
@@ -457,12 +463,20 @@ def _to_uint8_hwc(image) -> np.ndarray:
 
 
 def _like(pixels: np.ndarray, reference):
-    """``pixels`` [H, W, 3] uint8 in the type and dtype of ``reference``."""
+    """``pixels`` [H, W, 3] uint8 RGB in the type, dtype and channels of ``reference`` (greyscale forms
+    get the luminance)."""
     if isinstance(reference, torch.Tensor):
+        if reference.shape[0] == 1:
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)[..., None]
         out = torch.from_numpy(pixels).permute(2, 0, 1).to(reference.device)
         return out if reference.dtype == torch.uint8 else (out.to(reference.dtype) / 255)
     if isinstance(reference, np.ndarray):
-        return pixels
+        if reference.ndim == 3 and reference.shape[2] == 3:
+            return pixels
+        grey = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+        return grey if reference.ndim == 2 else grey[..., None]
+    if reference.mode == "L":
+        return Image.fromarray(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY))  # 2-D uint8: mode "L"
     return Image.fromarray(pixels)
 
 

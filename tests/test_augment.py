@@ -128,6 +128,34 @@ def test_batches_and_pil_and_numpy(hook, face):
         hook(face, 9)
 
 
+def test_greyscale_images_come_back_greyscale(hook, face):
+    """FER2013 and CK+ are greyscale: [1, H, W] tensors (and batches), [H, W] and [H, W, 1] arrays and PIL
+    "L" images keep their form, and each is the render of its RGB copy, which is itself grey."""
+    from PIL import Image
+
+    grey = torch.from_numpy(cv2.cvtColor(face.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2GRAY))  # [224, 224]
+    rgb_out, rgb_label = hook(grey.expand(3, -1, -1), 6, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(rgb_out[0], rgb_out[1]) and torch.equal(rgb_out[0], rgb_out[2])  # grey in, grey out
+    assert _face_change(rgb_out, grey.expand(3, -1, -1)) > 1.0
+    out, label = hook(grey[None], 6, generator=torch.Generator().manual_seed(1))
+    assert out.shape == (1, 224, 224) and out.dtype == torch.uint8
+    assert torch.equal(out[0], rgb_out[0]) and torch.equal(label, rgb_label)
+    out_float, _ = hook(grey[None].float() / 255, 6, generator=torch.Generator().manual_seed(1))
+    assert out_float.shape == (1, 224, 224) and (out_float * 255).round().byte().equal(out)
+    batch, labels = hook(torch.stack([grey[None], grey[None].flip(-1)]), torch.tensor([6, 6]),
+                         generator=torch.Generator().manual_seed(1))
+    assert batch.shape == (2, 1, 224, 224) and labels.shape == (2, 7)
+    assert int((batch[0].int() - out.int()).abs().max()) <= 1  # the batch's render, to float rounding
+    array = grey.numpy()
+    for given, shape in ((array, (224, 224)), (array[..., None], (224, 224, 1))):
+        got, _ = hook(given, 6, generator=torch.Generator().manual_seed(1))
+        assert isinstance(got, np.ndarray) and got.shape == shape and np.array_equal(got.reshape(224, 224), out[0].numpy())
+    pil, _ = hook(Image.fromarray(array), 6, generator=torch.Generator().manual_seed(1))
+    assert pil.mode == "L" and np.array_equal(np.asarray(pil), out[0].numpy())
+    with pytest.raises(ValueError, match=r"\[3, H, W\] or \[1, H, W\]"):
+        hook(torch.zeros(2, 8, 8, dtype=torch.uint8), 6)
+
+
 class _Faces(torch.utils.data.Dataset):
     """8 variants of one face (flips and shifts), all labelled neutral (FER2013 numbering)."""
 
