@@ -259,7 +259,11 @@ def load_npz(path: Path | str, kind: str, format_version: int,
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write an [H, W, 3] uint8 RGB array atomically; the format follows the extension (JPEG/WebP quality 95)."""
+    """Write an [H, W, 3] uint8 RGB array atomically; the format follows the extension (JPEG/WebP quality 95).
+
+    An image whose three channels are equal everywhere is written greyscale (one channel, losslessly), as
+    a greyscale photo's render is: outputs of greyscale datasets stay greyscale files. (WebP has no such
+    mode; PIL stores it as RGB.)"""
     path = Path(path)
     try:
         pil_format, options = _WRITE_FORMATS[path.suffix.lower()]
@@ -268,7 +272,8 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
                          f"(use one of {', '.join(_WRITE_FORMATS)})") from None
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"save_image needs an [H, W, 3] uint8 array, got {image.shape} {image.dtype}")
-    pil_image = Image.fromarray(np.ascontiguousarray(image))
+    grey = np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
+    pil_image = Image.fromarray(np.ascontiguousarray(image[..., 0] if grey else image))
     write_atomic(path, lambda file: pil_image.save(file, format=pil_format, **options))
 
 

@@ -89,6 +89,17 @@ def test_save_then_load_round_trip(tmp_path, photo, ext, tolerance):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
 
 
+@pytest.mark.parametrize("ext, mode", [(".png", "L"), (".jpg", "L"), (".tif", "L"), (".webp", "RGB")])
+def test_a_grey_image_is_saved_greyscale(tmp_path, photo, ext, mode):
+    grey = np.repeat(np.asarray(Image.fromarray(photo).convert("L"))[..., None], 3, axis=2)
+    save_image(tmp_path / f"grey{ext}", grey)
+    save_image(tmp_path / f"colour{ext}", photo)
+    with Image.open(tmp_path / f"grey{ext}") as saved, Image.open(tmp_path / f"colour{ext}") as colour:
+        assert saved.mode == mode and colour.mode == "RGB"
+    if ext in (".png", ".tif"):  # lossless: the same pixels come back, as three channels
+        assert np.array_equal(load_image(tmp_path / f"grey{ext}"), grey)
+
+
 def test_decode_image_matches_load_image(tmp_path, photo):
     path = tmp_path / "a.jpg"
     save_image(path, photo)

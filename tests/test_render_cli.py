@@ -36,6 +36,16 @@ def test_va_render_names_output_and_writes_labels(photo, astronaut):
     assert set(labels["model_coeffs"]) >= {"AU12_L", "AU26"}
 
 
+def test_a_greyscale_photo_renders_to_a_greyscale_file(astronaut, tmp_path):
+    grey = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    assert main(["render", str(tmp_path / "grey.png"), "--expression", "happiness"]) == 0
+    with Image.open(tmp_path / "grey_happiness.png") as out:
+        assert out.mode == "L" and out.size == (grey.shape[1], grey.shape[0])
+        rendered = np.asarray(out)
+    assert (rendered != grey).sum() > 1000 and np.array_equal(rendered[:40], grey[:40])
+
+
 def test_background_unchanged_and_seeded_runs_identical(photo, astronaut, tmp_path):
     outs = []
     for i in range(2):
