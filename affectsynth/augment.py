@@ -431,6 +431,11 @@ class _Job:
     source_va: tuple[float, float] | None
 
 
+#: How far outside [0, 1] a float image's values may stray (resampling overshoot) before it is taken
+#: for a normalised tensor and refused.
+FLOAT_RANGE_SLACK = 0.05
+
+
 def _pixel_key(pixels: np.ndarray) -> bytes:
     """The in-memory key of an image: a 128-bit hash of its shape and pixels (xxh3: ~5 us at 224^2,
     against sha256's ~90; a key only matches images within one process, so nothing needs a
@@ -447,7 +452,13 @@ def _to_uint8_hwc(image) -> np.ndarray:
             raise ValueError(f"image tensor must be [3, H, W] or [1, H, W] (or a batch [B, C, H, W]), "
                              f"got {list(image.shape)}")
         if image.dtype != torch.uint8:
-            image = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+            image = image.detach().float()
+            low, high = torch.aminmax(image)
+            # A normalised tensor (the hook placed after Normalize) would be clamped into a different image.
+            if low < -FLOAT_RANGE_SLACK or high > 1 + FLOAT_RANGE_SLACK:
+                raise ValueError(f"a float image must be in [0, 1], got values in [{float(low):.3g}, {float(high):.3g}]"
+                                 f" (apply AffectAugment before Normalize)")
+            image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
         # OpenCV interleaves the planes: numpy's copy of the transposed view took 20x as long (0.2 ms at 224^2)
         planes = list(image.cpu().numpy())
         return cv2.merge(planes * 3 if len(planes) == 1 else planes)

@@ -126,6 +126,9 @@ def test_batches_and_pil_and_numpy(hook, face):
     assert isinstance(array_out, np.ndarray) and array_out.shape == (224, 224, 3)
     with pytest.raises(ValueError, match="class index 9"):
         hook(face, 9)
+    normalised = (face.float() / 255 - 0.5) / 0.25  # ImageNet-style Normalize before the hook: refused, not clamped
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\].*before Normalize"):
+        hook(normalised, 6)
 
 
 def test_greyscale_images_come_back_greyscale(hook, face):
