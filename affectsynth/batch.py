@@ -5,14 +5,16 @@
 The stages, each a function of its own:
 
 * **Sources** (:func:`read_sources`): a folder of images (recursive, sorted, hidden files and the
-  output folder left out) or a CSV with columns ``path[,label,valence,arousal,subject]`` (paths
-  relative to the CSV's folder, inside it).
+  output folder left out; an image's label is the name of the folder it is in where that names an
+  expression, as in the class folders of torchvision's ImageFolder: FER2013's ``train/angry/``, CK+48's
+  ``happy/``) or a CSV with columns ``path[,label,valence,arousal,subject]`` (paths relative to the
+  CSV's folder, inside it).
 * **Targets** (:func:`parse_spec`, :func:`plan_items`): a SPEC of ``;``-joined parts:
   ``expressions=all`` (the 8 EMFACS categories: neutral, the six basic emotions and contempt) or
   ``expressions=happiness,fear@0.5,happiness+surprise``; ``va-grid=NxM`` (N valence by M arousal
   values evenly over [-1, 1], keeping the points inside the unit disc, where the circumplex is
   defined: 5x5 gives 13); ``va-random=K`` (K points uniform in the unit disc, drawn per source);
-  ``balance=label`` (for every class of the CSV's label column short of the largest class, sources
+  ``balance=label`` (for every class of the sources' labels short of the largest class, sources
   of other classes are rendered as that class until the counts match). Every item (source, target)
   gets a seed derived from (the global seed, the source's name, the target's name), which draws its
   expression variants: results do not depend on the number of workers or their scheduling.
@@ -52,7 +54,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from .affect.targets import parse_va_cell
+from .affect.targets import canonical_emotion, parse_va_cell
 from .errors import InputError
 
 __all__ = ["BatchOptions", "BatchSummary", "Source", "Target", "Item", "SourceJob", "TargetSpec", "Manifest",
@@ -86,7 +88,9 @@ class Source:
         name: its path relative to the input folder (or as the CSV writes it), with ``/``: the
             manifest's ``source``.
         stem: ``name`` without its suffix: the output folder of its renders, under OUT.
-        label, valence, arousal, subject: the CSV's columns, or None.
+        label, valence, arousal, subject: the CSV's columns, or None; in a folder, ``label`` is the
+            name of the image's own folder where that names an expression (an alias such as "happy"
+            too), else None.
     """
 
     path: Path
@@ -132,8 +136,18 @@ def _folder_sources(folder: Path, exclude: Path | None) -> list[Source]:
         if excluded is not None and path.resolve().is_relative_to(excluded):
             continue
         name = relative.as_posix()
-        sources.append(Source(path=path, name=name, stem=str(PurePosixPath(name).with_suffix(""))))
+        sources.append(Source(path=path, name=name, stem=str(PurePosixPath(name).with_suffix("")),
+                              label=_class_folder(relative.parent.name)))
     return sources
+
+
+def _class_folder(name: str) -> str | None:
+    """A folder's name as a class label where it names an expression (ImageFolder layouts), else None."""
+    try:
+        canonical_emotion(name)
+    except InputError:
+        return None
+    return name
 
 
 def _csv_sources(csv_path: Path) -> list[Source]:
@@ -325,7 +339,8 @@ def _balance_targets(sources: list[Source], seed: int) -> dict[str, list[Target]
             except InputError as e:
                 raise InputError(f"balance=label: {source.name}: {e}") from None
     if not labelled:
-        raise InputError("balance=label needs a CSV input with a label column")
+        raise InputError("balance=label needs labels: a CSV input with a label column, or class folders named "
+                         "after the expressions (angry/, happy/, ...)")
     if any(category is None for _, category in labelled):
         raise InputError("balance=label: labels must be single expressions, not compounds")
     counts: dict[str, int] = {}

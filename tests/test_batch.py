@@ -23,7 +23,7 @@ from PIL import Image
 
 from affectsynth import cli
 from affectsynth.batch import (MANIFEST_COLUMNS, TIMING_COLUMNS, BatchOptions, Manifest, Source, parse_spec,
-                               plan_items, run_batch)
+                               plan_items, read_sources, run_batch)
 from affectsynth.cache import CACHE_VERSION, FitCache, FitFailure
 from affectsynth.errors import InputError, NoFaceError
 from affectsynth.io import load_image
@@ -223,6 +223,20 @@ def test_balance_label_tops_every_class_up_to_the_largest():
     assert items == plan_items(parse_spec("balance=label"), sources, seed=0)
     with pytest.raises(InputError, match="label column"):
         plan_items(parse_spec("balance=label"), [Source(Path("a.png"), "a.png", "a")], seed=0)
+
+
+def test_class_folders_label_their_images(tmp_path):
+    """An ImageFolder layout (FER2013's train/angry/...): the folder names an expression, aliases too."""
+    tile = Image.fromarray(np.zeros((4, 4), np.uint8))
+    for name in ("train/angry/a.png", "train/happy/b.png", "train/happy/c.png", "train/misc/d.png", "e.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        tile.save(tmp_path / name)
+    sources = read_sources(tmp_path)
+    assert [(s.name, s.label) for s in sources] == [("e.png", None), ("train/angry/a.png", "angry"),
+                                                    ("train/happy/b.png", "happy"), ("train/happy/c.png", "happy"),
+                                                    ("train/misc/d.png", None)]
+    items = plan_items(parse_spec("balance=label"), sources, seed=0)
+    assert [(i.source.name.split("/")[1], i.target.name) for i in items] == [("happy", "balance-anger")]
 
 
 # ------------------------------------------------------------------------ the manifest
