@@ -608,8 +608,9 @@ def test_polygon_pixels_kernel_matches_torch(monkeypatch):
     assert min(counts) > 0 and max(counts) > 1000
 
 
-def test_sample_image_kernel_matches_torch(monkeypatch):
-    """shade.sample_image, bilinear: the kernel returns the torch path's bits for two images of a
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_sample_image_kernel_matches_torch(monkeypatch, mode):
+    """shade.sample_image, bilinear and bicubic: the kernel returns the torch path's bits for two images of a
     channels-last photo (strided, as the renderer's is) at points inside, between pixel centres,
     on them and off the image (clamped to the border)."""
     from affectsynth.render.shade import sample_image
@@ -618,9 +619,9 @@ def test_sample_image_kernel_matches_torch(monkeypatch):
     image = torch.rand(2, 40, 50, 3, generator=g).permute(0, 3, 1, 2)                      # [2, 3, 40, 50]
     points = torch.rand(2, 7, 300, 2, generator=g) * torch.tensor([70.0, 60.0]) - 10.0
     points[:, 0] = points[:, 0].floor() + 0.5                                               # pixel centres
-    fast = sample_image(image, points)
+    fast = sample_image(image, points, mode)
     monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
-    reference = sample_image(image, points)
+    reference = sample_image(image, points, mode)
     assert fast.shape == (2, 7, 300, 3) and torch.equal(fast, reference)
     inside = ((points >= 0.5) & (points <= torch.tensor([49.5, 39.5]))).all(-1)
     assert 0 < int(inside.sum()) < inside.numel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -71,13 +72,39 @@ def test_sample_image_is_exact_at_centres_and_bilinear_between():
     assert torch.allclose(outside, torch.tensor([0.5, 52.5, 10.0]))
 
 
-def test_sample_image_gradcheck():
+def test_bicubic_sample_image_is_exact_at_centres_reproduces_quadratics_and_keeps_grain():
+    g = torch.Generator().manual_seed(2)
+    image = torch.randint(0, 256, (2, 3, 37, 53), generator=g).float()
+    y, x = torch.meshgrid(torch.arange(37) + 0.5, torch.arange(53) + 0.5, indexing="ij")
+    centres = torch.stack((x, y), -1).expand(2, -1, -1, -1)
+    assert torch.equal(sample_image(image, centres, "bicubic"), image.permute(0, 2, 3, 1))  # bit-exact
+    # A quadratic surface is reproduced exactly between centres at least 1 px in from the outermost
+    # (bilinear is off by up to a quarter of its curvature there).
+    quadratic = lambda u, v: 0.02 * u * u - 0.03 * u * v + 0.05 * v * v + u - 2 * v  # noqa: E731
+    surface = quadratic(x.double() - 0.5, y.double() - 0.5)[None, None]
+    points = (torch.rand(1, 400, 2, generator=g, dtype=torch.float64) * torch.tensor([49.0, 33.0]) + 1.5)
+    want = quadratic(points[..., 0] - 0.5, points[..., 1] - 0.5)
+    assert torch.allclose(sample_image(surface, points, "bicubic")[..., 0], want, atol=1e-9)
+    assert (sample_image(surface, points)[..., 0] - want).abs().max() > 1e-3
+    # Off the image the border pixels repeat.
+    off = torch.tensor([[[-4.0, 3.5], [60.0, 3.5], [10.5, -9.0], [99.0, 99.0]]])
+    border = image[0, :, [3, 3, 0, 36], [0, 52, 10, 52]].T[None]
+    assert torch.equal(sample_image(image[:1], off, "bicubic"), border)
+    # Grain: white noise looked up at offsets spread over the pixel keeps ~0.81 of its RMS (bilinear 2/3).
+    noise = torch.randn(1, 1, 200, 200, generator=g, dtype=torch.float64)
+    spots = torch.rand(1, 20000, 2, generator=g, dtype=torch.float64) * 180 + 10
+    kept = {mode: float(sample_image(noise, spots, mode).std()) for mode in ("bilinear", "bicubic")}
+    assert kept["bilinear"] == pytest.approx(2 / 3, abs=0.03) and kept["bicubic"] == pytest.approx(0.81, abs=0.03)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_sample_image_gradcheck(mode):
     g = torch.Generator().manual_seed(1)
     image = torch.rand(1, 2, 6, 7, dtype=torch.float64, generator=g, requires_grad=True)
     # Away from integer pixel indices, where the bilinear blend has a kink.
     points = (torch.rand(1, 3, 4, 2, dtype=torch.float64, generator=g) * 0.8 + 0.1
               + torch.randint(0, 5, (1, 3, 4, 2), generator=g)).requires_grad_()
-    assert torch.autograd.gradcheck(sample_image, (image, points))
+    assert torch.autograd.gradcheck(lambda i, p: sample_image(i, p, mode), (image, points))
 
 
 def test_texture_matches_grid_sample_and_its_uv_convention():

@@ -97,6 +97,39 @@ def _bilinear_into(image, x, y, out, row):  # pragma: no cover - jitted
 
 
 @numba.njit(cache=True, inline="always")
+def _catmull_rom(t, half, one, two, one_half, two_half):  # pragma: no cover - jitted
+    """The 4 Catmull-Rom weights of the taps at -1, 0, 1, 2 for a point t in [0, 1) past tap 0
+    (shade.catmull_rom's steps; the constants in t's dtype)."""
+    return (((-half * t + one) * t - half) * t, (one_half * t - two_half) * t * t + one,
+            ((-one_half * t + two) * t + half) * t, (half * t - half) * t * t)
+
+
+@numba.njit(cache=True, inline="always")
+def _bicubic_into(image, x, y, out, row):  # pragma: no cover - jitted
+    """out[row, :] = image [C, H, W] at the point (x, y) px: Catmull-Rom between pixel centres (taps
+    beyond the image repeat its edge), the point clamped to the outermost centres (shade.sample_image's
+    "bicubic" steps, in the image's dtype)."""
+    zero, one, half = image.dtype.type(0.0), image.dtype.type(1.0), image.dtype.type(0.5)
+    height, width = image.shape[1], image.shape[2]
+    sx = min(max(image.dtype.type(x), half), image.dtype.type(width - 0.5)) - half
+    sy = min(max(image.dtype.type(y), half), image.dtype.type(height - 0.5)) - half
+    c0, r0 = int(np.floor(sx)), int(np.floor(sy))
+    two, one_half, two_half = image.dtype.type(2.0), image.dtype.type(1.5), image.dtype.type(2.5)
+    wx = _catmull_rom(sx - np.floor(sx), half, one, two, one_half, two_half)
+    wy = _catmull_rom(sy - np.floor(sy), half, one, two, one_half, two_half)
+    cols = (max(c0 - 1, 0), c0, min(c0 + 1, width - 1), min(c0 + 2, width - 1))
+    for c in range(image.shape[0]):
+        value = zero
+        for j in range(4):
+            r = min(max(r0 - 1 + j, 0), height - 1)
+            across = image[c, r, cols[0]] * wx[0] + image[c, r, cols[1]] * wx[1]
+            across = across + image[c, r, cols[2]] * wx[2]
+            across = across + image[c, r, cols[3]] * wx[3]
+            value = value + across * wy[j]
+        out[row, c] = value
+
+
+@numba.njit(cache=True, inline="always")
 def _source_pixel(x, y, height, width):  # pragma: no cover - jitted
     """(row, col) of the pixel of an image of (height, width) that holds the point (x, y) px,
     clamped into the image (shade.sample_image's "nearest")."""
@@ -159,7 +192,7 @@ def _surface_samples(attr, faces, tri_id, bary, photo_tri_id, photo_verts, photo
                 u2 = (e1x * py - e1y * px) / det
                 visible = z0 + u1 * e1z + u2 * e2z <= np.float64(values[b, p, 2]) + tolerance
             seen[b, p] = visible
-            _bilinear_into(photo, values[b, p, 0], values[b, p, 1], colour[b], p)   # shade.sample_image
+            _bicubic_into(photo, values[b, p, 0], values[b, p, 1], colour[b], p)   # shade.sample_image
             # materials.shading_ratio of the source normal (channels 3-5) and the target's (6-8)
             lit_source = -(values[b, p, 3] * light[0] + values[b, p, 4] * light[1] + values[b, p, 5] * light[2])
             lit_target = -(values[b, p, 6] * light[0] + values[b, p, 7] * light[1] + values[b, p, 8] * light[2])
@@ -1052,11 +1085,14 @@ def _eye_colours(colours, rho, pupil_core, ring, sclera_from, sclera_quantile, l
 
 
 @numba.njit(cache=True)
-def _sample_image(image, points, out):  # pragma: no cover - jitted
-    """out [B, N, C]: image [B, C, H, W] at points [B, N, 2] (:func:`_bilinear_into`)."""
+def _sample_image(image, points, bicubic, out):  # pragma: no cover - jitted
+    """out [B, N, C]: image [B, C, H, W] at points [B, N, 2] (:func:`_bicubic_into` or :func:`_bilinear_into`)."""
     for b in range(points.shape[0]):
         for n in range(points.shape[1]):
-            _bilinear_into(image[b], points[b, n, 0], points[b, n, 1], out[b], n)
+            if bicubic:
+                _bicubic_into(image[b], points[b, n, 0], points[b, n, 1], out[b], n)
+            else:
+                _bilinear_into(image[b], points[b, n, 0], points[b, n, 1], out[b], n)
 
 
 @numba.njit(cache=True, inline="always")
@@ -1147,7 +1183,7 @@ def surface_samples(attr: torch.Tensor, faces: torch.Tensor, tri_id: torch.Tenso
         (:func:`~affectsynth.render.shade.interpolate`); seen [B, P] bool: drawn, and the surface
         the photo shows at (u, v) (:func:`~affectsynth.render.shade.surface_depth_at`) not more
         than ``tolerance`` in front of depth, or none there; colour [B, P, C']: the photo there
-        (bilinear, :func:`~affectsynth.render.shade.sample_image`); ratio [B, P]: the shading ratio
+        (bicubic, :func:`~affectsynth.render.shade.sample_image`); ratio [B, P]: the shading ratio
         of the two normals, in attr's dtype.
     """
     values = torch.empty(*tri_id.shape, attr.shape[0] * attr.shape[3], dtype=attr.dtype)
@@ -1188,11 +1224,11 @@ def eye_colours(colours: torch.Tensor, rho: torch.Tensor, pupil_core: float, rin
     return out, found
 
 
-def sample_image(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+def sample_image(image: torch.Tensor, points: torch.Tensor, bicubic: bool = False) -> torch.Tensor:
     """image [B, C, H, W] (any strides), points [B, N, 2] px (any float dtype) -> [B, N, C]:
-    :func:`~affectsynth.render.shade.sample_image`'s bilinear lookup, the same bits."""
+    :func:`~affectsynth.render.shade.sample_image`'s bilinear (or bicubic) lookup, the same bits."""
     out = torch.empty(*points.shape[:2], image.shape[1], dtype=image.dtype)
-    _sample_image(image.numpy(), points.contiguous().numpy(), out.numpy())
+    _sample_image(image.numpy(), points.contiguous().numpy(), bicubic, out.numpy())
     return out
 
 

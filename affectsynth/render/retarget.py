@@ -354,7 +354,7 @@ def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Te
     Returns:
         values [B, 1, N, A * C] (``attributes`` interpolated, each part's channels in turn), seen
         [B, 1, N] bool (drawn, and no skin the photo shows there within SEEN_DEPTH_TOLERANCE_PX in
-        front of it), colour [B, 1, N, C'] (bilinear) and ratio [B, 1, N]
+        front of it), colour [B, 1, N, C'] (bicubic: a moved face keeps the photo's grain) and ratio [B, 1, N]
         (:func:`~.materials.shading_ratio`).
     """
     b = attributes.shape[1]
@@ -372,7 +372,7 @@ def _surface_samples(attributes: torch.Tensor, frags: Fragments, faces: torch.Te
     shown_depth, skin_there = surface_depth_at(photo_frags, photo_verts, photo_faces, where[..., :2].reshape(b, -1, 2))
     seen = ~skin_there | (shown_depth <= where[..., 2].reshape(b, -1).double() + SEEN_DEPTH_TOLERANCE_PX)
     return (values, seen.reshape(frags.tri_id.shape) & frags.mask,
-            sample_image(window, where[..., :2]),
+            sample_image(window, where[..., :2], "bicubic"),
             shading_ratio(values[..., 3:6], values[..., 6:9]))
 
 
