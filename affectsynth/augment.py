@@ -11,10 +11,10 @@ Convention. Images are what v2 takes: a tensor [C, H, W] or a batch [B, C, H, W]
 [0, 255], or float in [0, 1]; C = 3, RGB, or C = 1, greyscale), an [H, W, 3], [H, W, 1] or [H, W]
 uint8 numpy array, or a PIL image; the output has the input's type, dtype, size and channels (a PIL
 image in mode "L" stays "L", other modes come back "RGB"). Greyscale datasets (FER2013, CK+) go in as
-they are: a grey face is rendered grey, as the luminance of the render of its RGB copy. Labels in: a class index (int or integer tensor, [B]
-for a batch; numbered as in ``classes``) or a class-probability vector [num_classes] ([B,
-num_classes]); the VA policies also take a (valence, arousal) tensor [2] ([B, 2]). Labels out
-depend on the policy's :attr:`Policy.label_kind`:
+they are: a grey face is rendered grey, as the luminance of the render of its RGB copy. Labels in: a
+class index (int or integer tensor, [B] for a batch; numbered as in ``classes``) or a class-probability
+vector [num_classes] ([B, num_classes]); the VA policies also take a (valence, arousal) tensor [2]
+([B, 2]). Labels out depend on the policy's :attr:`Policy.label_kind`:
 
 * "class": float32 [num_classes] (batched [B, num_classes]) probabilities: one-hot, or the
   target's soft label with ``soft_labels=True`` (an expression at intensity s is s of it and
