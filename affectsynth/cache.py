@@ -52,6 +52,7 @@ from .landmarks import Landmarks
 from .model import FaceModel
 from .pipeline import FaceFit, FaceFitter, Synthesizer
 from .render.eyes import EyeAppearance
+from .render.grain import Grain
 from .render.materials import MouthAppearance
 
 __all__ = ["CACHE_VERSION", "FitCache", "FitFailure", "fitter_id", "model_fingerprint"]
@@ -63,7 +64,7 @@ CACHE_VERSION = 2
 #: The first line of every cache file (:meth:`FitCache._write`): what it is and its format version.
 _MAGIC = f"affectsynth fit cache {CACHE_VERSION}\n".encode()
 #: The parts of an appearance (:meth:`~affectsynth.pipeline.Synthesizer.appearance`) by name.
-_APPEARANCE_PARTS = {"eyes": EyeAppearance, "mouth": MouthAppearance}
+_APPEARANCE_PARTS = {"eyes": EyeAppearance, "mouth": MouthAppearance, "grain": Grain}
 #: The failures worth remembering: they depend on the pixels alone, so a rerun would find them again.
 _CACHED_FAILURES: dict[str, type[InputError]] = {"no_face": NoFaceError, "several_faces": SeveralFacesError}
 

@@ -305,15 +305,17 @@ class Synthesizer:
         parts of them it hides (keyword arguments of ``render_retargeted``)."""
         from .render.eyes import estimate_eye_appearance
         from .render.materials import estimate_mouth_appearance
+        from .render.retarget import measure_grain
 
         appearance = {}
         with torch.no_grad():
+            source_image = fitted.fit.image_points(fitted.fit.vertices(self.model))
             if "eyeball" in self.model.materials:
                 appearance["eyes"] = estimate_eye_appearance(photo, fitted.landmarks.to(self.model.device),
                                                              fitted.fit, self.model)
             if self.model.materials.keys() - {"eyeball"}:
-                source_image = fitted.fit.image_points(fitted.fit.vertices(self.model))
                 appearance["mouth"] = estimate_mouth_appearance(photo, source_image, self.model)
+            appearance["grain"] = measure_grain(photo, source_image, self.model)
         return appearance
 
     def _render(self, image: np.ndarray, photo: torch.Tensor, fitted: FaceFit, appearance: dict,
@@ -375,7 +377,8 @@ class Synthesizer:
             fit: the B faces' fit (:meth:`.FitResult.cat` of one-face fits), on that device.
             coeffs: [B, E] the targets' model coefficients (:func:`~affectsynth.affect.targets.stack_model_coeffs`).
             appearance: what :meth:`appearance` measured of each photo, stacked
-                (:func:`~affectsynth.render.retarget.stacked_rows` of each part: ``eyes``, ``mouth``).
+                (:func:`~affectsynth.render.retarget.stacked_rows` of each part: ``eyes``, ``mouth``,
+                ``grain``).
             clock: laps ``deform`` when given (:class:`SynthesisResult.timings_ms`).
         Returns:
             :class:`~affectsynth.render.retarget.RetargetRender`: ``.image`` [B, 3, H, W] and ``.mask``

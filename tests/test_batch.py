@@ -140,7 +140,7 @@ def test_fit_cache_round_trips_exactly_and_remembers_failures(synth, astronaut, 
 
 # ------------------------------------------------------------------------ SPEC
 def test_fit_cache_keeps_the_measured_appearance_beside_the_fit(synth, astronaut, tmp_path, monkeypatch):
-    """The eyes' and mouth's appearance stored beside a fit comes back bit for bit (renders from it
+    """The eyes', mouth's and grain's appearance stored beside a fit comes back bit for bit (renders from it
     are byte-identical), is measured once, and again when the code that measures it changed or the
     file is damaged."""
     cache = FitCache.for_fitter(tmp_path / "cache", synth.face_fitter)
@@ -155,7 +155,7 @@ def test_fit_cache_keeps_the_measured_appearance_beside_the_fit(synth, astronaut
     monkeypatch.setattr(Synthesizer, "appearance", counting)
     first = cache.appearance(key, astronaut, fitted, synth)
     again = cache.appearance(key, astronaut, fitted, synth)
-    assert len(measured) == 1 and set(again) == {"eyes", "mouth"} == set(first)
+    assert len(measured) == 1 and set(again) == {"eyes", "mouth", "grain"} == set(first)
     for name in first:
         for field, value in vars(first[name]).items():
             stored = getattr(again[name], field)
@@ -179,7 +179,7 @@ def test_fit_cache_keeps_the_measured_appearance_beside_the_fit(synth, astronaut
         raise InputError("cannot write in a read-only folder")
     monkeypatch.setattr(FitCache, "_write", unwritable)           # a read-only cache still serves its fits
     monkeypatch.setattr(Synthesizer, "appearance_version", staticmethod(lambda: "newer code"))
-    assert set(cache.appearance(key, astronaut, fitted, synth)) == {"eyes", "mouth"} and len(measured) == 4
+    assert set(cache.appearance(key, astronaut, fitted, synth)) == {"eyes", "mouth", "grain"} and len(measured) == 4
 
 
 def test_spec_expands_to_named_targets():

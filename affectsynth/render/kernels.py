@@ -51,7 +51,7 @@ __all__ = ["compiled", "use_kernels", "surface_samples", "blend", "vertex_normal
            "radius_reached", "neighbour_share", "shade_mouth", "drawn_pixels", "in_place", "lid_shadow", "lid_band",
            "sclera_below", "face_creases", "separable_filter", "reshade", "to_uint8_hwc", "blend_drawn",
            "interior_seen", "lid_lifted", "take_band", "paint_eyes", "shade_interior", "extents", "moved",
-           "closed_eroded_blurred", "polygon_pixels", "sample_image", "eye_colours", "linear_quantile"]
+           "closed_eroded_blurred", "polygon_pixels", "sample_image", "eye_colours", "linear_quantile", "add_grain"]
 
 
 def compiled(kernel) -> tuple[Callable, Callable]:
@@ -1578,3 +1578,62 @@ def face_creases(rest_xy: torch.Tensor, strength: torch.Tensor, segments: torch.
     _FACE_CREASES(rest_xy.numpy(), *arrays, float(px_per_mm), float(grid_mm), float(min_sigma_px), real(shoulder),
                   real(factor_range[0]), real(factor_range[1]), out.numpy())
     return out
+
+
+@numba.njit(cache=True, inline="always")
+def _hash32(x):  # pragma: no cover - jitted
+    """grain._hash32 of an int64 in [0, 2^32)."""
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    return (x >> 16) ^ x
+
+
+@numba.njit(cache=True, inline="always")
+def _squares(t, c):  # pragma: no cover - jitted
+    """grain.kept_variance's polynomial of one axis at t: its 7 coefficients ``c`` by Horner, in t's dtype."""
+    return (((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) * t + c[6]
+
+
+def _add_grain(colour, where, shaded, sigma, pixels, window, origin, coefficients, noise_scale):  # pragma: no cover - jitted
+    """:func:`add_grain`, one pass per drawn pixel, in place on colour."""
+    n_batch, n_pixels, channels = colour.shape
+    height, width = window.shape[2], window.shape[3]
+    zero, one, half = colour.dtype.type(0.0), colour.dtype.type(1.0), colour.dtype.type(0.5)
+    top_x, top_y = colour.dtype.type(width - 0.5), colour.dtype.type(height - 0.5)
+    eight_bit, per_row = window.dtype.type(255.0), 1.0 / width
+    for b in range(n_batch):
+        for p in numba.prange(n_pixels):
+            flat = min(pixels[b, p], height * width - 1)
+            row = int((flat + 0.5) * per_row)   # flat // width: exact, and ~10x faster than a 64-bit division
+            col = flat - row * width
+            packed = 0
+            for c in range(window.shape[1]):
+                packed = ((packed << 8) | int(window[b, c, row, col] * eight_bit + half)) & 0xFFFFFFFF
+            key = (((row + origin[0]) * 73856093) ^ ((col + origin[1]) * 19349663) ^ (packed * 83492791)) & 0xFFFFFFFF
+            hashed = _hash32(key)
+            total = (hashed & 0xFF) + ((hashed >> 8) & 0xFF) + ((hashed >> 16) & 0xFF) + ((hashed >> 24) & 0xFF)
+            noise = colour.dtype.type(total - 510) * noise_scale
+            if shaded[b, p]:
+                kept = zero
+            else:
+                tx = min(max(where[b, p, 0], half), top_x) - half
+                ty = min(max(where[b, p, 1], half), top_y) - half
+                kept = _squares(tx - np.floor(tx), coefficients) * _squares(ty - np.floor(ty), coefficients)
+            amount = sigma[b] * np.sqrt(max(one - kept, zero))
+            for c in range(channels):
+                colour[b, p, c] = colour[b, p, c] + amount * noise
+
+
+_ADD_GRAIN = _build(_add_grain)
+
+
+def add_grain(colour: torch.Tensor, where: torch.Tensor, shaded: torch.Tensor, sigma: torch.Tensor,
+              pixels: torch.Tensor, window: torch.Tensor, origin: tuple[int, int],
+              coefficients: tuple[float, ...], noise_scale: float) -> torch.Tensor:
+    """colour [B, N, C] (contiguous; changed in place and returned), where [B, N, >=2] px, shaded
+    [B, N] bool, sigma [B], pixels [B, N] int64, window [B, C, h, w] (any strides) ->
+    :func:`~affectsynth.render.grain.add_grain`'s colours, the same bits (4 hash bytes)."""
+    real = colour.numpy().dtype.type
+    _ADD_GRAIN(colour.numpy(), where.numpy(), shaded.numpy(), sigma.numpy(), pixels.numpy(), window.numpy(),
+               (int(origin[0]), int(origin[1])), tuple(real(c) for c in coefficients), real(noise_scale))
+    return colour

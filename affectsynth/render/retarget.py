@@ -24,6 +24,7 @@ from .materials import (AMBIENT, GUMS_OF_LIP, MOUTH_BOUNCE, MOUTH_LAMBERT, MOUTH
                         OCCLUSION_FLOOR, PHOTO_GAMMA, RATIO_RANGE, SOCKET_OF_LIP, TONGUE_OF_LIP, TOOTH_LUMA_OF_LIP,
                         TOOTH_SATURATION_OF_LIP, MouthAppearance, estimate_mouth_appearance, key_light,
                         looks_like_teeth, shade_mouth, shading_ratio, vertex_normals)
+from .grain import Grain, add_grain, estimate_grain
 from .raster import Fragments, rasterize, resolve_backend
 from .shade import gather_rows, interpolate, sample_image, surface_depth_at
 
@@ -245,7 +246,7 @@ def rasterize_target(target_image: torch.Tensor, parts: ModelParts, px_per_mm: t
     return rasterize(pushed, parts.triangles, size, backend)
 
 
-def stacked_rows(parts: Sequence[EyeAppearance | MouthAppearance]) -> EyeAppearance | MouthAppearance:
+def stacked_rows(parts: Sequence[EyeAppearance | MouthAppearance | Grain]) -> EyeAppearance | MouthAppearance | Grain:
     """Appearances of one class (dataclasses of [B_i, ...] tensors) as one of their faces in turn,
     e.g. the faces of a batch of photos for :func:`render_retargeted`."""
     return type(parts[0])(**{f.name: torch.cat([getattr(part, f.name) for part in parts])
@@ -766,6 +767,14 @@ def _measured_mouth(photo: torch.Tensor, source_image: torch.Tensor, model: Face
                          for i in range(photo.shape[0])])
 
 
+def measure_grain(photo: torch.Tensor, source_image: torch.Tensor, model: FaceModel) -> Grain:
+    """:func:`~.grain.estimate_grain` of B faces (``source_image`` [B, V, 3] in ``photo`` [1 or B, C, H, W])
+    at their skin's vertices (the model's "skin" region, or all vertices where it names none)."""
+    skin = model.regions.get("skin")
+    points = source_image[..., :2] if skin is None else source_image[:, skin.to(source_image.device), :2]
+    return estimate_grain(photo, points)
+
+
 def _moved_band(eyeball: torch.Tensor, take: torch.Tensor, band_xy: torch.Tensor, window: torch.Tensor,
                 pixels: torch.Tensor, size: tuple[int, int], colour: torch.Tensor,
                 seen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -874,7 +883,8 @@ def _neighbour_share(chosen: torch.Tensor, interior: torch.Tensor, pixels: torch
 
 def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: FaceModel,
                       backend: str = "auto", eyes: EyeAppearance | None = None,
-                      mouth: MouthAppearance | None = None, parts: ModelParts | None = None) -> RetargetRender:
+                      mouth: MouthAppearance | None = None, grain: Grain | None = None,
+                      parts: ModelParts | None = None) -> RetargetRender:
     """Re-render B faces of one photo, or of B photos one each, with their target geometry and
     composite them.
 
@@ -886,6 +896,7 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     tongue) the photo does not show is shaded (:mod:`.materials`; where shaded and photo
     pixels meet, the two are blended), and so is an eyeball point the photo's lids hid, when
     ``eyes`` is given (:mod:`.eyes`; without it such points are left to the photo, like skin).
+    Every drawn pixel then gets the photo's grain it lacks (:mod:`.grain`).
 
     Args:
         photo: [1, C, H, W] float in [0, 1], the photo of the B faces; or [B, C, H, W], face b's
@@ -897,6 +908,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         eyes: the B faces' :class:`~affectsynth.render.eyes.EyeAppearance`, or None.
         mouth: the B faces' :class:`~affectsynth.render.materials.MouthAppearance`, or None
             to measure it here (pass it when rendering one photo to many targets).
+        grain: the B faces' photos' :class:`~affectsynth.render.grain.Grain` (:func:`measure_grain`),
+            or None to measure it here.
         parts: ``model``'s :func:`model_parts`, or None to derive them here
             (pass them when rendering many).
     Returns:
@@ -975,13 +988,17 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     # Painted and photo eyeball pixels are blended as the mouth's are (by the share of photo
     # pixels around each): decided pixel by pixel, a band a pixel or two wide became a checkerboard.
+    shaded = interior & ~seen   # the mouth interior's shaded pixels (the photo's others keep their grain)
     if eyes is not None:
+        shaded = shaded | (eyeball_px & ~seen)   # and the eyeball's painted ones
         colour, seen = _painted_eyes(eyeball_px, seen, pixels, values, frags, parts.skin_triangle, lid_band, window,
                                      colour, eyes, px_per_mm, size)
     if mouth_appearance is not None:
         rim_z = deformation.target[:, parts.lip_rim, 2].mean(1)                                      # [B] mm
         colour = _shaded_interior(interior, seen, pixels, values, material, colour, rim_z, mouth_appearance, size)
         colour = _smoothed_mouth_edges(colour, material, interior & ~seen, pixels, window, size)
+    grain = grain if grain is not None else measure_grain(photo, src, model)
+    colour = add_grain(colour, where, shaded, grain, pixels, window, (y0, x0))
     # A speck the photo does not show (a pixel or two where the lips meet at a corner) would
     # otherwise become a hole the size of the feather, the photo's old corner showing through.
     coverage = _in_place((seen | interior)[:, 0], pixels, size, photo.dtype)[:, None]
