@@ -11,8 +11,9 @@ lacks (:func:`add_grain`): ``sigma * sqrt(1 - kept)``, kept the lookup's share f
 
 Convention: the noise is luminance noise, the same value on every channel (a greyscale photo stays
 grey), and a function of the pixel's position in the photo and the photo's own 8-bit value there,
-hashed (integer arithmetic): the same render is the same bits on every run and device, and two images (or a flip of one)
-get unrelated noise, so the renders share no fixed pattern a classifier could learn.
+hashed (integer arithmetic): the same render is the same bits on every run and device, and two
+images (or a flip of one) get unrelated noise, so the renders share no fixed pattern a classifier
+could learn.
 """
 
 from __future__ import annotations

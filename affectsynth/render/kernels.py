@@ -30,6 +30,8 @@ The renderer's steps after the lookup are one kernel each (:func:`interior_seen`
 through its pixels in a few dozen tensor ops on masks of the drawn pixels, ~0.1-0.5 ms at 224^2
 in dispatch alone.
 
+:func:`add_grain` gives each composited pixel the photo's grain it lacks (:mod:`.grain`).
+
 Per-point kernels loop over the batch and then, in parallel, over its points: one ``prange`` over
 B * N with ``task // N`` spent a 64-bit division per point, about as long as a bilinear lookup
 (B is the number of faces in a photo, mostly 1).
