@@ -984,13 +984,13 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
         if raised:  # a lid moved off some eyeball
             take, band_xy = _lid_band(eyeball_px, pixels, where, src_frags, frags, parts.skin_triangle, band_px, size)
             colour, seen, lid_band = _moved_band(eyeball_px, take, band_xy, window, pixels, size, colour, seen)
+    shaded = interior & ~seen   # the mouth interior's pixels to shade (they have none of the photo's grain)
     # The eyes and the mouth are shaded only at the pixels that need it (few), each pixel as a
     # face of its own ([N, 1, ...] with its face's appearance), so the shaders stay batched.
     # Painted and photo eyeball pixels are blended as the mouth's are (by the share of photo
     # pixels around each): decided pixel by pixel, a band a pixel or two wide became a checkerboard.
-    shaded = interior & ~seen   # the mouth interior's shaded pixels (the photo's others keep their grain)
     if eyes is not None:
-        shaded = shaded | (eyeball_px & ~seen)   # and the eyeball's painted ones
+        shaded = shaded | (eyeball_px & ~seen)   # and the eyeball's to paint
         colour, seen = _painted_eyes(eyeball_px, seen, pixels, values, frags, parts.skin_triangle, lid_band, window,
                                      colour, eyes, px_per_mm, size)
     if mouth_appearance is not None:
