@@ -25,7 +25,7 @@ import torch
 
 from . import kernels
 from .eyes import luma
-from .shade import sample_image
+from .shade import centre_index, sample_image
 
 __all__ = ["Grain", "estimate_grain", "kept_variance", "add_grain"]
 
@@ -85,7 +85,7 @@ def kept_variance(where: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     the sum of the squared Catmull-Rom weights (1 at a pixel centre, 0.41 half a pixel off in x and y)."""
     kept = None
     for axis, extent in ((0, size[1]), (1, size[0])):
-        t = where[..., axis].clamp(0.5, extent - 0.5) - 0.5
+        t = centre_index(where[..., axis], extent)
         t = t - t.floor()
         along = torch.full_like(t, CATMULL_ROM_SQUARES[0])
         for coefficient in CATMULL_ROM_SQUARES[1:]:   # Horner
@@ -119,17 +119,16 @@ def add_grain(colour: torch.Tensor, where: torch.Tensor, shaded: torch.Tensor, g
         8-bit colour there, summed, centred and scaled to unit variance (Irwin-Hall: near-normal, and
         integer arithmetic, so the CPU kernel, :func:`.kernels.add_grain`, returns the same bits).
     """
-    b, (height, width) = colour.shape[0], window.shape[-2:]
-    window = window.expand(b, -1, -1, -1)
+    b, (channels, height, width) = colour.shape[0], window.shape[-3:]
     sigma = grain.sigma.to(colour.dtype)
     if kernels.use_kernels(colour, where, window):
         return kernels.add_grain(colour.view(b, -1, colour.shape[-1]).clone(), where.view(b, -1, where.shape[-1]),
-                                 shaded.view(b, -1), sigma, pixels, window, origin, CATMULL_ROM_SQUARES,
-                                 NOISE_SCALE).view(colour.shape)
+                                 shaded.view(b, -1), sigma, pixels, window.expand(b, -1, -1, -1), origin,
+                                 CATMULL_ROM_SQUARES, NOISE_SCALE).view(colour.shape)
     kept = torch.where(shaded, torch.zeros((), dtype=where.dtype, device=where.device),
                        kept_variance(where[..., :2], (height, width)))
     flat = pixels.clamp(max=height * width - 1)
-    values = window.flatten(2).gather(2, flat[:, None].expand(-1, window.shape[1], -1))
+    values = window.flatten(2).expand(b, -1, -1).gather(2, flat[:, None].expand(-1, channels, -1))
     eight_bit = (values * 255 + 0.5).long()                                 # [B, C, N] (rounded: values >= 0)
     packed = eight_bit[:, 0]
     for c in range(1, eight_bit.shape[1]):

@@ -26,7 +26,7 @@ from torch import nn
 from . import kernels
 from .raster import Fragments, Rasterizer
 
-__all__ = ["interpolate", "texture", "sample_image", "catmull_rom", "surface_depth_at", "visibility", "gather_rows",
+__all__ = ["interpolate", "texture", "sample_image", "centre_index", "catmull_rom", "surface_depth_at", "visibility", "gather_rows",
            "PhotoTextureShader", "MeshRenderer"]
 
 
@@ -116,34 +116,35 @@ def sample_image(image: torch.Tensor, points_px: torch.Tensor, mode: str = "bili
         cols = points[..., 0].floor().clamp(0, width - 1).long()
         rows = points[..., 1].floor().clamp(0, height - 1).long()
         out = pick(rows, cols)
-    elif mode == "bilinear":
-        # Continuous pixel index: pixel j's centre at 0, clamped to the outermost centres.
-        x = points[..., 0].clamp(0.5, width - 0.5) - 0.5
-        y = points[..., 1].clamp(0.5, height - 0.5) - 0.5
+    elif mode in ("bilinear", "bicubic"):
+        x, y = centre_index(points[..., 0], width), centre_index(points[..., 1], height)
         x0, y0 = x.detach().floor(), y.detach().floor()
-        fx, fy = (x - x0)[:, None], (y - y0)[:, None]
         c0, r0 = x0.long(), y0.long()
-        c1, r1 = (c0 + 1).clamp(max=width - 1), (r0 + 1).clamp(max=height - 1)
-        top = pick(r0, c0) * (1 - fx) + pick(r0, c1) * fx
-        bottom = pick(r1, c0) * (1 - fx) + pick(r1, c1) * fx
-        out = top * (1 - fy) + bottom * fy
-    elif mode == "bicubic":
-        x = points[..., 0].clamp(0.5, width - 0.5) - 0.5
-        y = points[..., 1].clamp(0.5, height - 0.5) - 0.5
-        x0, y0 = x.detach().floor(), y.detach().floor()
-        wx, wy = catmull_rom(x - x0), catmull_rom(y - y0)
-        c0, r0 = x0.long(), y0.long()
-        cols = [(c0 + k).clamp(0, width - 1) for k in (-1, 0, 1, 2)]
-        out = torch.zeros((), dtype=image.dtype, device=image.device)
-        for j in range(4):   # the kernel's order: each row across, then down
-            row = (r0 + (j - 1)).clamp(0, height - 1)
-            across = pick(row, cols[0]) * wx[0][:, None] + pick(row, cols[1]) * wx[1][:, None]
-            across = across + pick(row, cols[2]) * wx[2][:, None]
-            across = across + pick(row, cols[3]) * wx[3][:, None]
-            out = out + across * wy[j][:, None]
+        if mode == "bilinear":
+            fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+            c1, r1 = (c0 + 1).clamp(max=width - 1), (r0 + 1).clamp(max=height - 1)
+            top = pick(r0, c0) * (1 - fx) + pick(r0, c1) * fx
+            bottom = pick(r1, c0) * (1 - fx) + pick(r1, c1) * fx
+            out = top * (1 - fy) + bottom * fy
+        else:
+            wx, wy = catmull_rom(x - x0), catmull_rom(y - y0)
+            cols = [(c0 + k).clamp(0, width - 1) for k in (-1, 0, 1, 2)]
+            out = torch.zeros((), dtype=image.dtype, device=image.device)
+            for j in range(4):   # the kernel's order: each row across, then down
+                row = (r0 + (j - 1)).clamp(0, height - 1)
+                across = pick(row, cols[0]) * wx[0][:, None] + pick(row, cols[1]) * wx[1][:, None]
+                across = across + pick(row, cols[2]) * wx[2][:, None]
+                across = across + pick(row, cols[3]) * wx[3][:, None]
+                out = out + across * wy[j][:, None]
     else:
         raise ValueError(f"mode must be 'bilinear', 'bicubic' or 'nearest', got {mode!r}")
     return out.transpose(1, 2).reshape(*points_px.shape[:-1], channels)
+
+
+def centre_index(coordinate: torch.Tensor, extent: int) -> torch.Tensor:
+    """A pixel coordinate [...] as a continuous pixel index along an axis of ``extent`` pixels: pixel
+    j's centre at j, clamped to the outermost centres (the lookups' clamp to edge)."""
+    return coordinate.clamp(0.5, extent - 0.5) - 0.5
 
 
 def catmull_rom(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
