@@ -66,6 +66,7 @@ from PIL import Image
 from torch import nn
 
 from .affect.bank import VABank, default_bank, target_from_va
+from .affect.classes import class_codes
 from .affect.targets import ExpressionCode, canonical_emotion, emfacs_table, parse_expression
 from .errors import InputError, NoFaceError, SeveralFacesError
 
@@ -73,7 +74,7 @@ if TYPE_CHECKING:  # annotations only (the hook imports the pipeline where it fi
     from .pipeline import FaceFit
 
 __all__ = ["Policy", "RandomExpression", "VAJitter", "VAUniform", "BalanceClasses", "VaryIntensity",
-           "AffectAugment", "SynthesizedDataset", "DEFAULT_CLASSES", "albumentations_transform"]
+           "AffectAugment", "SynthesizedDataset", "DEFAULT_CLASSES", "class_names", "albumentations_transform"]
 
 #: The class order of labels when none is given: AffectNet's eight (Mollahosseini et al., 2017), as in emfacs.json.
 DEFAULT_CLASSES: tuple[str, ...] = emfacs_table().categories
@@ -171,10 +172,10 @@ class BalanceClasses(Policy):
     intensity: tuple[float, float] = (0.7, 1.0)
 
     @staticmethod
-    def from_labels(labels: Sequence[int], classes: Sequence[str] = DEFAULT_CLASSES, **kw) -> BalanceClasses:
-        """From a dataset's class indices."""
+    def from_labels(labels: Sequence[int], classes: Sequence[str] | str = DEFAULT_CLASSES, **kw) -> BalanceClasses:
+        """From a dataset's class indices (numbered as ``classes``, as :class:`AffectAugment` takes them)."""
         counts = collections.Counter(int(i) for i in labels)
-        return BalanceClasses(counts={c: counts.get(i, 0) for i, c in enumerate(classes)}, **kw)
+        return BalanceClasses(counts={c: counts.get(i, 0) for i, c in enumerate(class_names(classes))}, **kw)
 
     def target(self, source_class, source_va, generator, classes=DEFAULT_CLASSES):
         if not self.counts:
@@ -203,6 +204,12 @@ class VaryIntensity(Policy):
         return parse_expression(source_class, _uniform(generator, *self.intensity), generator=generator)
 
 
+def class_names(classes: Sequence[str] | str) -> tuple[str, ...]:
+    """The canonical EMFACS names of label indices 0, 1, ...: ``classes`` names them in order (aliases
+    too) or names a dataset (:data:`~affectsynth.affect.classes.DATASET_CLASS_CODES`)."""
+    return class_codes(classes).names if isinstance(classes, str) else tuple(canonical_emotion(c) for c in classes)
+
+
 # ------------------------------------------------------------------------ the hook
 class AffectAugment(nn.Module):
     """Re-render faces with a new expression, returning the new label (module docstring).
@@ -213,8 +220,9 @@ class AffectAugment(nn.Module):
         p: probability of synthesizing each image.
         generator: a CPU ``torch.Generator`` for the draws, or None for torch's global RNG.
         classes: class names of the label indices, in order (names or aliases of the EMFACS
-            emotions: ``("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")`` for FER2013).
-            Default: :data:`DEFAULT_CLASSES`.
+            emotions: ``("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")`` for FER2013),
+            or a dataset whose order they follow: "affectnet", "fer2013", "rafdb" (its codes 1-7 as
+            indices 0-6, as ImageFolder numbers its folders), "ckplus". Default: :data:`DEFAULT_CLASSES`.
         soft_labels: "class" labels out as the target's soft label instead of one-hot.
         model: a model .npz path, or None for the embedded default model.
         detector: "mediapipe" or "dlib". backend: rasteriser ("auto", "numba", "moderngl", "nvdiffrast").
@@ -223,14 +231,14 @@ class AffectAugment(nn.Module):
     """
 
     def __init__(self, policy: Policy, p: float = 0.5, generator: torch.Generator | None = None, *,
-                 classes: Sequence[str] = DEFAULT_CLASSES, soft_labels: bool = False,
+                 classes: Sequence[str] | str = DEFAULT_CLASSES, soft_labels: bool = False,
                  model: str | os.PathLike | None = None, detector: str = "mediapipe", backend: str = "auto",
                  cache_dir: str | os.PathLike | None = None, memory_fits: int = 4096):
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must lie in [0, 1], got {p}")
         self.policy, self.p, self.soft_labels = policy, float(p), soft_labels
-        self.classes = tuple(canonical_emotion(c) for c in classes)
+        self.classes = class_names(classes)
         if len(set(self.classes)) < len(self.classes):
             raise ValueError(f"classes {tuple(classes)} name an emotion twice")
         self.model_path = None if model is None else Path(model)

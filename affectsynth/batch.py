@@ -8,7 +8,9 @@ The stages, each a function of its own:
   output folder left out; an image's label is the name of the folder it is in where that names an
   expression, as in the class folders of torchvision's ImageFolder: FER2013's ``train/angry/``, CK+48's
   ``happy/``) or a CSV with columns ``path[,label,valence,arousal,subject]`` (paths relative to the
-  CSV's folder, inside it).
+  CSV's folder, inside it). With ``class_codes`` (:mod:`affectsynth.affect.classes`), numbered labels are
+  read as that dataset's classes: RAF-DB's ``train/1/`` is surprise, a CSV's label ``3`` in FER2013's order
+  happiness.
 * **Targets** (:func:`parse_spec`, :func:`plan_items`): a SPEC of ``;``-joined parts:
   ``expressions=all`` (the 8 EMFACS categories: neutral, the six basic emotions and contempt) or
   ``expressions=happiness,fear@0.5,happiness+surprise``; ``va-grid=NxM`` (N valence by M arousal
@@ -54,6 +56,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from .affect.classes import ClassCodes, class_codes
 from .affect.targets import canonical_emotion, parse_va_cell
 from .errors import InputError
 
@@ -90,7 +93,8 @@ class Source:
         stem: ``name`` without its suffix: the output folder of its renders, under OUT.
         label, valence, arousal, subject: the CSV's columns, or None; in a folder, ``label`` is the
             name of the image's own folder where that names an expression (an alias such as "happy"
-            too), else None.
+            too), else None. A numbered label read with class codes is its class's name (None for a
+            code outside them: a dataset's "none" or "uncertain").
     """
 
     path: Path
@@ -102,14 +106,15 @@ class Source:
     subject: str | None = None
 
 
-def read_sources(input_path: Path, exclude: Path | None = None) -> list[Source]:
+def read_sources(input_path: Path, exclude: Path | None = None, class_codes: ClassCodes | None = None) -> list[Source]:
     """The sources of a folder (recursive, sorted by name; files under ``exclude`` and hidden ones
-    left out) or of a CSV file (in its row order). InputError for a bad CSV, an empty input, or
-    two sources with the same stem (their renders would share a folder)."""
+    left out) or of a CSV file (in its row order); numbered class folders and CSV labels are read by
+    ``class_codes`` where given. InputError for a bad CSV, an empty input, or two sources with the
+    same stem (their renders would share a folder)."""
     if input_path.is_dir():
-        sources = _folder_sources(input_path, exclude)
+        sources = _folder_sources(input_path, exclude, class_codes)
     elif input_path.is_file() and input_path.suffix.lower() == ".csv":
-        sources = _csv_sources(input_path)
+        sources = _csv_sources(input_path, class_codes)
     elif input_path.exists():
         raise InputError(f"{input_path}: give a folder of images or a .csv file of paths")
     else:
@@ -125,7 +130,7 @@ def read_sources(input_path: Path, exclude: Path | None = None) -> list[Source]:
     return sources
 
 
-def _folder_sources(folder: Path, exclude: Path | None) -> list[Source]:
+def _folder_sources(folder: Path, exclude: Path | None, class_codes: ClassCodes | None) -> list[Source]:
     excluded = None if exclude is None else exclude.resolve()
     sources = []
     for path in sorted(folder.rglob("*")):
@@ -137,12 +142,15 @@ def _folder_sources(folder: Path, exclude: Path | None) -> list[Source]:
             continue
         name = relative.as_posix()
         sources.append(Source(path=path, name=name, stem=str(PurePosixPath(name).with_suffix("")),
-                              label=_class_folder(relative.parent.name)))
+                              label=_class_folder(relative.parent.name, class_codes)))
     return sources
 
 
-def _class_folder(name: str) -> str | None:
-    """A folder's name as a class label where it names an expression (ImageFolder layouts), else None."""
+def _class_folder(name: str, class_codes: ClassCodes | None) -> str | None:
+    """A folder's name as a class label where it names an expression (ImageFolder layouts) or, with
+    ``class_codes``, is a class's number, else None."""
+    if class_codes is not None and name.isdigit():
+        return class_codes.read(name, name)
     try:
         canonical_emotion(name)
     except InputError:
@@ -150,7 +158,7 @@ def _class_folder(name: str) -> str | None:
     return name
 
 
-def _csv_sources(csv_path: Path) -> list[Source]:
+def _csv_sources(csv_path: Path, class_codes: ClassCodes | None) -> list[Source]:
     try:
         text = csv_path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -172,8 +180,11 @@ def _csv_sources(csv_path: Path) -> list[Source]:
         valence, arousal = (parse_va_cell(row.get(k), k, where) for k in ("valence", "arousal"))
         if (valence is None) != (arousal is None):
             raise InputError(f"{where}: give both valence and arousal or neither")
+        label = (row.get("label") or "").strip() or None
+        if label is not None and class_codes is not None:
+            label = class_codes.read(label, where)
         sources.append(Source(path=csv_path.parent / parts, name=parts.as_posix(), stem=str(parts.with_suffix("")),
-                              label=(row.get("label") or "").strip() or None, valence=valence, arousal=arousal,
+                              label=label, valence=valence, arousal=arousal,
                               subject=(row.get("subject") or "").strip() or None))
     return sources
 
@@ -337,10 +348,11 @@ def _balance_targets(sources: list[Source], seed: int) -> dict[str, list[Target]
             try:
                 labelled.append((source, parse_expression(source.label).category))
             except InputError as e:
-                raise InputError(f"balance=label: {source.name}: {e}") from None
+                hint = " (numbered labels: say whose with --class-codes)" if source.label.isdigit() else ""
+                raise InputError(f"balance=label: {source.name}: {e}{hint}") from None
     if not labelled:
         raise InputError("balance=label needs labels: a CSV input with a label column, or class folders named "
-                         "after the expressions (angry/, happy/, ...)")
+                         "after the expressions (angry/, happy/, ...) or numbered (with --class-codes)")
     if any(category is None for _, category in labelled):
         raise InputError("balance=label: labels must be single expressions, not compounds")
     counts: dict[str, int] = {}
@@ -661,6 +673,7 @@ class BatchOptions:
     backend: str = "auto"
     fit_cache: Path | None = None
     progress: bool = True
+    class_codes: str | None = None
 
 
 @dataclass
@@ -695,7 +708,8 @@ def run_batch(options: BatchOptions) -> BatchSummary:
     if options.detector not in DETECTORS:
         raise InputError(f"unknown detector {options.detector!r}; choose one of {', '.join(DETECTORS)}")
     spec = parse_spec(options.targets)
-    sources = read_sources(options.input, exclude=options.output)
+    sources = read_sources(options.input, exclude=options.output,
+                           class_codes=None if options.class_codes is None else class_codes(options.class_codes))
     items = plan_items(spec, sources, options.seed)
     model = load_default_model() if options.model is None else FaceModel.load(options.model)
     if options.backend != "auto" and options.backend not in available_backends(model.device):

@@ -8,7 +8,7 @@
                        [--fps 24] [--json meta.json] ...
     affectsynth sheet IMAGE -o sheet.png [--targets happiness va:0.5,0.7 au:12:0.8 ...] [--json meta.json] ...
     affectsynth batch INPUT -o OUT --targets SPEC [--workers N] [--executor local|ray] [--format files|webdataset]
-                       [--seed N] [--fit-cache DIR] [--model model.npz] [--detector D] [--backend B]
+                       [--seed N] [--class-codes DATASET] [--fit-cache DIR] [--model model.npz] [--detector D] [--backend B]
     affectsynth model import ict PATH -o model.npz   import the ICT Face Model Light of an ICT-FaceKit clone
     affectsynth model import sfm PATH -o model.npz   the Surrey Face Model (eos's share/ or sfm_shape_3448.bin)
     affectsynth model import bfm2009|bfm2017 FILE -o model.npz   the Basel Face Model (.mat / .h5)
@@ -304,7 +304,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     summary = run_batch(BatchOptions(
         input=args.input, output=args.output, targets=args.targets, workers=args.workers, executor=args.executor,
         format=args.format, seed=args.seed, model=args.model, detector=args.detector, backend=args.backend,
-        fit_cache=args.fit_cache, progress=not args.no_progress))
+        fit_cache=args.fit_cache, progress=not args.no_progress, class_codes=args.class_codes))
     done = summary.ok + summary.failed
     print(f"batch: {summary.planned} items: {summary.skipped} already done, {summary.ok} rendered, "
           f"{summary.failed} failed ({summary.failed / max(done, 1):.1%} of this run) in {summary.seconds:.1f} s "
@@ -487,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("files", "webdataset"), default="files",
                    help="files, or also webdataset .tar shards in OUT/shards/ (default files)")
     p.add_argument("--seed", type=int, default=0, help="global seed; each item's seed derives from it (default 0)")
+    p.add_argument("--class-codes", metavar="DATASET|NAMES",
+                   help="read numbered labels (class folders such as RAF-DB's 1/ ... 7/, a CSV's label column) in "
+                        "this order: affectnet, fer2013, rafdb, ckplus, or names comma-separated from code 0")
     p.add_argument("--fit-cache", type=Path, help="fit cache folder, to share between jobs (default OUT/.fitcache)")
     p.add_argument("--model", type=Path, help="a model .npz (default: the embedded FACS model)")
     p.add_argument("--detector", choices=("mediapipe", "dlib"), default="mediapipe")

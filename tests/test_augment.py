@@ -13,6 +13,7 @@ import torch
 
 from affectsynth.augment import (DEFAULT_CLASSES, AffectAugment, BalanceClasses, RandomExpression,
                                  SynthesizedDataset, VAJitter, VAUniform, VaryIntensity, albumentations_transform)
+from affectsynth.errors import InputError
 
 FER2013 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -99,6 +100,17 @@ def test_balance_draws_the_rare_classes():
     drawn = collections.Counter(policy.target("neutral", None, generator).category for _ in range(400))
     assert drawn["neutral"] == drawn["surprise"] == 0  # the two largest classes are full
     assert drawn["sadness"] > drawn["happiness"] > 0   # happiness (10) needs fewer than sadness (0)
+
+
+def test_classes_by_dataset_name():
+    """A dataset's name stands for its class order: RAF-DB's codes 1-7 as indices 0-6."""
+    assert AffectAugment(RandomExpression(), classes="fer2013").classes == \
+        AffectAugment(RandomExpression(), classes=FER2013).classes
+    rafdb = BalanceClasses.from_labels([0] * 5 + [3] * 2, classes="rafdb")
+    assert rafdb.counts == {"surprise": 5, "fear": 0, "disgust": 0, "happiness": 2, "sadness": 0, "anger": 0,
+                            "neutral": 0}
+    with pytest.raises(InputError, match="class codes 'fer'"):
+        AffectAugment(RandomExpression(), classes="fer")
 
 
 def test_batches_and_pil_and_numpy(hook, face):

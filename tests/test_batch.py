@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from affectsynth import cli
+from affectsynth.affect.classes import class_codes
 from affectsynth.batch import (MANIFEST_COLUMNS, TIMING_COLUMNS, BatchOptions, Manifest, Source, parse_spec,
                                plan_items, read_sources, run_batch)
 from affectsynth.cache import CACHE_VERSION, FitCache, FitFailure
@@ -237,6 +238,39 @@ def test_class_folders_label_their_images(tmp_path):
                                                     ("train/misc/d.png", None)]
     items = plan_items(parse_spec("balance=label"), sources, seed=0)
     assert [(i.source.name.split("/")[1], i.target.name) for i in items] == [("happy", "balance-anger")]
+
+
+def test_numbered_labels_are_read_with_class_codes(tmp_path):
+    """RAF-DB's train/1/ ... train/7/ (codes from 1) and a CSV of FER2013 codes (from 0): read with the
+    dataset's class codes, a number is its class; without them a numbered folder is no label, and a
+    numbered CSV label cannot be balanced."""
+    tile = Image.fromarray(np.zeros((4, 4), np.uint8))
+    for name in ("train/1/a.png", "train/4/b.png", "train/4/c.png", "train/9/d.png", "train/happy/e.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        tile.save(tmp_path / name)
+    labels = [(s.name, s.label) for s in read_sources(tmp_path / "train", class_codes=class_codes("rafdb"))]
+    assert labels == [("1/a.png", "surprise"), ("4/b.png", "happiness"), ("4/c.png", "happiness"),
+                      ("9/d.png", None), ("happy/e.png", "happy")]
+    assert [s.label for s in read_sources(tmp_path / "train")] == [None, None, None, None, "happy"]
+    (tmp_path / "train" / "labels.csv").write_text("path,label\n1/a.png,3\n4/b.png,0\n4/c.png,6.0\n")
+    sources = read_sources(tmp_path / "train" / "labels.csv", class_codes=class_codes("fer2013"))
+    assert [s.label for s in sources] == ["happiness", "anger", "neutral"]
+    assert [s.label for s in read_sources(tmp_path / "train" / "labels.csv")] == ["3", "0", "6.0"]
+    with pytest.raises(InputError, match="--class-codes"):
+        plan_items(parse_spec("balance=label"), read_sources(tmp_path / "train" / "labels.csv"), seed=0)
+    (tmp_path / "train" / "labels.csv").write_text("path,label\n1/a.png,happy\n")
+    with pytest.raises(InputError, match=r"labels.csv:2: class code 'happy' is not a number"):
+        read_sources(tmp_path / "train" / "labels.csv", class_codes=class_codes("fer2013"))
+
+
+@pytest.mark.parametrize("codes", ["bogus", "happy,sad,happy", "happy,joyy"])
+def test_bad_class_codes_are_exit_2_before_anything_is_written(codes, astronaut, tmp_path, capsys):
+    write_inputs(tmp_path / "in", astronaut, 1)
+    assert cli.main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--targets", "expressions=all",
+                     "--class-codes", codes]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("affectsynth: error:") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------ the manifest

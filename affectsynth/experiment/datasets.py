@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..affect.classes import DATASET_CLASS_CODES
 from ..affect.targets import canonical_emotion, parse_va_cell
 from ..batch import IMAGE_SUFFIXES
 from ..errors import InputError
@@ -39,10 +40,10 @@ from ..errors import InputError
 __all__ = ["FaceSample", "read_dataset", "READERS", "FER2013_CLASSES", "RAFDB_CLASSES", "AFFECTNET_CLASSES",
            "CKPLUS_CLASSES"]
 
-FER2013_CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
-RAFDB_CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")  # codes 1..7
-AFFECTNET_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
-CKPLUS_CLASSES = ("neutral", "anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise")
+FER2013_CLASSES = DATASET_CLASS_CODES["fer2013"].names
+RAFDB_CLASSES = DATASET_CLASS_CODES["rafdb"].names  # codes 1..7
+AFFECTNET_CLASSES = DATASET_CLASS_CODES["affectnet"].names
+CKPLUS_CLASSES = DATASET_CLASS_CODES["ckplus"].names
 _FER2013_SIDE = 48
 
 
@@ -103,16 +104,6 @@ def _label(text: str, where: str) -> str:
         return canonical_emotion(text)
     except InputError as e:
         raise InputError(f"{where}: {e}") from None
-
-
-def _code_label(text: str, classes: tuple[str, ...], first: int, where: str) -> str | None:
-    """A numeric class code as its name (codes ``first .. first + len - 1``); None for any other whole number
-    (datasets' "skip" codes); InputError for text that is not a whole number."""
-    try:
-        code = int(float(text))
-    except ValueError:
-        raise InputError(f"{where}: class code {text!r} is not a number") from None
-    return classes[code - first] if 0 <= code - first < len(classes) else None
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -179,7 +170,7 @@ def read_rafdb(root: Path) -> list[FaceSample]:
         if len(parts) != 2:
             raise InputError(f"{where}: expected 'NAME LABEL', got {line!r}")
         name, code = parts
-        label = _code_label(code, RAFDB_CLASSES, 1, where)
+        label = DATASET_CLASS_CODES["rafdb"].read(code, where)
         if label is None:
             raise InputError(f"{where}: RAF-DB basic labels are 1..7, got {code}")
         stem = PurePosixPath(name).stem
@@ -203,7 +194,7 @@ def read_affectnet(root: Path) -> list[FaceSample]:
             raise InputError(f"{csv_path}: needs AffectNet's columns subDirectory_filePath and expression")
         for line, row in enumerate(rows, start=2):
             where = f"{csv_path}:{line}"
-            label = _code_label(row["expression"], AFFECTNET_CLASSES, 0, where)
+            label = DATASET_CLASS_CODES["affectnet"].read(row["expression"], where)
             if label is None:  # none, uncertain, no face
                 continue
             relative = PurePosixPath(row["subDirectory_filePath"].strip())
@@ -229,7 +220,7 @@ def read_fer2013(data: Path) -> list[FaceSample]:
     samples = []
     for line, row in enumerate(rows, start=2):
         where = f"{path}:{line}"
-        label = _code_label(row["emotion"], FER2013_CLASSES, 0, where)
+        label = DATASET_CLASS_CODES["fer2013"].read(row["emotion"], where)
         if label is None:
             raise InputError(f"{where}: FER2013 emotions are 0..6, got {row['emotion']}")
         try:
@@ -253,7 +244,7 @@ def read_ckplus(root: Path) -> list[FaceSample]:
     for label_file in sorted((root / "Emotion").glob("*/*/*_emotion.txt")):
         subject, sequence = label_file.parent.parent.name, label_file.parent.name
         text = label_file.read_text().strip()
-        label = _code_label(text, CKPLUS_CLASSES, 0, str(label_file)) if text else None
+        label = DATASET_CLASS_CODES["ckplus"].read(text, str(label_file)) if text else None
         if label is None:
             raise InputError(f"{label_file}: CK+ emotion codes are 0..7, got {text!r}")
         frames = sorted(p for p in (frames_root / subject / sequence).glob("*")
