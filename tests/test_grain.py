@@ -85,7 +85,9 @@ def test_add_grain_kernel_returns_the_torch_bits(monkeypatch):
     fast = add_grain(colour, where, shaded, grain, pixels, window, (3, 9))
     monkeypatch.setattr(kernels, "use_kernels", lambda *tensors: False)
     reference = add_grain(colour, where, shaded, grain, pixels, window, (3, 9))
-    assert torch.equal(fast, reference) and not torch.equal(fast, colour)
+    # the noise is integer-hashed, the same in both; its amounts agree to float rounding (the JIT may
+    # fuse a multiply-add that torch rounds twice: one ulp in 37 of these 4,800 values with numba 0.68)
+    assert torch.allclose(fast, reference, rtol=0.0, atol=2.5e-7) and not torch.equal(fast, colour)
 
 
 def test_a_noisy_photo_keeps_its_grain_where_the_face_moved(default_model, astronaut):

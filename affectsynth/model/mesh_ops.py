@@ -279,12 +279,14 @@ def laplacian_eigenfunctions(laplacian: sp.csr_matrix, mass: np.ndarray, count: 
     """The ``count`` lowest generalised eigenpairs of L phi = lambda M phi (M = diag(mass)).
 
     Dense LAPACK (the default model has ~2k vertices): deterministic, no random start.
-    Each eigenvector is M-orthonormal, its sign fixed so its largest-magnitude entry is
-    positive.
+    Each eigenvector is M-orthonormal, its sign fixed so that its sum weighted by a ramp over the
+    vertex indices (1 to 2) is positive. (Its largest-magnitude entry, the rule before, ties
+    between mirrored vertices of a symmetric mesh, so the LAPACK build's rounding chose the sign:
+    SciPy 1.17 flipped 15 of the default model's identity modes.)
 
     Returns:
         (eigenvalues [count], eigenvectors [V, count]).
     """
     vals, vecs = scipy.linalg.eigh(laplacian.toarray(), np.diag(mass), subset_by_index=[0, count - 1])
-    peak = vecs[np.argmax(np.abs(vecs), axis=0), np.arange(count)]
-    return vals, vecs * np.sign(peak)
+    ramp = np.linspace(1.0, 2.0, vecs.shape[0])
+    return vals, vecs * np.sign(ramp @ vecs)

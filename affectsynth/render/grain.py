@@ -117,7 +117,8 @@ def add_grain(colour: torch.Tensor, where: torch.Tensor, shaded: torch.Tensor, g
         [B, 1, N, C] ``colour + sigma * sqrt(1 - kept) * noise``, the same noise on every channel:
         :data:`NOISE_BYTES` bytes of a hash of the pixel's row and column in the photo and its packed
         8-bit colour there, summed, centred and scaled to unit variance (Irwin-Hall: near-normal, and
-        integer arithmetic, so the CPU kernel, :func:`.kernels.add_grain`, returns the same bits).
+        integer arithmetic, so the CPU kernel, :func:`.kernels.add_grain`, draws the same noise; the
+        colours agree to float rounding, a last bit where the JIT fuses a multiply-add).
     """
     b, (channels, height, width) = colour.shape[0], window.shape[-3:]
     sigma = grain.sigma.to(colour.dtype)
