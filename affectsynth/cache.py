@@ -60,7 +60,7 @@ __all__ = ["CACHE_VERSION", "FitCache", "FitFailure", "fitter_id", "model_finger
 log = logging.getLogger("affectsynth")
 
 #: Format version of the entries and of the key (part of every key).
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: The first line of every cache file (:meth:`FitCache._write`): what it is and its format version.
 _MAGIC = f"affectsynth fit cache {CACHE_VERSION}\n".encode()
 #: The parts of an appearance (:meth:`~affectsynth.pipeline.Synthesizer.appearance`) by name.

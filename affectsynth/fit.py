@@ -104,9 +104,10 @@ class FitResult:
         id_coeffs: [B, K] identity coefficients (prior N(0, 1)).
         exp_coeffs: [B, E] expression activations in [0, 1], named by ``exp_names``.
         exp_names: E names, the model's expression names.
-        landmark_error: [B, L] distance in px between each fitted and detected landmark
-            (NaN for landmarks not used).
-        error_px: [B] mean of ``landmark_error`` over used landmarks.
+        landmark_residual: [B, L, 2] detected minus fitted position of each landmark, px (NaN
+            for landmarks not used): what the model's shapes could not follow, which
+            :class:`affectsynth.deform.ResidualField` spreads over the mesh.
+        error_px: [B] mean of :attr:`landmark_error` over used landmarks.
         nme: [B] ``error_px`` over the detected outer-eye-corner distance.
         reliable: [B] bool.
         reasons: per face, why it is unreliable (empty when reliable).
@@ -122,7 +123,7 @@ class FitResult:
     id_coeffs: torch.Tensor
     exp_coeffs: torch.Tensor
     exp_names: tuple[str, ...]
-    landmark_error: torch.Tensor
+    landmark_residual: torch.Tensor
     error_px: torch.Tensor
     nme: torch.Tensor
     reliable: torch.Tensor
@@ -136,6 +137,11 @@ class FitResult:
     @property
     def batch_size(self) -> int:
         return self.scale.shape[0]
+
+    @property
+    def landmark_error(self) -> torch.Tensor:
+        """[B, L] distance in px between each fitted and detected landmark (NaN for landmarks not used)."""
+        return self.landmark_residual.norm(dim=-1)
 
     @property
     def angles_deg(self) -> torch.Tensor:
@@ -364,11 +370,10 @@ def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = Fi
     out_dtype = model.dtype
     shape = lm.mean + torch.einsum("bm,mlc->blc", coeffs, lm.basis)
     pred_xy = to_image_space(shape, rotation, scale, translation)[..., :2]
-    used_err = (pred_xy - target_xy).norm(dim=-1)
-    used_err = torch.where(finite, used_err, torch.full_like(used_err, float("nan")))
-    lm_err = torch.full((b, n_all), float("nan"), dtype=dtype, device=device)
-    lm_err[:, lm.index] = used_err
-    error_px = used_err.nanmean(-1)
+    used_residual = torch.where(finite[..., None], target_xy - pred_xy, float("nan"))      # [B, U, 2]
+    residual = torch.full((b, n_all, 2), float("nan"), dtype=dtype, device=device)
+    residual[:, lm.index] = used_residual
+    error_px = used_residual.norm(dim=-1).nanmean(-1)
     a, c = EYE_CORNERS[scheme]
     eyes = landmarks.xy.to(device, dtype)
     iod = (eyes[:, a] - eyes[:, c]).norm(dim=-1).clamp(min=1e-6)
@@ -381,7 +386,7 @@ def fit_landmarks(model: FaceModel, landmarks: Landmarks, config: FitConfig = Fi
         rotation=rotation.to(out_dtype), scale=scale.to(out_dtype), translation=translation.to(out_dtype),
         depth_offset=depth_offset.to(out_dtype), id_coeffs=coeffs[:, :k].to(out_dtype),
         exp_coeffs=coeffs[:, k:].to(out_dtype), exp_names=model.exp_names,
-        landmark_error=lm_err.to(out_dtype), error_px=error_px.to(out_dtype), nme=nme.to(out_dtype),
+        landmark_residual=residual.to(out_dtype), error_px=error_px.to(out_dtype), nme=nme.to(out_dtype),
         reliable=torch.tensor([not r for r in reasons], dtype=torch.bool, device=device),
         reasons=reasons, scheme=scheme, image_size=landmarks.image_size.to(device), model_name=model.name)
 

@@ -22,6 +22,7 @@ import torch
 
 from .affect.bank import VABank, default_bank, target_from_va
 from .affect.targets import ExpressionCode, parse_au, parse_expression, parse_va, stack_model_coeffs, validate_va
+from .deform import ResidualField, fitted_image_points, retarget
 from .detect import Detector, create_detector
 from .errors import InputError, NoFaceError, SeveralFacesError
 from .fit import FitConfig, FitResult, Fitter
@@ -256,6 +257,14 @@ class Synthesizer:
         self.backend = resolve_backend(backend, model.device)
         self.parts = model_parts(model)
         self.face_fitter = FaceFitter(model, detector, config)
+        self._residual_fields: dict[str, ResidualField] = {}
+
+    def residual_field(self, scheme: str) -> ResidualField:
+        """The model's :class:`~affectsynth.deform.ResidualField` for fits of ``scheme`` landmarks
+        (built on first use, then kept)."""
+        if scheme not in self._residual_fields:
+            self._residual_fields[scheme] = ResidualField.build(self.model, scheme)
+        return self._residual_fields[scheme]
 
     def __call__(self, image: np.ndarray, target: ExpressionCode, all_faces: bool = False,
                  name: str = "image") -> SynthesisResult:
@@ -309,7 +318,7 @@ class Synthesizer:
 
         appearance = {}
         with torch.no_grad():
-            source_image = fitted.fit.image_points(fitted.fit.vertices(self.model))
+            source_image = fitted_image_points(self.model, fitted.fit, self.residual_field(fitted.fit.scheme))
             if "eyeball" in self.model.materials:
                 appearance["eyes"] = estimate_eye_appearance(photo, fitted.landmarks.to(self.model.device),
                                                              fitted.fit, self.model)
@@ -320,13 +329,13 @@ class Synthesizer:
 
     def _render(self, image: np.ndarray, photo: torch.Tensor, fitted: FaceFit, appearance: dict,
                 target: ExpressionCode, coeffs: torch.Tensor, report, detect_fit_ms: float) -> SynthesisResult:
-        from .deform import retarget
         from .render.retarget import render_retargeted
 
         clock = _Clock()
         clock.laps["detect_fit"] = detect_fit_ms
         with torch.no_grad():
-            deformation = retarget(self.model, fitted.fit, coeffs[None].expand(fitted.fit.batch_size, -1))
+            deformation = retarget(self.model, fitted.fit, coeffs[None].expand(fitted.fit.batch_size, -1),
+                                   self.residual_field(fitted.fit.scheme))
             clock.lap("deform")
             rendered = render_retargeted(photo, deformation, self.model, self.backend, parts=self.parts,
                                          **appearance)
@@ -384,7 +393,6 @@ class Synthesizer:
             :class:`~affectsynth.render.retarget.RetargetRender`: ``.image`` [B, 3, H, W] and ``.mask``
             [B, 1, H, W] (or ``.box``, ``.window`` and ``.window_mask``: the part that changed).
         """
-        from .deform import retarget
         from .render.retarget import render_retargeted
 
         device, faces = self.model.device, fit.batch_size
@@ -398,7 +406,7 @@ class Synthesizer:
             raise ValueError(f"render_tensors: photo and fit must be on the model's device {device}, got "
                              f"{photo.device} and {fit.scale.device}")
         with torch.no_grad():
-            deformation = retarget(self.model, fit, coeffs)
+            deformation = retarget(self.model, fit, coeffs, self.residual_field(fit.scheme))
             if clock is not None:
                 clock.lap("deform")
             return render_retargeted(photo, deformation, self.model, self.backend, parts=self.parts, **appearance)
