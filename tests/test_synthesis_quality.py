@@ -215,6 +215,23 @@ def test_the_photos_closed_lips_leave_no_line_across_the_teeth(synth, default_mo
     assert lip_red.mean() < 0.008
 
 
+@pytest.mark.parametrize("photo, expression", [("astronaut", "neutral"), ("faces_116_m_m/happiness.jpg", "neutral"),
+                                               ("faces_140_y_f", "sadness")])
+def test_lips_barely_parted_show_a_dark_slit(synth, default_model, astronaut, photo, expression):
+    """A target whose lips part a fraction of a millimetre (the model's rest, an open smile closed,
+    sadness) lets little light into the mouth: the slit between the lips is darker than the lips
+    (mean luma 134, 87, 92 against the lips' 155, 115, 128). Lit as an open mouth's teeth (the
+    shaded ones, and the photo's where the smile showed them), it was a white line: 173, 198, 167."""
+    image = (astronaut if photo == "astronaut" else
+             load_image(need_shared(DEV_FACES / photo)) if photo.endswith(".jpg") else dev_neutral(photo))
+    target = parse_expression(expression)
+    coeffs, _ = target.to_model_coeffs(default_model)
+    result = synth(image, target)
+    slit = result.image[mouth_opening(synth, result, coeffs)].astype(np.float64) @ [0.299, 0.587, 0.114]
+    lip = synth.appearance(image, synth.face_fitter(image))["mouth"].lip[0].double() * 255
+    assert len(slit) > 20 and slit.mean() < 0.9 * float(lip @ torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64))
+
+
 def test_a_raised_lid_takes_its_lash_shadow_along(synth):
     """faces_116_m_m (a 2835 x 3543 px photo) has dark lashes along his upper lids. AU5 lifts the
     lids ~2 mm: the strip just under the photo's lid line is then uncovered sclera, lit as the

@@ -57,6 +57,11 @@ GUMS_OF_LIP, TONGUE_OF_LIP, SOCKET_OF_LIP = 1.05, 0.85, 0.5
 #: the darker half of the non-teeth pixels inside the opening of the 5 posed surprise and fear
 #: photos of the dev subjects is 0.1-0.6, median 0.29, times the lips' red; this renders 0.17.)
 OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR = 14.0, 0.3
+#: The mouth opening (mm between the lips' inner edges at the midline) that lets in all the light the
+#: shading above assumes (it was set on posed surprise and fear, open 10-20 mm); a narrower one lets in
+#: its share. Lips parted a fraction of a millimetre (the target of a smile closed, a sad mouth) show
+#: a dark slit, not a white line of lit teeth.
+APERTURE_FULL_MM = 5.0
 #: How far the hue of a tooth, gum or tongue in the lips' shadow moves toward the lips' colour, per
 #: unit of shadow (1 - the light :data:`OCCLUSION_FLOOR` and :data:`OCCLUSION_DEPTH_MM` leave it):
 #: light inside the mouth has come off its red walls. The luminance stays the occlusion's. Without

@@ -20,8 +20,8 @@ from .composite import composite, dilate, feathered_mask
 from .creases import CreaseLines, crease_lines, crease_shading
 from .eyes import (COLLARETTE_GAIN, EDGE_SOFTNESS, LIMBAL_DARKENING, LIMBAL_FROM, LUMA, PUPIL_FRACTION, EyeAppearance,
                    eyeball_layers, luma, nearest_eye)
-from .materials import (AMBIENT, GUMS_OF_LIP, MOUTH_BOUNCE, MOUTH_LAMBERT, MOUTH_MATERIAL_IDS, OCCLUSION_DEPTH_MM,
-                        OCCLUSION_FLOOR, PHOTO_GAMMA, RATIO_RANGE, SOCKET_OF_LIP, TONGUE_OF_LIP, TOOTH_LUMA_OF_LIP,
+from .materials import (AMBIENT, APERTURE_FULL_MM, GUMS_OF_LIP, MOUTH_BOUNCE, MOUTH_LAMBERT, MOUTH_MATERIAL_IDS,
+                        OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR, PHOTO_GAMMA, RATIO_RANGE, SOCKET_OF_LIP, TONGUE_OF_LIP, TOOTH_LUMA_OF_LIP,
                         TOOTH_SATURATION_OF_LIP, MouthAppearance, estimate_mouth_appearance, key_light,
                         looks_like_teeth, shade_mouth, shading_ratio, vertex_normals)
 from .grain import Grain, add_grain, estimate_grain
@@ -159,6 +159,8 @@ class ModelParts:
         eyeballs: [V] bool, the vertices of both eyeballs, or None (a model without them).
         lip_rim: [R] int64 vertex ids of the lips' inner edge (the mouth opening), or of the lips
             when the model does not name it.
+        lip_midline: [2] int64, the upper and lower inner-lip vertices nearest the midline (in the
+            mean shape), or None when the model does not name the inner lips.
         creases: the model's :func:`~affectsynth.render.creases.crease_lines`, or None.
     """
 
@@ -169,6 +171,7 @@ class ModelParts:
     interior_only: torch.Tensor
     eyeballs: torch.Tensor | None
     lip_rim: torch.Tensor
+    lip_midline: torch.Tensor | None
     creases: CreaseLines | None
 
 
@@ -181,13 +184,16 @@ def model_parts(model: FaceModel) -> ModelParts:
     used[0, triangles[skin].reshape(-1)] = True
     used[1, triangles[~skin & (material != _EYEBALL)].reshape(-1)] = True
     eyeball = regions.get("eyeball_L"), regions.get("eyeball_R")
-    rim = (torch.cat((regions["lip_inner_upper"], regions["lip_inner_lower"]))
-           if "lip_inner_upper" in regions and "lip_inner_lower" in regions else regions["lips"])
+    inner = "lip_inner_upper" in regions and "lip_inner_lower" in regions
+    rim = torch.cat((regions["lip_inner_upper"], regions["lip_inner_lower"])) if inner else regions["lips"]
+    midline = torch.stack([ids[model.mean[ids, 0].abs().argmin()] for ids in (regions["lip_inner_upper"],
+                                                                              regions["lip_inner_lower"])]) if inner else None
     return ModelParts(triangles=triangles, triangle_material=material, skin_triangle=skin, skin_triangles=triangles[skin],
                       interior_only=used[1] & ~used[0],
                       eyeballs=None if eyeball[0] is None or eyeball[1] is None else _vertex_mask(
                           torch.cat(eyeball), model.mean.shape[0]).to(device),
-                      lip_rim=rim.to(device), creases=crease_lines(model))
+                      lip_rim=rim.to(device), lip_midline=None if midline is None else midline.to(device),
+                      creases=crease_lines(model))
 
 
 def _vertex_mask(ids: torch.Tensor, count: int) -> torch.Tensor:
@@ -514,6 +520,28 @@ def _interior_seen(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.Ten
     slit_in_photo = slit_in_photo & ~tooth_in_photo
     moved = moved & ~tooth_in_photo
     return seen.index_put(at, seen[at] & ~(moved | (slit_in_photo & ~slit_in_target)))
+
+
+def _light_in(mesh: torch.Tensor, midline: torch.Tensor) -> torch.Tensor:
+    """[B] the share of the light the B mouths of ``mesh`` [B, V, 3] (mm) let in: all of it from
+    :data:`~.materials.APERTURE_FULL_MM` between the lips at the midline (``midline``:
+    :attr:`ModelParts.lip_midline`), a narrower opening in proportion."""
+    return ((mesh[:, midline[0]] - mesh[:, midline[1]]).norm(dim=-1) / APERTURE_FULL_MM).clamp(max=1.0)
+
+
+def _dimmed_interior(colour: torch.Tensor, interior: torch.Tensor, seen: torch.Tensor, mouth: MouthAppearance,
+                     deformation: Deformation, midline: torch.Tensor | None) -> tuple[torch.Tensor, MouthAppearance]:
+    """A mouth narrowed by the target lets in less light than the photo's: ``colour`` [B, 1, N, C] with
+    the photo's pixels of the interior (``interior & seen``, [B, 1, N]) dimmed by the target's light
+    over the photo's (:func:`_light_in`, at most 1), and ``mouth`` with its tones dimmed by the
+    target's light, for the pixels shaded."""
+    if midline is None:
+        return colour, mouth
+    light = _light_in(deformation.target, midline)                                              # [B]
+    narrowed = (light / _light_in(deformation.source, midline).clamp(min=1e-6)).clamp(max=1.0).to(colour)
+    colour = torch.where((interior & seen)[..., None], colour * narrowed[:, None, None, None], colour)
+    light = light[:, None].to(mouth.lip)
+    return colour, dataclasses.replace(mouth, lip=mouth.lip * light, teeth=mouth.teeth * light)
 
 
 def _lid_shadow_reach(px_per_mm: torch.Tensor) -> int:
@@ -995,7 +1023,8 @@ def render_retargeted(photo: torch.Tensor, deformation: Deformation, model: Face
                                      colour, eyes, px_per_mm, size)
     if mouth_appearance is not None:
         rim_z = deformation.target[:, parts.lip_rim, 2].mean(1)                                      # [B] mm
-        colour = _shaded_interior(interior, seen, pixels, values, material, colour, rim_z, mouth_appearance, size)
+        colour, lit = _dimmed_interior(colour, interior, seen, mouth_appearance, deformation, parts.lip_midline)
+        colour = _shaded_interior(interior, seen, pixels, values, material, colour, rim_z, lit, size)
         colour = _smoothed_mouth_edges(colour, material, interior & ~seen, pixels, window, size)
     grain = grain if grain is not None else measure_grain(photo, src, model)
     colour = add_grain(colour, where, shaded, grain, pixels, window, (y0, x0))
