@@ -24,7 +24,7 @@ import scipy.sparse.linalg
 import torch
 
 from .fit import FitResult
-from .model import FaceModel, blend_shapes
+from .model import FaceModel, blend_shapes, mouth_opening
 
 __all__ = ["Deformation", "ResidualField", "retarget"]
 
@@ -63,15 +63,14 @@ class ResidualField:
         weights: [V, L] sparse CSR, row v the weights of the landmarks (the scheme's L, in its order)
             vertex v's offset is taken from (a sparse product costs 0.1 ms a face, a gather 1.2).
         lip_pairs: [P, 2] int64 :data:`LIP_PAIRS` of the scheme.
-        midline_vertices, midline_weights: [2, C] the vertices and weights of the midline pair's
-            landmarks (the model's landmark map there).
+        lip_midline: the model's :attr:`~affectsynth.model.FaceModel.lip_midline` (None: the lips'
+            opening part is always kept).
         scheme: the landmark scheme.
     """
 
     weights: torch.Tensor
     lip_pairs: torch.Tensor
-    midline_vertices: torch.Tensor
-    midline_weights: torch.Tensor
+    lip_midline: torch.Tensor | None
     scheme: str
 
     @staticmethod
@@ -107,10 +106,8 @@ class ResidualField:
                                               torch.from_numpy(np.take_along_axis(columns, order, 1).ravel()),
                                               torch.from_numpy(np.take_along_axis(kept, order, 1).ravel()),
                                               (count, lmap.vertices.shape[0]), dtype=model.dtype).to(model.device)
-        midline = list(LIP_PAIRS[scheme][0])
         return ResidualField(weights=weights, lip_pairs=torch.tensor(LIP_PAIRS[scheme], device=model.device),
-                             midline_vertices=lmap.vertices[midline].to(model.device),
-                             midline_weights=lmap.weights[midline].to(model.device, model.dtype), scheme=scheme)
+                             lip_midline=model.lip_midline, scheme=scheme)
 
     def offsets(self, fit: FitResult) -> torch.Tensor:
         """[B, V, 2] image offsets (px) of ``fit``'s B faces: :meth:`spread` of :meth:`residual`."""
@@ -138,14 +135,13 @@ class ResidualField:
         out = self.weights.to(residual.dtype) @ residual.transpose(0, 1).reshape(residual.shape[1], 2 * n)
         return out.view(count, n, 2).transpose(0, 1)
 
-    def opening(self, model: FaceModel, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """[B] how much of the lips' opening residual the target keeps: the target's mouth opening
-        over the source's (the midline pair of :data:`LIP_PAIRS`, model-space [B, V, 3] meshes),
-        at most 1."""
-        lips = ((mesh[:, self.midline_vertices] * self.midline_weights[..., None].to(mesh.dtype)).sum(2)
-                for mesh in (source, target))                                                 # [B, 2, 3] each
-        gap_source, gap_target = ((pair[:, 0] - pair[:, 1]).norm(dim=-1) for pair in lips)
-        return (gap_target / gap_source.clamp(min=1e-6)).clamp(max=1.0)
+    def opening(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """[B] how much of the lips' opening residual the target keeps: the target's
+        :func:`~affectsynth.model.mouth_opening` over the source's (model-space [B, V, 3] meshes), at most 1."""
+        if self.lip_midline is None:
+            return source.new_ones(source.shape[0])
+        return (mouth_opening(target, self.lip_midline) / mouth_opening(source, self.lip_midline).clamp(min=1e-6)
+                ).clamp(max=1.0)
 
 
 def fitted_image_points(model: FaceModel, fit: FitResult, field: ResidualField | None) -> torch.Tensor:
@@ -198,7 +194,7 @@ def retarget(model: FaceModel, fit: FitResult, exp_target: torch.Tensor,
     source_image, target_image = fit.image_points(both.view(b, 2 * vertices, 3)).view(b, 2, vertices, 3).unbind(1)
     if field is not None:
         residual = field.residual(fit)
-        opening = field.opening(model, source, target)
+        opening = field.opening(source, target)
         offsets = field.spread(torch.cat((residual, field.narrowed(residual, opening))))      # [2B, V, 2]
         source_image, target_image = (points + torch.nn.functional.pad(moved, (0, 1))
                                       for points, moved in zip((source_image, target_image), offsets.split(b)))

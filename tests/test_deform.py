@@ -70,7 +70,7 @@ def test_the_target_keeps_the_offsets_but_the_lips_opening_only_while_the_mouth_
     assert torch.allclose(moved[upper], torch.tensor([0.0, -2.0]), atol=0.05) and moved[lower].abs().max() < 0.05
     coeffs, _ = stack_model_coeffs([parse_expression("neutral")], default_model)
     closed, closed_plain = (retarget(default_model, fit, coeffs.to(fit.exp_coeffs), f) for f in (field, None))
-    assert float(field.opening(default_model, closed.source, closed.target)[0]) < 0.2
+    assert float(field.opening(closed.source, closed.target)[0]) < 0.2
     kept = (closed.target_image - closed_plain.target_image)[0, :, :2]
     assert float(kept[upper, 1] - kept[lower, 1]) > -0.4                     # the opening (-2 px) mostly gone
     assert torch.allclose(kept[[upper, lower], 1], torch.tensor(-1.0), atol=0.4)   # the common part stays

@@ -21,7 +21,7 @@ import torch
 from ..errors import ModelFormatError
 from ..landmarks import SCHEMES
 
-__all__ = ["FaceModel", "FaceModelOutput", "LandmarkMap", "blend_shapes", "FORMAT_VERSION", "MATERIALS"]
+__all__ = ["FaceModel", "FaceModelOutput", "LandmarkMap", "blend_shapes", "mouth_opening", "FORMAT_VERSION", "MATERIALS"]
 
 #: Version of the .npz layout written by :meth:`FaceModel.save`.
 FORMAT_VERSION = 1
@@ -30,6 +30,12 @@ FORMAT_VERSION = 1
 #: photo's texture; the mouth interior and the eyeballs are shaded by
 #: :mod:`affectsynth.render.materials` where the photo does not show them.
 MATERIALS = ("skin", "mouth_socket", "teeth", "gums", "tongue", "eyeball")
+
+
+def mouth_opening(vertices: torch.Tensor, lip_midline: torch.Tensor) -> torch.Tensor:
+    """[B] mm between the lips' inner edges at the midline of B meshes ``vertices`` [B, V, 3] (mm;
+    ``lip_midline``: :attr:`FaceModel.lip_midline`)."""
+    return (vertices[:, lip_midline[0]] - vertices[:, lip_midline[1]]).norm(dim=-1)
 
 
 def blend_shapes(coeffs: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -204,6 +210,16 @@ class FaceModel:
         except KeyError:
             raise ModelFormatError(f"model {self.name!r} has no {scheme!r} landmark map "
                                    f"(it has: {sorted(self.landmark_maps) or 'none'})") from None
+
+    @property
+    def lip_midline(self) -> torch.Tensor | None:
+        """[2] int64, the upper and the lower inner-lip vertex nearest the midline (x = 0 in the mean
+        shape), where :func:`mouth_opening` is measured; None for a model that does not name its
+        lips' inner edges (regions "lip_inner_upper", "lip_inner_lower")."""
+        if "lip_inner_upper" not in self.regions or "lip_inner_lower" not in self.regions:
+            return None
+        return torch.stack([ids[self.mean[ids, 0].abs().argmin()]
+                            for ids in (self.regions["lip_inner_upper"], self.regions["lip_inner_lower"])])
 
     def triangle_materials(self) -> torch.Tensor:
         """[F] int64 index into :data:`MATERIALS` of each triangle's material."""

@@ -14,15 +14,15 @@ import torch.nn.functional as F
 
 from ..affect.targets import model_coeffs_to_au
 from ..deform import Deformation
-from ..model.face_model import MATERIALS, FaceModel
+from ..model.face_model import MATERIALS, FaceModel, mouth_opening
 from . import kernels
 from .composite import composite, dilate, feathered_mask
 from .creases import CreaseLines, crease_lines, crease_shading
 from .eyes import (COLLARETTE_GAIN, EDGE_SOFTNESS, LIMBAL_DARKENING, LIMBAL_FROM, LUMA, PUPIL_FRACTION, EyeAppearance,
                    eyeball_layers, luma, nearest_eye)
 from .materials import (AMBIENT, APERTURE_FULL_MM, GUMS_OF_LIP, MOUTH_BOUNCE, MOUTH_LAMBERT, MOUTH_MATERIAL_IDS,
-                        OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR, PHOTO_GAMMA, RATIO_RANGE, SOCKET_OF_LIP, TONGUE_OF_LIP, TOOTH_LUMA_OF_LIP,
-                        TOOTH_SATURATION_OF_LIP, MouthAppearance, estimate_mouth_appearance, key_light,
+                        OCCLUSION_DEPTH_MM, OCCLUSION_FLOOR, PHOTO_GAMMA, RATIO_RANGE, SOCKET_OF_LIP, TONGUE_OF_LIP,
+                        TOOTH_LUMA_OF_LIP, TOOTH_SATURATION_OF_LIP, MouthAppearance, estimate_mouth_appearance, key_light,
                         looks_like_teeth, shade_mouth, shading_ratio, vertex_normals)
 from .grain import Grain, add_grain, estimate_grain
 from .raster import Fragments, rasterize, resolve_backend
@@ -159,8 +159,7 @@ class ModelParts:
         eyeballs: [V] bool, the vertices of both eyeballs, or None (a model without them).
         lip_rim: [R] int64 vertex ids of the lips' inner edge (the mouth opening), or of the lips
             when the model does not name it.
-        lip_midline: [2] int64, the upper and lower inner-lip vertices nearest the midline (in the
-            mean shape), or None when the model does not name the inner lips.
+        lip_midline: the model's :attr:`~affectsynth.model.FaceModel.lip_midline`.
         creases: the model's :func:`~affectsynth.render.creases.crease_lines`, or None.
     """
 
@@ -184,10 +183,9 @@ def model_parts(model: FaceModel) -> ModelParts:
     used[0, triangles[skin].reshape(-1)] = True
     used[1, triangles[~skin & (material != _EYEBALL)].reshape(-1)] = True
     eyeball = regions.get("eyeball_L"), regions.get("eyeball_R")
-    inner = "lip_inner_upper" in regions and "lip_inner_lower" in regions
-    rim = torch.cat((regions["lip_inner_upper"], regions["lip_inner_lower"])) if inner else regions["lips"]
-    midline = torch.stack([ids[model.mean[ids, 0].abs().argmin()] for ids in (regions["lip_inner_upper"],
-                                                                              regions["lip_inner_lower"])]) if inner else None
+    rim = (torch.cat((regions["lip_inner_upper"], regions["lip_inner_lower"]))
+           if "lip_inner_upper" in regions and "lip_inner_lower" in regions else regions["lips"])
+    midline = model.lip_midline
     return ModelParts(triangles=triangles, triangle_material=material, skin_triangle=skin, skin_triangles=triangles[skin],
                       interior_only=used[1] & ~used[0],
                       eyeballs=None if eyeball[0] is None or eyeball[1] is None else _vertex_mask(
@@ -523,10 +521,10 @@ def _interior_seen(interior: torch.Tensor, seen: torch.Tensor, pixels: torch.Ten
 
 
 def _light_in(mesh: torch.Tensor, midline: torch.Tensor) -> torch.Tensor:
-    """[B] the share of the light the B mouths of ``mesh`` [B, V, 3] (mm) let in: all of it from
-    :data:`~.materials.APERTURE_FULL_MM` between the lips at the midline (``midline``:
-    :attr:`ModelParts.lip_midline`), a narrower opening in proportion."""
-    return ((mesh[:, midline[0]] - mesh[:, midline[1]]).norm(dim=-1) / APERTURE_FULL_MM).clamp(max=1.0)
+    """[B] the share of the light the B mouths of ``mesh`` [B, V, 3] (mm) let in: all of it from a
+    :func:`~affectsynth.model.mouth_opening` of :data:`~.materials.APERTURE_FULL_MM`, a narrower
+    opening in proportion (``midline``: :attr:`ModelParts.lip_midline`)."""
+    return (mouth_opening(mesh, midline) / APERTURE_FULL_MM).clamp(max=1.0)
 
 
 def _dimmed_interior(colour: torch.Tensor, interior: torch.Tensor, seen: torch.Tensor, mouth: MouthAppearance,
