@@ -304,7 +304,7 @@ def batch_stage_shares(synthesizer: Synthesizer, inputs: tuple, device: torch.de
         synchronize(device)
         start = time.perf_counter()
         with torch.no_grad():
-            retarget(synthesizer.model, inputs[1], inputs[2])
+            retarget(synthesizer.model, inputs[1], inputs[2], synthesizer.residual_field(inputs[1].scheme))
         synchronize(device)
         deform = time.perf_counter() - start
         with timed_rasterize(device, spent):
