@@ -56,7 +56,8 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from .affect.classes import ClassCodes, class_codes
+from .affect import classes
+from .affect.classes import ClassCodes
 from .affect.targets import canonical_emotion, parse_va_cell
 from .errors import InputError
 
@@ -709,7 +710,7 @@ def run_batch(options: BatchOptions) -> BatchSummary:
         raise InputError(f"unknown detector {options.detector!r}; choose one of {', '.join(DETECTORS)}")
     spec = parse_spec(options.targets)
     sources = read_sources(options.input, exclude=options.output,
-                           class_codes=None if options.class_codes is None else class_codes(options.class_codes))
+                           class_codes=None if options.class_codes is None else classes.class_codes(options.class_codes))
     items = plan_items(spec, sources, options.seed)
     model = load_default_model() if options.model is None else FaceModel.load(options.model)
     if options.backend != "auto" and options.backend not in available_backends(model.device):
