@@ -96,8 +96,8 @@ class ResidualField:
         dense = scipy.sparse.linalg.splu(system).solve(100.0 * sample.T.toarray())          # [V, U]
         strongest = np.argsort(-np.abs(dense), 1)[:, :RESIDUAL_NEIGHBOURS]
         kept = np.take_along_axis(dense, strongest, 1)
-        total, kept_total = dense.sum(1), kept.sum(1)
-        kept = kept * np.where(np.abs(kept_total) > 1e-12, total / np.where(kept_total == 0, 1, kept_total), 0)[:, None]
+        # rescaled to the row's full sum (0 for a part no landmark reaches)
+        kept = kept * np.divide(dense.sum(1), kept.sum(1), out=np.zeros(count), where=np.abs(kept.sum(1)) > 1e-12)[:, None]
         columns = used[strongest]                                                            # [V, K]
         order = np.argsort(columns, 1)                                 # CSR: each row's columns ascending
         with warnings.catch_warnings():   # torch calls sparse CSR "beta"; its product is all this uses
@@ -148,7 +148,12 @@ def fitted_image_points(model: FaceModel, fit: FitResult, field: ResidualField |
     """[B, V, 3] the fitted faces' vertices in the image (u px, v px, depth px), moved by ``field``'s
     offsets where given: where the photo shows each vertex."""
     points = fit.image_points(fit.vertices(model))
-    return points if field is None else points + torch.nn.functional.pad(field.offsets(fit), (0, 1))
+    return points if field is None else _moved(points, field.offsets(fit))
+
+
+def _moved(points: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Image points [B, V, 3] (u, v, depth px) moved by image offsets [B, V, 2] (depth unchanged)."""
+    return points + torch.nn.functional.pad(offsets, (0, 1))
 
 
 @dataclass(frozen=True)
@@ -196,7 +201,7 @@ def retarget(model: FaceModel, fit: FitResult, exp_target: torch.Tensor,
         residual = field.residual(fit)
         opening = field.opening(source, target)
         offsets = field.spread(torch.cat((residual, field.narrowed(residual, opening))))      # [2B, V, 2]
-        source_image, target_image = (points + torch.nn.functional.pad(moved, (0, 1))
-                                      for points, moved in zip((source_image, target_image), offsets.split(b)))
+        source_image, target_image = (_moved(points, moved) for points, moved in zip((source_image, target_image),
+                                                                                     offsets.split(b)))
     return Deformation(source=source, target=target, source_image=source_image, target_image=target_image,
                        exp_source=fit.exp_coeffs, exp_target=exp_target, px_per_mm=fit.scale)
